@@ -1,0 +1,185 @@
+"""`python -m vee_jax.data check PATH --format json|conll|msra`: read a split and describe it.
+
+In the spirit of ``spacy debug data``: counts, entity types, nesting, length percentiles and
+warnings, so a file can be checked against its README before training. A DataError prints
+one line and exits with code 2.
+
+The report is a list of sections built from a stats dict (``describe``). Subword statistics
+(pieces per word, sentences over the model's 512 positions) are meant to come as one more
+``describe_*`` function that takes a tokenizer and one more section, without touching these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from typing import Any, Sequence
+
+import numpy as np
+
+from .readers import FORMATS, read_split
+from .sentence import DataError, Sentence
+
+PERCENTILES = (50, 90, 99)
+BERT_POSITIONS = 510  # 512 minus [CLS] and [SEP]: longer sentences need windows (MSRA README)
+
+Section = tuple[str, list[tuple[str, str]]]
+
+
+def percentiles(values: Sequence[int]) -> dict[str, int]:
+    """Nearest-rank percentiles (an observed value: the smallest v with >= p% of values <= v)
+    and the max; zeros for no values."""
+    if len(values) == 0:
+        return {**{f"p{p}": 0 for p in PERCENTILES}, "max": 0}
+    arr = np.asarray(values)
+    out = {f"p{p}": int(np.percentile(arr, p, method="inverted_cdf")) for p in PERCENTILES}
+    out["max"] = int(arr.max())
+    return out
+
+
+def span_relations(spans: Sequence[tuple[int, int, str]]) -> tuple[int, int, int]:
+    """(entities in a nesting relation, crossing pairs, cells with more than one type).
+
+    Nesting as in the GENIA README: an entity that contains, or lies inside, another entity
+    of the sentence (shared boundaries included). Crossing: s1 < s2 <= e1 < e2.
+    """
+    nested = [False] * len(spans)
+    crossing = 0
+    for i, (s1, e1, _) in enumerate(spans):
+        for j in range(i + 1, len(spans)):
+            s2, e2, _ = spans[j]
+            if (s1 <= s2 and e2 <= e1) or (s2 <= s1 and e1 <= e2):
+                nested[i] = nested[j] = True
+            elif s1 <= e2 and s2 <= e1:
+                crossing += 1
+    cells = Counter((s, e) for s, e, _ in spans)
+    multi = sum(1 for c in cells.values() if c > 1)
+    return sum(nested), crossing, multi
+
+
+def describe(sentences: Sequence[Sentence]) -> dict[str, Any]:
+    """Word-level statistics of a split (the numbers its README tabulates)."""
+    types: Counter[str] = Counter()
+    nested = crossing = multi = 0
+    for sent in sentences:
+        types.update(t for _, _, t in sent.spans)
+        n, c, m = span_relations(sent.spans)
+        nested, crossing, multi = nested + n, crossing + c, multi + m
+    lengths = [len(s) for s in sentences]
+    return {
+        "sentences": len(sentences),
+        "words": sum(lengths),
+        "empty_sentences": sum(1 for n in lengths if n == 0),
+        "sentences_without_entities": sum(1 for s in sentences if not s.spans),
+        "entities": sum(types.values()),
+        "entities_per_type": dict(sorted(types.items())),
+        "nested_entities": nested,
+        "crossing_pairs": crossing,
+        "multi_type_cells": multi,
+        "sentence_length": percentiles(lengths),
+        "entity_length": percentiles([e - s + 1 for sent in sentences for s, e, _ in sent.spans]),
+        "sentences_over_bert": sum(1 for n in lengths if n > BERT_POSITIONS),
+    }
+
+
+def _n(x: int) -> str:
+    return f"{x:,}"
+
+
+def _pct(p: dict[str, int]) -> str:
+    return "  ".join(f"{k} {v}" for k, v in p.items())
+
+
+def sections(stats: dict[str, Any]) -> list[Section]:
+    """The report's sections for the stats of ``describe``."""
+    ents = stats["entities"]
+    overview = [
+        ("sentences", _n(stats["sentences"])),
+        ("words", _n(stats["words"])),
+        ("empty sentences", _n(stats["empty_sentences"])),
+        ("sentences without entities", _n(stats["sentences_without_entities"])),
+        ("words per sentence", _pct(stats["sentence_length"])),
+    ]
+    entities = [("entities", _n(ents))]
+    for t, c in stats["entities_per_type"].items():
+        entities.append((f"  {t}", f"{_n(c)} ({100 * c / ents:.1f}%)"))
+    entities += [
+        ("nested (contain or inside another)", _n(stats["nested_entities"])),
+        ("crossing pairs", _n(stats["crossing_pairs"])),
+        ("cells with two or more types", _n(stats["multi_type_cells"])),
+        ("entity length (words)", _pct(stats["entity_length"])),
+    ]
+    return [("Overview", overview), ("Entities", entities)]
+
+
+def warnings(stats: dict[str, Any]) -> list[str]:
+    """Things a user should know before training on the split."""
+    out = []
+    if stats["sentences"] == 0:
+        out.append("no sentences")
+    if stats["entities"] == 0:
+        out.append("no entities")
+    if stats["multi_type_cells"]:
+        out.append(f"{stats['multi_type_cells']} span(s) carry two or more types; a table "
+                   "cell holds one class, so all but one will be lost")
+    if stats["crossing_pairs"]:
+        out.append(f"{stats['crossing_pairs']} crossing pair(s): no decoding can return both")
+    if stats["sentences_over_bert"]:
+        out.append(f"{stats['sentences_over_bert']} sentence(s) over {BERT_POSITIONS} words "
+                   "(more subwords still): they need windows, not silent truncation")
+    return out
+
+
+def format_report(title: str, secs: list[Section], notes: list[str]) -> str:
+    """Plain-text report: a banner per section, aligned rows, then warnings with ``!``."""
+    width = max((len(k) for _, rows in secs for k, _ in rows), default=0) + 2
+    lines = [f"== {title}"]
+    for name, rows in secs:
+        lines += ["", f"-- {name}"]
+        lines += [f"{k:<{width}}{v}" for k, v in rows]
+    if notes:
+        lines += ["", "-- Warnings"] + [f"! {n}" for n in notes]
+    return "\n".join(lines)
+
+
+def check(path: str, format: str, **options: Any) -> str:
+    """Read ``path`` and return the report (raises DataError on a bad file)."""
+    read_stats: dict[str, int] = {}
+    if format == "conll":
+        options["stats"] = read_stats
+    sentences = read_split(path, format, **options)
+    stats = describe(sentences)
+    secs = sections(stats)
+    if format == "conll":
+        secs[0][1].append(("-DOCSTART- lines", _n(read_stats["documents"])))
+        if options.get("lenient"):
+            secs[0][1].append(("lenient BIO repairs", _n(read_stats["repairs"])))
+    return format_report(f"{path} ({format})", secs, warnings(stats))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point; returns the exit code (2 on a data error)."""
+    parser = argparse.ArgumentParser(prog="python -m vee_jax.data",
+                                     description="Check an NER data file.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("check", help="read a split and print its statistics")
+    p.add_argument("path")
+    p.add_argument("--format", required=True, choices=sorted(FORMATS))
+    p.add_argument("--scheme", choices=["iob1", "bio"], default="iob1",
+                   help="CoNLL tag scheme (default iob1, as in CoNLL-2003)")
+    p.add_argument("--token-column", type=int, default=0, help="CoNLL word column")
+    p.add_argument("--tag-column", type=int, default=-1, help="CoNLL tag column")
+    p.add_argument("--lenient", action="store_true",
+                   help="CoNLL BIO: read a stray I-X as B-X and count it")
+    args = parser.parse_args(argv)
+    options: dict[str, Any] = {}
+    if args.format == "conll":
+        options = dict(scheme=args.scheme, token_column=args.token_column,
+                       tag_column=args.tag_column, lenient=args.lenient)
+    try:
+        print(check(args.path, args.format, **options))
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
