@@ -1,0 +1,9 @@
+"""Train vee_jax: ``python train.py --config configs/genia.py --workdir runs/genia``.
+
+Any config field can be overridden: ``--config.train.epochs=8``. The same command resumes.
+"""
+
+from vee_jax.cli import train_main
+
+if __name__ == "__main__":
+    train_main()

@@ -1,0 +1,94 @@
+"""Command lines: ``vee-train`` / ``train.py`` and ``vee-eval`` / ``eval.py``.
+
+Errors a user can fix (bad data, a missing file, a wrong workdir) print one line and exit 2,
+without a Python traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("absl", "orbax", "jax._src"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _fail(e: BaseException) -> None:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+# --- train -----------------------------------------------------------------------------------
+def _train(argv) -> None:
+    from absl import flags
+
+    from .trainer import TrainingError, train_and_evaluate
+
+    FLAGS = flags.FLAGS
+    if len(argv) > 1:
+        _fail(ValueError(f"unexpected arguments {argv[1:]}"))
+    _setup_logging()
+    try:
+        meta = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except KeyboardInterrupt as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        sys.exit(130)
+    except TrainingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(3)
+    except USER_ERRORS as e:
+        _fail(e)
+    print(f"done: best dev score {meta['best_score']:.4f} at epoch {meta['best_epoch'] + 1}; "
+          f"evaluate with: python eval.py --workdir {FLAGS.workdir}")
+
+
+def train_main() -> None:
+    """``python train.py --config configs/genia.py --workdir runs/genia [--config.train.epochs=8]``."""
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "a config file with get_config()", lock_config=True)
+    flags.DEFINE_string("workdir", None, "where checkpoints, metrics and the config go (resumes if present)")
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(_train)
+
+
+# --- eval ------------------------------------------------------------------------------------
+def eval_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="eval.py", description="Evaluate a trained vee_jax workdir exit by exit.")
+    p.add_argument("--workdir", required=True, help="the --workdir given to train.py")
+    p.add_argument("--split", default="test", choices=["train", "dev", "test"])
+    p.add_argument("--data", default=None, help="evaluate this file instead of the config's split")
+    p.add_argument("--checkpoint", default="best", choices=["best", "latest"])
+    p.add_argument("--output", default=None, help="write the results as JSON here")
+    p.add_argument("--plot", default=None, help="draw F1 and entropy per exit (Figure 1) as a PNG here")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def eval_main(argv: list[str] | None = None) -> None:
+    """``python eval.py --workdir runs/genia --split test --output per_exit.json``."""
+    args = eval_parser().parse_args(argv)
+    _setup_logging()
+    from .evaluate_cli import run_eval
+
+    try:
+        result = run_eval(args)
+    except USER_ERRORS as e:
+        _fail(e)
+    from .evaluation import format_table
+
+    print(format_table(result["per_exit"]))
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.output}")

@@ -1,0 +1,63 @@
+"""The default configuration; files in configs/ start from it and set what differs.
+
+Every field is listed in the README ("Configs"). Override any field on the command line:
+``python train.py --config configs/genia.py --config.train.epochs=8``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ml_collections
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+"""``../shared/data`` beside a checkout (where the development data sets live)."""
+
+DEMO = Path(__file__).resolve().parent / "data" / "demo"
+"""The GENIA sample shipped inside the package (configs/demo.py)."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.format = "json"  # json | conll | msra
+    c.data.train = ""
+    c.data.dev = ""
+    c.data.test = ""
+    c.data.scheme = "iob1"  # conll only: iob1 | bio
+    c.data.token_column = 0  # conll only; negative counts from the end
+    c.data.tag_column = -1
+    c.data.lenient = False  # bio only: read a stray I- as B- and report how many
+    c.data.labels = ()  # ordered entity types; () = sorted types found in train
+    c.data.nested = True  # decoding: nested (no crossing spans) or flat (no overlap)
+    c.data.dev_fraction = 0.0  # > 0: hold out this fraction of train as dev when dev is ""
+    c.data.dev_seed = 0
+    c.data.max_subwords = 512  # the model limit; longer sentences are reported, never silent
+
+    c.model = ml_collections.ConfigDict()
+    c.model.backbone = "minilm"  # "minilm" (shipped) or a local HF BERT/ALBERT folder
+    c.model.dtype = "float32"  # bfloat16 is slower on CPU (NOTES)
+    c.model.pooling = "first"  # subword -> word: first | mean
+    c.model.ffnn_size = 0  # > 0: Yu et al.'s start/end projections of this size
+    c.model.exits = "all"  # all: joint training (Eq. 5); last: the single-exit baseline
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 1e-4  # encoder (MiniLM is small: 1e-4 rather than bert-base's 5e-5)
+    c.optim.exit_lr = 1e-3  # biaffine exits: higher (footnote 5)
+    c.optim.weight_decay = 0.01
+    c.optim.warmup_fraction = 0.1
+    c.optim.clip_norm = 1.0
+
+    c.train = ml_collections.ConfigDict()
+    c.train.epochs = 25  # Sec. 5.3
+    c.train.batch_size = 16
+    c.train.eval_batch_size = 32
+    c.train.early_stopping_patience = 8  # epochs without a better dev score
+    c.train.select_by = "last"  # best checkpoint by dev F1 of the last exit, or "mean" over exits
+    c.train.checkpoint_every_steps = 200  # also at every epoch end
+    c.train.log_every_steps = 20
+    c.train.max_steps = 0  # > 0: stop after this many steps in all (smoke tests)
+    c.train.eval_max_sentences = 0  # > 0: evaluate dev on its first N sentences only
+    return c

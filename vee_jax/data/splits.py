@@ -1,0 +1,51 @@
+"""Read the splits a config names: train / dev / test sentences and the label set."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from .readers import collect_labels, holdout_split, read_split
+from .sentence import Sentence
+
+log = logging.getLogger(__name__)
+
+
+def reader_options(data_cfg: Any) -> dict[str, Any]:
+    """The reader keyword arguments of ``config.data`` for its format."""
+    if data_cfg.format == "conll":
+        return dict(scheme=data_cfg.scheme, token_column=data_cfg.token_column, tag_column=data_cfg.tag_column,
+                    lenient=data_cfg.get("lenient", False))
+    return {}
+
+
+def load_split(data_cfg: Any, split: str) -> list[Sentence]:
+    """Sentences of one split (``train``, ``dev`` or ``test``); dev may be a held-out part of train."""
+    path = data_cfg.get(split) or ""
+    if split == "dev" and not path and data_cfg.get("dev_fraction", 0.0) > 0:
+        _, dev = holdout_split(read_split(data_cfg.train, data_cfg.format, **reader_options(data_cfg)),
+                               data_cfg.dev_fraction, data_cfg.get("dev_seed", 0))
+        return dev
+    if not path:
+        raise ValueError(f"config.data.{split} is empty: give the path of the {split} split "
+                         f"({data_cfg.format} format), or config.data.dev_fraction for a held-out dev")
+    sentences = read_split(Path(path), data_cfg.format, **reader_options(data_cfg))
+    if split == "train" and not data_cfg.get("dev") and data_cfg.get("dev_fraction", 0.0) > 0:
+        sentences, _ = holdout_split(sentences, data_cfg.dev_fraction, data_cfg.get("dev_seed", 0))
+    return sentences
+
+
+def label_set(data_cfg: Any, train: list[Sentence]) -> list[str]:
+    """``config.data.labels`` when given, else the sorted types found in train."""
+    labels = list(data_cfg.get("labels") or ())
+    return labels or collect_labels(train)
+
+
+def check_labels(sentences: list[Sentence], labels: list[str], name: str) -> None:
+    """Refuse a split with a type outside the label set (it could never be predicted)."""
+    known = set(labels)
+    for i, s in enumerate(sentences):
+        for _, _, t in s.spans:
+            if t not in known:
+                raise ValueError(f"{name}: sentence {i}: entity type {t!r} is not in the label set {labels}")

@@ -1,0 +1,196 @@
+"""train_and_evaluate(config, workdir): the training loop behind train.py / vee-train.
+
+Resumable: the same command continues from the latest complete checkpoint (data order is a
+function of (seed, epoch), dropout keys of the step, so the resumed run repeats the
+uninterrupted one). Ctrl-C and SIGTERM save a checkpoint before exiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from tqdm.auto import tqdm
+
+from .data.features import batch_plan, encode_sentences, iterate_batches, num_shapes
+from .data.splits import check_labels, label_set, load_split
+from .evaluation import evaluate_exits
+from .training import ModelSpec, init_state, make_optimizer, train_step
+from .weights import load_backbone
+from .workdir import (
+    WorkdirError, append_metrics, checkpoint_manager, load_run_info, restore_checkpoint, save_checkpoint,
+    save_run_info,
+)
+
+log = logging.getLogger("vee_jax")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss, say); the message names the step."""
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM; the loop checks it between steps, so the state is never half-updated."""
+
+    def __init__(self):
+        self.signum = 0
+
+    def __call__(self, signum, frame):
+        self.signum = signum
+
+
+def build_spec(config: ml_collections.ConfigDict, bert_config, num_labels: int) -> ModelSpec:
+    return ModelSpec(bert=bert_config, num_labels=num_labels, pooling=config.model.pooling,
+                     ffnn_size=config.model.ffnn_size or None, exits=config.model.exits)
+
+
+def build_optimizer(config: ml_collections.ConfigDict, total_steps: int):
+    o = config.optim
+    return make_optimizer(total_steps, lr=o.lr, exit_lr=o.exit_lr, weight_decay=o.weight_decay,
+                          warmup_fraction=o.warmup_fraction, clip_norm=o.clip_norm)
+
+
+def dev_score(result: dict[str, Any], select_by: str) -> float:
+    """The model-selection score: dev F1 of the last exit, or the mean over exits (NOTES item 10)."""
+    f1 = [r["f1"] for r in result["per_exit"]]
+    return f1[-1] if select_by == "last" else float(np.mean(f1))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Train all exits jointly, evaluate dev every epoch, keep the best and latest checkpoints.
+
+    Returns the final ``meta`` (epoch, step, best dev score, ...).
+    """
+    workdir = Path(workdir).expanduser()
+    tc = config.train
+
+    # --- Backbone and data -------------------------------------------------------------
+    bert_cfg, encoder_params, tokenizer = load_backbone(config.model.backbone, jnp.dtype(config.model.dtype))
+    train = load_split(config.data, "train")
+    dev = load_split(config.data, "dev")
+    labels = label_set(config.data, train)
+    check_labels(train, labels, f"train ({config.data.train})")
+    check_labels(dev, labels, f"dev ({config.data.dev or 'held out of train'})")
+    if tc.eval_max_sentences:
+        dev = dev[: tc.eval_max_sentences]
+    max_sub = min(config.data.max_subwords, bert_cfg.max_position)
+    train_enc, rep = encode_sentences(train, tokenizer, labels, max_sub)
+    dev_enc, dev_rep = encode_sentences(dev, tokenizer, labels, max_sub)
+    log.info(rep.summary("train"))
+    log.info(dev_rep.summary("dev"))
+    log.info("labels: %s; train batch shapes (compilations per epoch): %d", labels, num_shapes(train_enc))
+
+    spec = build_spec(config, bert_cfg, len(labels) + 1)
+    steps_per_epoch = len(batch_plan(train_enc, tc.batch_size, shuffle=True, seed=config.seed, epoch=0))
+    total_steps = steps_per_epoch * tc.epochs
+    if tc.max_steps:
+        total_steps = min(total_steps, tc.max_steps)
+    optimizer = build_optimizer(config, total_steps)
+
+    # --- Workdir: refuse to resume a different run ---------------------------------------
+    info = {"labels": labels, "nested": bool(config.data.nested), "backbone": str(config.model.backbone),
+            "tokenizer": str(tokenizer.name_or_path), "num_layers": bert_cfg.num_layers,
+            "total_steps": total_steps}
+    if (workdir / "vee_format.json").exists():
+        _, old = load_run_info(workdir)
+        for k in ("labels", "backbone", "num_layers"):
+            if old.get(k) != info[k]:
+                raise WorkdirError(f"{workdir} holds a run with {k}={old.get(k)!r}, but this config gives "
+                                   f"{info[k]!r}: use another --workdir")
+    save_run_info(workdir, config, info)
+
+    # --- State: fresh, or the latest checkpoint ------------------------------------------
+    state = init_state(spec, encoder_params, optimizer, config.seed)
+    latest, best = checkpoint_manager(workdir, "latest"), checkpoint_manager(workdir, "best")
+    meta = {"epoch": 0, "batch": 0, "step": 0, "best_score": -1.0, "best_epoch": -1, "bad_epochs": 0,
+            "done": False}
+    restored = restore_checkpoint(latest, state)
+    if restored is not None:
+        state, meta = restored
+        log.info("resumed from %s: epoch %d, batch %d, step %d", latest.directory, meta["epoch"] + 1,
+                 meta["batch"], meta["step"])
+    if meta.get("done"):
+        log.info("training already finished in %s (best dev %.4f at epoch %d)", workdir, meta["best_score"],
+                 meta["best_epoch"] + 1)
+        return meta
+
+    # --- Ctrl-C and SIGTERM: finish the step, save, then exit ----------------------------
+    flag = _StopFlag()
+    old_handlers = {s: signal.signal(s, flag) for s in (signal.SIGINT, signal.SIGTERM)}
+    step = int(meta["step"])
+    try:
+        # --- Loop ----------------------------------------------------------------------------
+        for epoch in range(int(meta["epoch"]), tc.epochs):
+            bar = tqdm(total=steps_per_epoch, initial=int(meta["batch"]), desc=f"epoch {epoch + 1}/{tc.epochs}",
+                       unit="batch", dynamic_ncols=True)
+            t0, seen, pos = time.time(), 0, int(meta["batch"])
+            for idx, batch in iterate_batches(train_enc, tc.batch_size, shuffle=True, seed=config.seed,
+                                              epoch=epoch, skip=pos):
+                state, metrics = train_step(state, batch, spec=spec, optimizer=optimizer)
+                loss = float(metrics["loss"])
+                step, pos, seen = step + 1, pos + 1, seen + len(idx)
+                if not (math.isfinite(loss) and math.isfinite(float(metrics["grad_norm"]))):
+                    raise TrainingError(
+                        f"non-finite loss ({loss}) or gradient norm ({float(metrics['grad_norm'])}) at step {step} "
+                        f"(epoch {epoch + 1}, batch {pos}); the last good checkpoint is kept in "
+                        f"{latest.directory} (step {latest.latest_step()})")
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", sent_s=f"{seen / max(time.time() - t0, 1e-9):.1f}")
+                if step % tc.log_every_steps == 0:
+                    append_metrics(workdir, {"step": step, "epoch": epoch + 1, "loss": loss,
+                                             "per_exit": np.asarray(metrics["per_exit"]).round(6).tolist(),
+                                             "grad_norm": float(metrics["grad_norm"]),
+                                             "sentences_per_s": seen / max(time.time() - t0, 1e-9)})
+                meta.update(epoch=epoch, batch=pos, step=step)
+                if flag.signum:
+                    bar.close()
+                    log.warning("signal %d at step %d: saving a checkpoint to %s", flag.signum, step,
+                                latest.directory)
+                    save_checkpoint(latest, step, state, meta)
+                    raise KeyboardInterrupt(f"stopped by signal {flag.signum} after step {step}; "
+                                            f"the same command resumes")
+                if tc.checkpoint_every_steps and step % tc.checkpoint_every_steps == 0:
+                    save_checkpoint(latest, step, state, meta)
+                if tc.max_steps and step >= tc.max_steps:
+                    break
+            bar.close()
+            train_time = time.time() - t0
+
+            # --- Dev evaluation, best checkpoint, early stopping -------------------------
+            t1 = time.time()
+            res = evaluate_exits(state, spec, dev, dev_enc, labels, config.data.nested, tc.eval_batch_size)
+            score = dev_score(res, tc.select_by)
+            improved = score > meta["best_score"]
+            if improved:
+                meta.update(best_score=score, best_epoch=epoch, bad_epochs=0)
+            else:
+                meta["bad_epochs"] += 1
+            stop = meta["bad_epochs"] >= tc.early_stopping_patience or (tc.max_steps and step >= tc.max_steps)
+            meta.update(epoch=epoch + 1, batch=0, step=step, done=bool(stop or epoch + 1 >= tc.epochs))
+            if improved:
+                save_checkpoint(best, step, state, meta)
+            save_checkpoint(latest, step, state, meta)
+            record = {"epoch": epoch + 1, "step": step, "dev_score": score, "best_score": meta["best_score"],
+                      "dev_f1_per_exit": [round(r["f1"], 6) for r in res["per_exit"]],
+                      "dev_entropy_per_exit": [round(r["entropy"], 6) for r in res["per_exit"]],
+                      "train_seconds": round(train_time, 1), "eval_seconds": round(time.time() - t1, 1),
+                      "compilations": train_step._cache_size()}
+            append_metrics(workdir, record)
+            log.info("epoch %d: dev F1 per exit %s (score %.4f, best %.4f at epoch %d)", epoch + 1,
+                     record["dev_f1_per_exit"], score, meta["best_score"], meta["best_epoch"] + 1)
+            if stop:
+                log.info("stopping: %s", "max_steps reached" if tc.max_steps and step >= tc.max_steps else
+                         f"no better dev score for {meta['bad_epochs']} epochs")
+                break
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+    return meta

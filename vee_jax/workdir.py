@@ -1,0 +1,93 @@
+"""The training workdir: saved config, format version, Orbax checkpoints (best and latest), metrics.
+
+Layout::
+
+    workdir/config.json        the full ml_collections config (eval.py needs only --workdir)
+    workdir/vee_format.json    {"format_version", "labels", "backbone", "tokenizer", ...}
+    workdir/metrics.jsonl      one JSON object per logged step / epoch
+    workdir/checkpoints/latest/<step>/   Orbax: {"state", "meta"}
+    workdir/checkpoints/best/<step>/
+
+Orbax writes each checkpoint to a temporary folder and renames it when complete, so a
+half-written checkpoint is never listed as the latest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+FORMAT_VERSION = 1
+
+
+class WorkdirError(ValueError):
+    """A workdir that cannot be used as asked; the message says why and what to do."""
+
+
+def save_run_info(workdir: Path, config: ml_collections.ConfigDict, info: dict[str, Any]) -> None:
+    """Write config.json and vee_format.json (the facts eval.py checks before loading)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+    (workdir / "vee_format.json").write_text(json.dumps({"format_version": FORMAT_VERSION, **info}, indent=2))
+
+
+def load_run_info(workdir: Path) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
+    """Read what train.py saved; refuse a workdir of an unknown format version."""
+    workdir = Path(workdir)
+    fmt_file, cfg_file = workdir / "vee_format.json", workdir / "config.json"
+    if not fmt_file.exists() or not cfg_file.exists():
+        raise WorkdirError(f"{workdir}: not a vee_jax workdir (expected config.json and vee_format.json "
+                           f"written by train.py)")
+    info = json.loads(fmt_file.read_text())
+    version = info.get("format_version")
+    if version != FORMAT_VERSION:
+        raise WorkdirError(f"{workdir}: written by workdir format version {version}; this vee_jax reads "
+                           f"version {FORMAT_VERSION}. Retrain, or use the vee_jax release that wrote it.")
+    config = ml_collections.ConfigDict(json.loads(cfg_file.read_text()))
+    return config, info
+
+
+def append_metrics(workdir: Path, record: dict[str, Any]) -> None:
+    with open(workdir / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def checkpoint_manager(workdir: Path, which: str) -> ocp.CheckpointManager:
+    """Orbax manager for ``which`` in {"latest", "best"}.
+
+    "latest" keeps two checkpoints, so that re-saving a step (an epoch that ends on a periodic
+    save) never leaves the folder without a complete one.
+    """
+    return ocp.CheckpointManager(
+        (Path(workdir) / "checkpoints" / which).absolute(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=2 if which == "latest" else 1, create=True),
+    )
+
+
+def save_checkpoint(mngr: ocp.CheckpointManager, step: int, state: Any, meta: dict[str, Any]) -> None:
+    """Save ``{"state", "meta"}`` at ``step`` and wait until it is complete on disk.
+
+    A step saved before (mid-epoch) is replaced, since ``meta`` has moved on (epoch end).
+    """
+    if step in mngr.all_steps():
+        mngr.delete(step)
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+              force=True)
+    mngr.wait_until_finished()
+
+
+def restore_checkpoint(mngr: ocp.CheckpointManager, like: Any, step: int | None = None):
+    """Restore ``(state, meta)`` shaped like ``like`` (a state or its abstract shapes); None if empty."""
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+        return None
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    r = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                   meta=ocp.args.JsonRestore()))
+    return r.state, r.meta
