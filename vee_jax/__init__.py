@@ -1,22 +1,47 @@
 """vee_jax: span-based NER with a biaffine exit after every BERT layer and vote early exiting."""
 
 from .bert import BertConfig, embed, encode_layers, layer_step, word_vectors
+from .engine import vee_infer
 from .exits import all_exit_logits, biaffine, exit_logits, init_exits
 from .loss import exit_losses, valid_cells
+from .measures import (MEASURES, cosine_distance, edit_distance, euclidean_distance, kl_distance, mean_max_prob,
+                       normalized_entropy)
+from .offline import exit_probs, layer_distances, layer_signals, replay
+from .policies import (BudgetPolicy, EntropyPolicy, FullPolicy, MaxProbPolicy, VeePolicy, make_policy,
+                       vote_step)
 from .weights import BackboneError, load_backbone
 
 __all__ = [
     "BertConfig",
     "BackboneError",
+    "BudgetPolicy",
+    "EntropyPolicy",
+    "FullPolicy",
+    "MEASURES",
+    "MaxProbPolicy",
+    "VeePolicy",
     "all_exit_logits",
     "biaffine",
+    "cosine_distance",
+    "edit_distance",
     "embed",
     "encode_layers",
+    "euclidean_distance",
     "exit_logits",
     "exit_losses",
+    "exit_probs",
     "init_exits",
+    "kl_distance",
+    "layer_distances",
+    "layer_signals",
     "layer_step",
     "load_backbone",
+    "make_policy",
+    "mean_max_prob",
+    "normalized_entropy",
+    "replay",
     "valid_cells",
+    "vee_infer",
+    "vote_step",
     "word_vectors",
 ]

@@ -1,0 +1,185 @@
+"""The online engine (vee_infer) against the offline replay, batch 1, padding, and skipped layers."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vee_jax import BertConfig, init_exits, vee_infer
+from vee_jax.offline import exit_probs, layer_distances, layer_signals, replay
+from vee_jax.policies import BudgetPolicy, EntropyPolicy, FullPolicy, MaxProbPolicy, VeePolicy
+
+CFG = BertConfig(vocab_size=50, hidden_size=16, num_layers=4, num_heads=2, intermediate_size=32, max_position=64)
+K = 4
+LENGTHS = [3, 5, 8, 1, 0, 10]  # one empty sentence ([CLS] [SEP] only)
+T, L = 24, 12
+
+
+def random_params(seed=7):
+    """A random encoder pytree of CFG's shape (stacked layers), as in test_exits_and_loss."""
+    k = iter(jax.random.split(jax.random.PRNGKey(seed), 32))
+    d, F, M = CFG.hidden_size, CFG.intermediate_size, CFG.num_layers
+
+    def lin(i, o):
+        return {"kernel": 0.3 * jax.random.normal(next(k), (M, i, o)), "bias": 0.1 * jax.random.normal(next(k), (M, o))}
+
+    def ln(n):
+        return {"scale": 1 + 0.1 * jax.random.normal(next(k), (M, n)), "bias": 0.1 * jax.random.normal(next(k), (M, n))}
+
+    return {
+        "embeddings": {"word": jax.random.normal(next(k), (CFG.vocab_size, d)),
+                       "position": jax.random.normal(next(k), (CFG.max_position, d)),
+                       "token_type": jax.random.normal(next(k), (2, d)),
+                       "ln": {"scale": jnp.ones(d), "bias": jnp.zeros(d)}},
+        "layers": {"query": lin(d, d), "key": lin(d, d), "value": lin(d, d), "attn_out": lin(d, d),
+                   "attn_ln": ln(d), "ffn_in": lin(d, F), "ffn_out": lin(F, d), "ffn_ln": ln(d)},
+    }
+
+
+PARAMS = random_params()
+EXITS = init_exits(jax.random.PRNGKey(1), CFG, K)
+
+
+def sentences(seed=0):
+    """Per sentence ``(subword ids incl. [CLS]/[SEP], word_index, word_end)``; some words have 2 subwords."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in LENGTHS:
+        sizes = rng.integers(1, 3, n) if n else np.zeros(0, int)
+        starts = 1 + np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int) if n else np.zeros(0, int)
+        ids = [2] + rng.integers(5, CFG.vocab_size, int(sizes.sum())).tolist() + [3]
+        out.append((ids, starts, starts + sizes))
+    return out
+
+
+SENTS = sentences()
+
+
+def make_batch(sents, T=T, L=L, pad_rows=0):
+    """Collate by hand (independent of vee_jax.data): rows past ``sents`` are batch padding."""
+    B = len(sents) + pad_rows
+    b = {k: np.zeros((B, T), np.int32) for k in ("input_ids", "attention_mask", "token_type_ids")}
+    b.update({k: np.zeros((B, L), np.int32) for k in ("word_index", "word_end", "word_mask")})
+    b["lengths"] = np.zeros(B, np.int32)
+    for r, (ids, start, end) in enumerate(sents):
+        n = len(start)
+        b["input_ids"][r, :len(ids)] = ids
+        b["attention_mask"][r, :len(ids)] = 1
+        b["word_index"][r, :n], b["word_end"][r, :n], b["word_mask"][r, :n] = start, end, 1
+        b["lengths"][r] = n
+    return b
+
+
+BATCH = make_batch(SENTS, pad_rows=1)
+N = len(SENTS)
+
+
+@pytest.fixture(scope="module")
+def offline():
+    probs = np.asarray(exit_probs(CFG, PARAMS, EXITS, BATCH))
+    return probs, {m: layer_distances(m, probs, BATCH["lengths"]) for m in ("kl", "euclidean", "cosine", "edit")}
+
+
+def safe_tau(values, q):
+    """A threshold near quantile q that lies halfway between two observed values at least 1e-3 apart."""
+    v = np.unique(np.asarray(values)[np.isfinite(values)])
+    gaps = np.flatnonzero(np.diff(v) > 1e-3)
+    j = gaps[np.argmin(np.abs(gaps - q * (len(v) - 1)))]
+    return float((v[j] + v[j + 1]) / 2)
+
+
+def policies(offline):
+    probs, D = offline
+    sig = layer_signals(probs[:, :N], BATCH["lengths"][:N])
+    real = lambda x: x[..., :N]
+    return {
+        "vee-kl-p1": VeePolicy("kl", safe_tau(real(D["kl"]), 0.4), 1),
+        "vee-kl-p2-ensemble": VeePolicy("kl", safe_tau(real(D["kl"]), 0.6), 2, ensemble=True),
+        "vee-euclidean": VeePolicy("euclidean", safe_tau(real(D["euclidean"]), 0.5), 1),
+        "vee-cosine": VeePolicy("cosine", safe_tau(real(D["cosine"]), 0.5), 2),
+        "vee-edit": VeePolicy("edit", safe_tau(real(D["edit"]), 0.5), 1),
+        "entropy": EntropyPolicy(safe_tau(sig["entropy"], 0.5)),
+        "maxprob": MaxProbPolicy(safe_tau(sig["maxprob"], 0.5)),
+        "budget": BudgetPolicy(2),
+        "budget-ensemble": BudgetPolicy(3, ensemble=True),
+        "full": FullPolicy(),
+    }
+
+
+def as_numpy(out):
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def assert_same(a, b, rows, lengths, what):
+    """Same exit layers, same tables on the valid cells (float noise only), same argmax labels."""
+    np.testing.assert_array_equal(a["exit_layer"][rows], b["exit_layer"][rows], err_msg=what)
+    for ra, rb, n in zip(rows, rows, lengths):
+        ta, tb = a["probs"][ra, :n, :n], b["probs"][rb, :n, :n]
+        np.testing.assert_allclose(ta, tb, atol=2e-6, err_msg=what)
+        upper = np.triu(np.ones((n, n), bool))
+        np.testing.assert_array_equal(ta.argmax(-1)[upper], tb.argmax(-1)[upper], err_msg=what)
+
+
+@pytest.mark.parametrize("name", ["vee-kl-p1", "vee-kl-p2-ensemble", "vee-euclidean", "vee-cosine", "vee-edit",
+                                  "entropy", "maxprob", "budget", "budget-ensemble", "full"])
+def test_online_equals_offline(offline, name):
+    probs, D = offline
+    policy = policies(offline)[name]
+    on = as_numpy(vee_infer(CFG, PARAMS, EXITS, BATCH, policy))
+    distances = D[policy.measure] if isinstance(policy, VeePolicy) else None
+    off = replay(policy, probs[:, :N], BATCH["lengths"][:N],
+                 distances=None if distances is None else distances[..., :N])
+    assert (off["near_ties"] == 0).all()
+    rows = list(range(N))
+    assert_same(on, off, rows, LENGTHS, name)
+    np.testing.assert_array_equal(on["votes"][:N], off["votes"])
+    assert on["exit_layer"][N] == 0  # the batch padding row never runs
+    assert int(on["layers_run"]) == on["exit_layer"].max()
+    if name == "vee-kl-p1":
+        assert len(set(on["exit_layer"][:N].tolist())) >= 2  # not a degenerate all-same decision
+
+
+@pytest.mark.parametrize("name", ["vee-kl-p1", "vee-kl-p2-ensemble", "maxprob"])
+def test_batch_equals_one_sentence_at_a_time(offline, name):
+    policy = policies(offline)[name]
+    batched = as_numpy(vee_infer(CFG, PARAMS, EXITS, BATCH, policy))
+    for r, s in enumerate(SENTS):
+        alone = as_numpy(vee_infer(CFG, PARAMS, EXITS, make_batch([s]), policy))
+        assert_same(alone, {k: v[r:r + 1] for k, v in batched.items() if k != "layers_run"}, [0], [LENGTHS[r]],
+                    f"{name}, sentence {r}")
+        # batch size 1: the loop stops at the exit, no later layer runs
+        assert int(alone["layers_run"]) == alone["exit_layer"][0]
+
+
+@pytest.mark.parametrize("name", ["vee-kl-p2-ensemble", "entropy"])
+def test_unchanged_by_extra_padding(offline, name):
+    policy = policies(offline)[name]
+    base = as_numpy(vee_infer(CFG, PARAMS, EXITS, BATCH, policy))
+    wide = as_numpy(vee_infer(CFG, PARAMS, EXITS, make_batch(SENTS, T=40, L=20, pad_rows=3), policy))
+    assert_same(base, wide, list(range(N)), LENGTHS, name)
+    assert (wide["exit_layer"][N:] == 0).all()
+
+
+def test_layers_after_the_exit_are_never_computed():
+    """NaN weights in every layer after the exit cannot reach the result: they are not run."""
+    poisoned = jax.tree.map(lambda x: x, PARAMS)
+    poisoned["layers"] = jax.tree.map(lambda w: w.at[2:].set(jnp.nan), PARAMS["layers"])
+    out = as_numpy(vee_infer(CFG, poisoned, EXITS, BATCH, BudgetPolicy(2)))
+    assert int(out["layers_run"]) == 2
+    assert np.isfinite(out["probs"]).all()
+    ref = as_numpy(vee_infer(CFG, PARAMS, EXITS, BATCH, BudgetPolicy(2)))
+    np.testing.assert_array_equal(out["probs"], ref["probs"])
+
+
+def test_mean_pooling_online_equals_offline():
+    probs = np.asarray(exit_probs(CFG, PARAMS, EXITS, BATCH, pooling="mean"))
+    D = layer_distances("kl", probs[:, :N], BATCH["lengths"][:N])
+    policy = VeePolicy("kl", safe_tau(D, 0.5), 1)
+    on = as_numpy(vee_infer(CFG, PARAMS, EXITS, BATCH, policy, pooling="mean"))
+    off = replay(policy, probs[:, :N], BATCH["lengths"][:N], distances=D)
+    assert (off["near_ties"] == 0).all()
+    assert_same(on, off, list(range(N)), LENGTHS, "mean pooling")
+    first = np.asarray(exit_probs(CFG, PARAMS, EXITS, BATCH))
+    assert not np.allclose(first[:, 2], probs[:, 2])  # pooling really differs for multi-subword words
