@@ -183,3 +183,45 @@ def test_mean_pooling_online_equals_offline():
     assert_same(on, off, list(range(N)), LENGTHS, "mean pooling")
     first = np.asarray(exit_probs(CFG, PARAMS, EXITS, BATCH))
     assert not np.allclose(first[:, 2], probs[:, 2])  # pooling really differs for multi-subword words
+
+
+def test_evaluate_policy_end_to_end(tmp_path, offline):
+    """evaluation.evaluate_policy: online exits, decoding, timing fields, and a tables.npz from which the
+    decisions can be recomputed independently (here: replay on each sentence's own unpadded tables)."""
+    from vee_jax.data.features import Encoded
+    from vee_jax.data.sentence import Sentence
+    from vee_jax.decode import decode_table
+    from vee_jax.evaluation import evaluate_policy
+    from vee_jax.training import ModelSpec
+
+    labels = ["A", "B", "C"]
+    rng = np.random.default_rng(3)
+    sentences, encoded = [], []
+    short = [s for s in SENTS if len(s[0]) <= 16]  # one bucket shape: one compilation of each step
+    for ids, start, end in short * 3:
+        n = len(start)
+        spans = [(s, s + int(rng.integers(0, n - s)), labels[int(rng.integers(0, 3))]) for s in range(0, n, 3)]
+        sentences.append(Sentence(tuple(f"w{j}" for j in range(n)), tuple(spans)))
+        encoded.append(Encoded(np.asarray(ids, np.int32), np.asarray(start, np.int32), np.asarray(end, np.int32),
+                               tuple((s, e, labels.index(t) + 1) for s, e, t in sentences[-1].spans), n))
+    policy = policies(offline)["vee-kl-p1"]
+    state = {"params": {"encoder": PARAMS, "exits": EXITS}}
+    dump = tmp_path / "tables.npz"
+    res = evaluate_policy(state, ModelSpec(CFG, K), sentences, encoded, labels, True, policy, batch_size=4,
+                          dump_tables=str(dump))
+    assert res["labels"] == ["O", *labels]
+    assert len(res["exit_layers"]) == len(res["predictions"]) == len(sentences)
+    assert res["offline_disagreements"] == 0
+    assert res["ms_per_sentence"] > 0 and res["full_ms_per_sentence"] > 0
+    assert res["avg_exit_layer"] == pytest.approx(np.mean(res["exit_layers"]))
+    assert res["layer_speedup"] == pytest.approx(CFG.num_layers / res["avg_exit_layer"])
+    tables = np.load(dump)
+    for i, (sent, layer) in enumerate(zip(sentences, res["exit_layers"])):
+        t = tables[f"probs_{i}"]
+        n = len(sent.words)
+        assert t.shape == (CFG.num_layers, n, n, K)
+        again = replay(policy, t[:, None], np.array([n]))
+        assert again["exit_layer"][0] == layer, i
+        spans = [[s, e, labels[c - 1]] for s, e, c, _ in decode_table(again["probs"][0], n, True)]
+        assert res["predictions"][i] == spans
+    assert len(set(res["exit_layers"])) >= 2

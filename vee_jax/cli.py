@@ -63,7 +63,9 @@ def train_main() -> None:
 
 # --- eval ------------------------------------------------------------------------------------
 def eval_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="eval.py", description="Evaluate a trained vee_jax workdir exit by exit.")
+    p = argparse.ArgumentParser(
+        prog="eval.py",
+        description="Evaluate a trained vee_jax workdir exit by exit, or under one exit policy (--strategy).")
     p.add_argument("--workdir", required=True, help="the --workdir given to train.py")
     p.add_argument("--split", default="test", choices=["train", "dev", "test"])
     p.add_argument("--data", default=None, help="evaluate this file instead of the config's split")
@@ -72,22 +74,42 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, help="draw F1 and entropy per exit (Figure 1) as a PNG here")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("early exiting (Sec. 4.2, 5.2): evaluate one exit policy with the online engine")
+    g.add_argument("--strategy", default=None, choices=["vee", "entropy", "maxprob", "budget", "full"],
+                   help="exit policy; without it, the per-exit table")
+    g.add_argument("--measure", default=None, choices=["kl", "euclidean", "cosine", "edit"],
+                   help="VEE's consistency measure, as a distance (default kl)")
+    g.add_argument("--tau", type=float, default=None,
+                   help="vee: largest distance that counts as agreement; entropy: exit when below; "
+                        "maxprob: exit when above")
+    g.add_argument("--patience", type=int, default=None, help="vee: votes needed to exit (default 2)")
+    g.add_argument("--ensemble", action="store_true", help="predict the mean of the tables up to the exit")
+    g.add_argument("--layer", type=int, default=None, help="budget: the exit layer m* (1-based)")
+    g.add_argument("--dump-tables", default=None,
+                   help="write every sentence's tables as probs_<i> [M, n, n, K] to this .npz")
     return p
 
 
 def eval_main(argv: list[str] | None = None) -> None:
-    """``python eval.py --workdir runs/genia --split test --output per_exit.json``."""
+    """``python eval.py --workdir runs/genia --split test --output per_exit.json``.
+
+    With ``--strategy vee --measure kl --tau 0.01 --patience 2 [--ensemble]`` (or ``entropy``,
+    ``maxprob``, ``budget --layer m``, ``full``): one exit policy, P/R/F1, average exit layer
+    and wall-clock time against the full model.
+    """
     args = eval_parser().parse_args(argv)
     _setup_logging()
-    from .evaluate_cli import run_eval
+    from .evaluate_cli import run_eval, run_policy_eval
 
     try:
-        result = run_eval(args)
+        result = run_policy_eval(args) if args.strategy else run_eval(args)
     except USER_ERRORS as e:
         _fail(e)
-    from .evaluation import format_table
+    from .evaluation import format_policy, format_table
 
-    print(format_table(result["per_exit"]))
+    print(format_policy(result) if args.strategy else format_table(result["per_exit"]))
+    if args.dump_tables and args.strategy:
+        print(f"wrote {args.dump_tables}")
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(result, indent=2))

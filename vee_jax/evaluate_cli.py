@@ -1,4 +1,4 @@
-"""Load a trained workdir and evaluate a split exit by exit (the body of eval.py)."""
+"""Load a trained workdir and evaluate a split exit by exit, or under one exit policy (the body of eval.py)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from .data.features import encode_sentences
 from .data.readers import read_split
 from .data.splits import check_labels, load_split, reader_options
-from .evaluation import evaluate_exits, plot_per_exit
+from .evaluation import evaluate_exits, evaluate_policy, plot_per_exit
+from .policies import make_policy
 from .trainer import build_optimizer, build_spec
 from .training import init_state
 from .weights import load_backbone
@@ -40,7 +42,8 @@ def load_trained(workdir: str | Path, checkpoint: str = "best"):
     return config, info, spec, state, tokenizer
 
 
-def run_eval(args) -> dict[str, Any]:
+def _load_eval_data(args):
+    """The trained workdir and the split to evaluate: ``(config, info, spec, state, sentences, encoded, name)``."""
     config, info, spec, state, tokenizer = load_trained(args.workdir, args.checkpoint)
     labels = info["labels"]
     if args.data:
@@ -52,10 +55,38 @@ def run_eval(args) -> dict[str, Any]:
     check_labels(sentences, labels, name)
     encoded, rep = encode_sentences(sentences, tokenizer, labels, min(config.data.max_subwords, spec.bert.max_position))
     log.info(rep.summary(name))
-    result = evaluate_exits(state, spec, sentences, encoded, labels, info["nested"], args.batch_size,
+    return config, info, spec, state, sentences, encoded, name
+
+
+def run_eval(args) -> dict[str, Any]:
+    """Exit by exit (no ``--strategy``): the per-exit table of P/R/F1 and entropy."""
+    config, info, spec, state, sentences, encoded, name = _load_eval_data(args)
+    result = evaluate_exits(state, spec, sentences, encoded, info["labels"], info["nested"], args.batch_size,
                             progress=not args.quiet)
     result.update(split=args.split if not args.data else args.data, checkpoint=args.checkpoint,
                   workdir=str(args.workdir))
     if args.plot:
         plot_per_exit(result["per_exit"], args.plot, title=f"{Path(args.workdir).name}: {name}")
+    return result
+
+
+def policy_from_args(args):
+    """The exit policy of ``--strategy`` and its options (unset options keep the policy's defaults)."""
+    return make_policy(args.strategy, measure=args.measure, tau=args.tau, patience=args.patience,
+                       ensemble=args.ensemble, layer=args.layer)
+
+
+def run_policy_eval(args) -> dict[str, Any]:
+    """One exit policy (``--strategy``) with the online engine: P/R/F1, exit layers, timings."""
+    policy = policy_from_args(args)
+    if args.strategy == "budget" and args.layer is None:
+        raise ValueError("--strategy budget needs --layer m (1-based)")
+    config, info, spec, state, sentences, encoded, name = _load_eval_data(args)
+    if spec.exits == "last" and args.strategy not in ("full",):
+        log.warning("this model was trained with model.exits='last': only the last exit is trained")
+    log.info("evaluating %s on %s", policy, name)
+    result = evaluate_policy(state, spec, sentences, encoded, info["labels"], info["nested"], policy,
+                             args.batch_size, dump_tables=args.dump_tables, progress=not args.quiet)
+    result.update(split=args.split if not args.data else args.data, checkpoint=args.checkpoint,
+                  workdir=str(args.workdir), backend=jax.default_backend())
     return result

@@ -1,7 +1,9 @@
-"""Evaluation exit by exit (budgeted exiting, Sec. 2.3.2): P/R/F1 and the entropy of Eq. 6 per exit."""
+"""Evaluation exit by exit (budgeted exiting, Sec. 2.3.2): P/R/F1 and the entropy of Eq. 6 per exit;
+and evaluation of one exit policy (VEE or a baseline) with the online engine, timed."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Sequence
 
 import jax
@@ -93,3 +95,122 @@ def format_table(per_exit: Sequence[dict]) -> str:
     for r in per_exit:
         lines.append(f"{r['exit']:>4}  {r['precision']:7.4f}  {r['recall']:7.4f}  {r['f1']:7.4f}  {r['entropy']:8.4f}")
     return "\n".join(lines)
+
+
+# --- one exit policy (Sec. 4.2, 5.2): the online engine, timed, checked against the offline replay ---
+NO_ENTITY = "O"  # the name of class 0 in outputs
+
+
+def _engine_pass(spec: ModelSpec, params: Any, batches: list, policy, *, keep: bool):
+    """Run ``vee_infer`` over prepared batches; return (seconds, outputs as numpy when ``keep``)."""
+    import time
+
+    from .engine import vee_infer
+
+    outs = []
+    t0 = time.perf_counter()
+    for _, batch in batches:
+        out = vee_infer(spec.bert, params["encoder"], params["exits"], batch, policy, pooling=spec.pooling)
+        jax.block_until_ready(out)
+        if keep:
+            outs.append({k: np.asarray(v) for k, v in out.items()})
+    return time.perf_counter() - t0, outs
+
+
+def _warm_up(spec: ModelSpec, params: Any, batches: list, policy) -> None:
+    """Compile the engine for every batch shape before timing (one batch per shape)."""
+    seen = set()
+    first = []
+    for idx, batch in batches:
+        shape = batch["input_ids"].shape + batch["word_index"].shape
+        if shape not in seen:
+            seen.add(shape)
+            first.append((idx, batch))
+    _engine_pass(spec, params, first, policy, keep=False)
+
+
+def evaluate_policy(
+    state: Any, spec: ModelSpec, sentences: Sequence[Sentence], encoded: Sequence[Encoded],
+    labels: Sequence[str], nested: bool, policy, batch_size: int = 32, *,
+    dump_tables: str | None = None, progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate one exit policy with the online engine; time it against the full model.
+
+    Runs ``vee_infer`` with ``policy`` and with ``FullPolicy`` over the same batches (each
+    compiled first, then timed over one whole pass), decodes every sentence's table at its exit,
+    and replays the policy offline on ``eval_step``'s tables to count disagreements and
+    near-ties (NOTES item 11: average exit layer and wall-clock time side by side).
+    ``dump_tables``: write every sentence's offline tables ``probs_<i>`` [M, n_i, n_i, K] here.
+
+    Returns P/R/F1 (+ per type), ``avg_exit_layer``, ``layer_speedup`` (M / avg),
+    ``ms_per_sentence``, ``full_ms_per_sentence``, ``time_speedup``, ``labels`` (class names,
+    index 0 = no entity), ``exit_layers`` and ``predictions`` (data order), ``exit_histogram``,
+    ``near_ties`` and ``offline_disagreements``.
+    """
+    from .offline import replay
+    from .policies import FullPolicy, check_policy
+
+    M, N = spec.num_exits, len(encoded)
+    check_policy(policy, M)
+    params = state["params"]
+    batches = list(iterate_batches(encoded, batch_size))
+    _warm_up(spec, params, batches, policy)
+    _warm_up(spec, params, batches, FullPolicy())
+    seconds, outs = _engine_pass(spec, params, batches, policy, keep=True)
+    full_seconds, _ = _engine_pass(spec, params, batches, FullPolicy(), keep=False)
+
+    exit_layers = np.zeros(N, np.int64)
+    pred: list[list[tuple[int, int, str]]] = [[] for _ in range(N)]
+    near_ties = disagree = 0
+    tables = {}
+    it = zip(batches, outs)
+    if progress:
+        it = tqdm(list(it), desc="decode + replay", unit="batch", leave=False)
+    for (idx, batch), out in it:
+        full = np.asarray(eval_step(state, batch, spec=spec))  # [M, B, L, L, K] every exit's table
+        off = replay(policy, full, batch["lengths"])
+        for r, i in enumerate(idx):
+            n = int(batch["lengths"][r])
+            exit_layers[i] = out["exit_layer"][r]
+            pred[i] = [(s, e, labels[c - 1]) for s, e, c, _ in decode_table(out["probs"][r], n, nested)]
+            near_ties += int(off["near_ties"][r])
+            disagree += int(off["exit_layer"][r] != out["exit_layer"][r])
+            if dump_tables:
+                tables[f"probs_{i}"] = full[:, r, :n, :n].astype(np.float32)
+    if dump_tables:
+        from pathlib import Path
+
+        Path(dump_tables).parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(dump_tables, **tables)
+
+    r = span_prf([s.span_set() for s in sentences], [set(p) for p in pred], labels)
+    avg = float(exit_layers.mean()) if N else float(M)
+    return {
+        "strategy": policy.name, "policy": dataclasses.asdict(policy),
+        "precision": r["precision"], "recall": r["recall"], "f1": r["f1"],
+        "tp": r["tp"], "n_gold": r["n_gold"], "n_pred": r["n_pred"], "per_type": r["per_type"],
+        "num_layers": M, "num_sentences": N,
+        "avg_exit_layer": avg, "layer_speedup": M / avg if avg else float("nan"),
+        "ms_per_sentence": 1000 * seconds / max(N, 1), "full_ms_per_sentence": 1000 * full_seconds / max(N, 1),
+        "time_speedup": full_seconds / seconds if seconds else float("nan"), "batch_size": batch_size,
+        "exit_histogram": {str(m): int((exit_layers == m).sum()) for m in range(1, M + 1)},
+        "near_ties": near_ties, "offline_disagreements": disagree,
+        "labels": [NO_ENTITY, *labels], "exit_layers": exit_layers.tolist(),
+        "predictions": [[[s, e, t] for s, e, t in sorted(p)] for p in pred],
+        "lost_spans": sum(len(e.lost_spans) for e in encoded),
+    }
+
+
+def format_policy(result: dict) -> str:
+    """A few lines: the policy, P/R/F1, exit layers, layer and wall-clock speed-ups."""
+    pol = ", ".join(f"{k}={v}" for k, v in result["policy"].items())
+    hist = " ".join(f"{m}:{c}" for m, c in result["exit_histogram"].items())
+    return "\n".join([
+        f"strategy {result['strategy']} ({pol}) on {result['num_sentences']} sentences, batch {result['batch_size']}",
+        f"P {result['precision']:.4f}  R {result['recall']:.4f}  F1 {result['f1']:.4f}",
+        f"avg exit layer {result['avg_exit_layer']:.3f} of {result['num_layers']} "
+        f"(layer speed-up {result['layer_speedup']:.2f}x); exits per layer {hist}",
+        f"{result['ms_per_sentence']:.2f} ms/sentence vs full model {result['full_ms_per_sentence']:.2f} ms/sentence "
+        f"(measured speed-up {result['time_speedup']:.2f}x)",
+        f"offline replay: {result['offline_disagreements']} exit-layer disagreements, {result['near_ties']} near-ties",
+    ])
