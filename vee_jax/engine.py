@@ -109,7 +109,8 @@ def vee_infer(
       batch: ``input_ids``, ``attention_mask`` [B, T]; ``word_index``, ``word_mask`` [B, L];
         optional ``token_type_ids`` [B, T], ``word_end`` [B, L] (mean pooling) and ``lengths``
         [B] (default: ``word_mask.sum(-1)``). Other keys (``gold``) are ignored.
-      policy: a ``policies`` config (static: one compilation per policy and batch shape).
+      policy: a ``policies`` config (static: one compilation per policy and batch shape, so
+        each new tau recompiles; sweep thresholds with ``offline.replay`` instead).
       pooling: "first" or "mean" subword -> word (as in training).
     Returns:
       ``probs`` [B, L, L, K] the table at the exit (float32; the ensemble mean with

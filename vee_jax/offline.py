@@ -171,6 +171,8 @@ def replay(
     layers = np.arange(M)[:, None]
     if isinstance(policy, VeePolicy):
         D = layer_distances(policy.measure, probs, lengths) if distances is None else distances
+        if D.shape != (M, M, B):
+            raise ValueError(f"distances have shape {D.shape}, expected {(M, M, B)} for these tables")
         exit_layer, votes = (x[0, 0] for x in vee_exit_layers(D, policy.tau, policy.patience))
         decided = np.triu(np.ones((M, M), bool), 1)[..., None] & (layers[None] < np.minimum(exit_layer, M - 1))
         ties = (_near(np.nan_to_num(D, nan=np.inf), policy.tau) & decided).sum((0, 1))
