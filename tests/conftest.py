@@ -63,3 +63,19 @@ def minilm():
     from vee_jax import load_backbone
 
     return load_backbone("minilm")
+
+
+@pytest.fixture(scope="session")
+def tiny_minilm_vocab_dir(tmp_path_factory) -> Path:
+    """A random 2-layer BERT (hidden 32) with MiniLM's real tokenizer: real words, tiny compute."""
+    import shutil
+
+    from vee_jax.weights import shipped_model_dir
+
+    folder = make_random_hf(tmp_path_factory.mktemp("tiny_minilm_vocab"), "bert", vocab_size=30522,
+                            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                            max_position_embeddings=512)
+    src = shipped_model_dir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copyfile(src / name, folder / name)
+    return folder

@@ -46,6 +46,9 @@ def _train(argv) -> None:
         sys.exit(3)
     except USER_ERRORS as e:
         _fail(e)
+    if not meta.get("done"):
+        print(f"stopped at step {meta['step']} (config.train.max_steps); the same command resumes")
+        return
     print(f"done: best dev score {meta['best_score']:.4f} at epoch {meta['best_epoch'] + 1}; "
           f"evaluate with: python eval.py --workdir {FLAGS.workdir}")
 

@@ -90,9 +90,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     spec = build_spec(config, bert_cfg, len(labels) + 1)
     steps_per_epoch = len(batch_plan(train_enc, tc.batch_size, shuffle=True, seed=config.seed, epoch=0))
-    total_steps = steps_per_epoch * tc.epochs
-    if tc.max_steps:
-        total_steps = min(total_steps, tc.max_steps)
+    total_steps = steps_per_epoch * tc.epochs  # not cut by max_steps: a resumed run keeps the schedule
     optimizer = build_optimizer(config, total_steps)
 
     # --- Workdir: refuse to resume a different run ---------------------------------------
@@ -163,6 +161,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                     break
             bar.close()
             train_time = time.time() - t0
+            if pos < steps_per_epoch:  # max_steps reached mid-epoch: save where we are, resumable
+                save_checkpoint(latest, step, state, meta)
+                log.info("stopping: max_steps=%d reached at epoch %d, batch %d", tc.max_steps, epoch + 1, pos)
+                return meta
 
             # --- Dev evaluation, best checkpoint, early stopping -------------------------
             t1 = time.time()
@@ -173,7 +175,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 meta.update(best_score=score, best_epoch=epoch, bad_epochs=0)
             else:
                 meta["bad_epochs"] += 1
-            stop = meta["bad_epochs"] >= tc.early_stopping_patience or (tc.max_steps and step >= tc.max_steps)
+            stop = meta["bad_epochs"] >= tc.early_stopping_patience
             meta.update(epoch=epoch + 1, batch=0, step=step, done=bool(stop or epoch + 1 >= tc.epochs))
             if improved:
                 save_checkpoint(best, step, state, meta)
@@ -187,8 +189,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             log.info("epoch %d: dev F1 per exit %s (score %.4f, best %.4f at epoch %d)", epoch + 1,
                      record["dev_f1_per_exit"], score, meta["best_score"], meta["best_epoch"] + 1)
             if stop:
-                log.info("stopping: %s", "max_steps reached" if tc.max_steps and step >= tc.max_steps else
-                         f"no better dev score for {meta['bad_epochs']} epochs")
+                log.info("early stopping: no better dev score for %d epochs", meta["bad_epochs"])
+                break
+            if tc.max_steps and step >= tc.max_steps:
+                log.info("stopping: max_steps=%d reached at the end of epoch %d", tc.max_steps, epoch + 1)
                 break
     finally:
         for s, h in old_handlers.items():
