@@ -13,3 +13,14 @@ def test_ci_runs_the_readme_commands():
     blocks = readme.read_text()
     for c in commands:
         assert f"\n{c}\n" in blocks, f".ci/run runs {c!r}, which README.md does not show"
+
+
+def test_every_config_field_is_documented():
+    from vee_jax.config import base_config
+
+    text = (ROOT / "README.md").read_text()
+    c = base_config()
+    missing = [f"{sec}.{k}" for sec in ("data", "model", "optim", "train") for k in c[sec]
+               if f"`{sec}.{k}`" not in text and f"`{sec}.{k}`," not in text and f"{sec}.{k}`" not in text]
+    missing += [] if "`seed`" in text else ["seed"]
+    assert not missing, f"config fields missing from README's Configs table: {missing}"

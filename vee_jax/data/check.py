@@ -143,8 +143,37 @@ def format_report(title: str, secs: list[Section], notes: list[str]) -> str:
     return "\n".join(lines)
 
 
-def check(path: str, format: str, **options: Any) -> str:
-    """Read ``path`` and return the report (raises DataError on a bad file)."""
+def subword_section(sentences: Sequence[Sentence], tokenizer, max_subwords: int = 512) -> tuple[Section, list[str]]:
+    """Subword statistics with the model's tokenizer: lengths, [UNK] words, sentences over the limit."""
+    from .features import encode_sentences
+
+    labels = sorted({t for s in sentences for _, _, t in s.spans})
+    encoded, rep = encode_sentences(sentences, tokenizer, labels, max_subwords)
+    lengths = [len(e.input_ids) for e in encoded]
+    unk = sum(int((e.input_ids == tokenizer.unk_token_id).sum()) for e in encoded)
+    total = max(sum(lengths) - 2 * len(encoded), 1)
+    rows = [
+        ("tokenizer", str(tokenizer.name_or_path)),
+        ("subwords per sentence (+[CLS],[SEP])", _pct(percentiles(lengths))),
+        ("[UNK] subwords", f"{_n(unk)} ({100 * unk / total:.1f}%)"),
+        (f"sentences over {max_subwords} subwords", _n(rep.truncated_sentences)),
+        ("entities past the limit", _n(rep.lost_spans)),
+    ]
+    notes = []
+    if rep.truncated_sentences:
+        notes.append(rep.summary("subwords").split("; ", 1)[1])
+    if unk / total > 0.05:
+        notes.append(f"{100 * unk / total:.0f}% of subwords are [UNK]: this tokenizer does not cover the "
+                     "data's characters well (use a backbone whose vocabulary does)")
+    return ("Subwords", rows), notes
+
+
+def check(path: str, format: str, *, tokenizer=None, max_subwords: int = 512, **options: Any) -> str:
+    """Read ``path`` and return the report (raises DataError on a bad file).
+
+    With a ``tokenizer`` the report adds subword lengths, [UNK] rates and sentences over
+    ``max_subwords`` (what the model would not see, and the entities there).
+    """
     read_stats: dict[str, int] = {}
     if format == "conll":
         options["stats"] = read_stats
@@ -155,7 +184,12 @@ def check(path: str, format: str, **options: Any) -> str:
         secs[0][1].append(("-DOCSTART- lines", _n(read_stats["documents"])))
         if options.get("lenient"):
             secs[0][1].append(("lenient BIO repairs", _n(read_stats["repairs"])))
-    return format_report(f"{path} ({format})", secs, warnings(stats))
+    notes = warnings(stats)
+    if tokenizer is not None:
+        sec, more = subword_section(sentences, tokenizer, max_subwords)
+        secs.append(sec)
+        notes += more
+    return format_report(f"{path} ({format})", secs, notes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -172,14 +206,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tag-column", type=int, default=-1, help="CoNLL tag column")
     p.add_argument("--lenient", action="store_true",
                    help="CoNLL BIO: read a stray I-X as B-X and count it")
+    p.add_argument("--backbone", default="minilm",
+                   help="tokenizer for subword statistics: 'minilm', a model folder, or 'none'")
+    p.add_argument("--max-subwords", type=int, default=512)
     args = parser.parse_args(argv)
     options: dict[str, Any] = {}
     if args.format == "conll":
         options = dict(scheme=args.scheme, token_column=args.token_column,
                        tag_column=args.tag_column, lenient=args.lenient)
     try:
-        print(check(args.path, args.format, **options))
-    except DataError as err:
+        tokenizer = None
+        if args.backbone != "none":
+            from ..weights import load_tokenizer, resolve_backbone
+
+            tokenizer = load_tokenizer(resolve_backbone(args.backbone))
+        print(check(args.path, args.format, tokenizer=tokenizer, max_subwords=args.max_subwords, **options))
+    except (DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
