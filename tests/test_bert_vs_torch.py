@@ -113,3 +113,32 @@ def test_bad_folders_say_what_was_found(tmp_path, tiny_bert_dir):
     (noweights / "config.json").write_text((tiny_bert_dir / "config.json").read_text())
     with pytest.raises(BackboneError, match="no weights found; expected model.safetensors"):
         load_backbone(noweights)
+
+
+def test_pytorch_model_bin_folder_loads_the_same(tmp_path, tiny_bert_dir):
+    """A folder with pytorch_model.bin (no safetensors) loads, read through torch."""
+    import shutil
+
+    folder = tmp_path / "bin"
+    shutil.copytree(tiny_bert_dir, folder)
+    model = BertModel.from_pretrained(str(folder))
+    (folder / "model.safetensors").unlink()
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    _, a, _ = load_backbone(tiny_bert_dir)
+    _, b, _ = load_backbone(folder)
+    import jax
+
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_bfloat16_option(tiny_bert_dir):
+    config, params, _ = load_backbone(tiny_bert_dir, dtype=jnp.bfloat16)
+    assert config.dtype == "bfloat16" and params["layers"]["query"]["kernel"].dtype == jnp.bfloat16
+    ids, mask, _ = _random_batch(config.vocab_size)
+    h32 = encode_layers(load_backbone(tiny_bert_dir)[0], load_backbone(tiny_bert_dir)[1], jnp.asarray(ids), jnp.asarray(mask))
+    h16 = encode_layers(config, params, jnp.asarray(ids), jnp.asarray(mask))
+    assert h16.dtype == jnp.bfloat16
+    real = mask.astype(bool)
+    # bf16 keeps about 3 significant digits: close to float32, not equal.
+    assert np.abs(np.asarray(h16[-1], np.float32) - np.asarray(h32[-1]))[real].max() < 0.2
