@@ -129,6 +129,21 @@ def _stack(per_layer: list[dict]) -> dict:
     return jax.tree.map(lambda *xs: np.stack(xs), *per_layer)
 
 
+# Our layer entry -> the checkpoint's tensor name under one layer's prefix.
+_LAYER_NAMES = {
+    "bert": {
+        "query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value",
+        "attn_out": "attention.output.dense", "attn_ln": "attention.output.LayerNorm",
+        "ffn_in": "intermediate.dense", "ffn_out": "output.dense", "ffn_ln": "output.LayerNorm",
+    },
+    "albert": {
+        "query": "attention.query", "key": "attention.key", "value": "attention.value",
+        "attn_out": "attention.dense", "attn_ln": "attention.LayerNorm",
+        "ffn_in": "ffn", "ffn_out": "ffn_output", "ffn_ln": "full_layer_layer_norm",
+    },
+}
+
+
 def params_from_state(config: BertConfig, sd: dict[str, np.ndarray]) -> Params:
     """PyTorch state dict (numpy) -> the stacked pytree of ``vee_jax.bert``."""
     sd = _strip_prefix(sd, config.model_type)
@@ -138,34 +153,14 @@ def params_from_state(config: BertConfig, sd: dict[str, np.ndarray]) -> Params:
         "token_type": sd["embeddings.token_type_embeddings.weight"],
         "ln": _ln(sd, "embeddings.LayerNorm"),
     }
-    layers = []
     if config.model_type == "albert":
         emb["proj"] = _lin(sd, "encoder.embedding_hidden_mapping_in")
-        for g in range(config.stacked):
-            p = f"encoder.albert_layer_groups.{g}.albert_layers.0."
-            layers.append({
-                "query": _lin(sd, p + "attention.query"),
-                "key": _lin(sd, p + "attention.key"),
-                "value": _lin(sd, p + "attention.value"),
-                "attn_out": _lin(sd, p + "attention.dense"),
-                "attn_ln": _ln(sd, p + "attention.LayerNorm"),
-                "ffn_in": _lin(sd, p + "ffn"),
-                "ffn_out": _lin(sd, p + "ffn_output"),
-                "ffn_ln": _ln(sd, p + "full_layer_layer_norm"),
-            })
+        prefixes = [f"encoder.albert_layer_groups.{g}.albert_layers.0." for g in range(config.stacked)]
     else:
-        for m in range(config.num_layers):
-            p = f"encoder.layer.{m}."
-            layers.append({
-                "query": _lin(sd, p + "attention.self.query"),
-                "key": _lin(sd, p + "attention.self.key"),
-                "value": _lin(sd, p + "attention.self.value"),
-                "attn_out": _lin(sd, p + "attention.output.dense"),
-                "attn_ln": _ln(sd, p + "attention.output.LayerNorm"),
-                "ffn_in": _lin(sd, p + "intermediate.dense"),
-                "ffn_out": _lin(sd, p + "output.dense"),
-                "ffn_ln": _ln(sd, p + "output.LayerNorm"),
-            })
+        prefixes = [f"encoder.layer.{m}." for m in range(config.num_layers)]
+    names = _LAYER_NAMES[config.model_type]
+    layers = [{ours: (_ln if ours.endswith("_ln") else _lin)(sd, p + theirs) for ours, theirs in names.items()}
+              for p in prefixes]
     return {"embeddings": emb, "layers": _stack(layers)}
 
 
