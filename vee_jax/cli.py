@@ -68,7 +68,8 @@ def train_main() -> None:
 def eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="eval.py",
-        description="Evaluate a trained vee_jax workdir exit by exit, or under one exit policy (--strategy).")
+        description="Evaluate a trained vee_jax workdir exit by exit, under one exit policy (--strategy), "
+                    "or sweep every policy on dev and test (--sweep).")
     p.add_argument("--workdir", required=True, help="the --workdir given to train.py")
     p.add_argument("--split", default="test", choices=["train", "dev", "test"])
     p.add_argument("--data", default=None, help="evaluate this file instead of the config's split")
@@ -90,6 +91,20 @@ def eval_parser() -> argparse.ArgumentParser:
     g.add_argument("--layer", type=int, default=None, help="budget: the exit layer m* (1-based)")
     g.add_argument("--dump-tables", default=None,
                    help="write every sentence's tables as probs_<i> [M, n, n, K] to this .npz")
+    s = p.add_argument_group("sweeps (Figures 3-5, Table 1): every strategy on dev and test from cached tables")
+    s.add_argument("--sweep", action="store_true",
+                   help="sweep every strategy's grid on dev and test (BERT runs once per split and checkpoint; "
+                        "tables cached in workdir/cache) and write CSV, figures and Table 1")
+    s.add_argument("--sweep-dir", default=None, help="where the sweep's files go (default workdir/sweeps)")
+    s.add_argument("--targets", default=None,
+                   help="Table 1's target average exit layers, comma-separated (default M/3,M/2,2M/3)")
+    s.add_argument("--edit-max-words", type=int, default=48,
+                   help="compute the edit distance (O(L^4)) only for sentences of at most this many words "
+                        "(default 48; -1: all; 0: skip the edit distance)")
+    s.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples for Table 1")
+    s.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
+    s.add_argument("--cache-dtype", default="float32", choices=["float32", "float16"],
+                   help="how the cached tables are stored (float16 halves the file, rounding at ~1e-3)")
     return p
 
 
@@ -99,11 +114,29 @@ def eval_main(argv: list[str] | None = None) -> None:
     With ``--strategy vee --measure kl --tau 0.01 --patience 2 [--ensemble]`` (or ``entropy``,
     ``maxprob``, ``budget --layer m``, ``full``): one exit policy, P/R/F1, average exit layer
     and wall-clock time against the full model.
+
+    With ``--sweep``: every strategy's grid on dev and test from the cached tables (CSV, the
+    figures, Table 1 chosen on dev with paired bootstraps) under ``workdir/sweeps``.
     """
     args = eval_parser().parse_args(argv)
     _setup_logging()
     from .evaluate_cli import run_eval, run_policy_eval
 
+    if args.sweep:
+        if args.strategy:
+            _fail(ValueError("--sweep evaluates every strategy; drop --strategy"))
+        from .evaluate_cli import format_sweep, run_sweep
+
+        try:
+            result = run_sweep(args)
+        except USER_ERRORS as e:
+            _fail(e)
+        print(format_sweep(result))
+        if args.output:
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.output).write_text(json.dumps(result, indent=2))
+            print(f"wrote {args.output}")
+        return
     try:
         result = run_policy_eval(args) if args.strategy else run_eval(args)
     except USER_ERRORS as e:
