@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,31 @@ def _train_args(workdir, data, backbone, *extra):
             "--config.train.checkpoint_every_steps=0", *extra]
 
 
+def _start(args):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _logged_lines(workdir):
+    f = workdir / "metrics.jsonl"
+    return f.read_text().splitlines() if f.exists() else []
+
+
+def _wait_for_step(workdir, step, proc, timeout=400):
+    """Block until ``proc`` itself logs ``step`` to metrics.jsonl (lines before its start don't count)."""
+    skip = len(_logged_lines(workdir))
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            raise AssertionError(f"process ended early: {proc.communicate()[1][-2000:]}")
+        new = [json.loads(l) for l in _logged_lines(workdir)[skip:]]
+        if any(r.get("step", 0) >= step and "loss" in r for r in new):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"step {step} not reached in {timeout} s")
+
+
 def _losses(workdir):
     return {r["step"]: r["loss"] for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())
             if "loss" in r}
@@ -60,21 +87,33 @@ def test_train_resume_eval(tmp_path, tiny_data, tiny_minilm_vocab_dir):
     assert (ref / "config.json").exists() and (ref / "vee_format.json").exists()
     assert list((ref / "checkpoints" / "best").iterdir()) and list((ref / "checkpoints" / "latest").iterdir())
 
-    # Stopped mid-epoch (max_steps), then the same command resumes: the same losses at every step.
+    # Killed with SIGKILL mid-epoch, resumed, stopped with SIGTERM, resumed again: the same
+    # loss at every step as the uninterrupted run (steps re-run after the kill log again, equal).
     run = tmp_path / "resumed"
-    r = _run(_train_args(run, tiny_data, tiny_minilm_vocab_dir, "--config.train.max_steps=4"))
+    args = _train_args(run, tiny_data, tiny_minilm_vocab_dir, "--config.train.checkpoint_every_steps=2")
+    p = _start(args)
+    _wait_for_step(run, 5, p)  # started before any line: all lines are its own
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    latest = sorted(int(x.name) for x in (run / "checkpoints" / "latest").iterdir() if x.name.isdigit())
+    assert latest and latest[-1] >= 4
+    p = _start(args)
+    _wait_for_step(run, latest[-1] + 2, p)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 130, err[-2000:]
+    assert "resumed from" in err and "signal 15" in err and "the same command resumes" in err
+    stopped_at = max(_losses(run))
+    assert stopped_at in [int(x.name) for x in (run / "checkpoints" / "latest").iterdir() if x.name.isdigit()]
+    r = _run(args)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "the same command resumes" in r.stdout
-    r = _run(_train_args(run, tiny_data, tiny_minilm_vocab_dir))
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "resumed from" in r.stderr
     got = _losses(run)
     assert sorted(got) == sorted(ref_losses)
     for step, loss in ref_losses.items():
         assert got[step] == pytest.approx(loss, rel=1e-5, abs=1e-7), f"step {step}"
 
     # A finished run is not trained again.
-    r = _run(_train_args(run, tiny_data, tiny_minilm_vocab_dir))
+    r = _run(args)
     assert r.returncode == 0 and "already finished" in r.stderr
 
     # eval.py reads the workdir alone (best checkpoint by default, latest on request).
