@@ -9,6 +9,7 @@ from .measures import (MEASURES, cosine_distance, edit_distance, euclidean_dista
 from .offline import exit_probs, layer_distances, layer_signals, replay
 from .policies import (BudgetPolicy, EntropyPolicy, FullPolicy, MaxProbPolicy, VeePolicy, make_policy,
                        vote_step)
+from .training import ModelSpec, eval_step, init_state, make_optimizer, train_step
 from .weights import BackboneError, load_backbone
 
 __all__ = [
@@ -19,27 +20,32 @@ __all__ = [
     "FullPolicy",
     "MEASURES",
     "MaxProbPolicy",
+    "ModelSpec",
     "VeePolicy",
     "all_exit_logits",
     "biaffine",
     "cosine_distance",
     "edit_distance",
     "embed",
+    "eval_step",
     "encode_layers",
     "euclidean_distance",
     "exit_logits",
     "exit_losses",
     "exit_probs",
     "init_exits",
+    "init_state",
     "kl_distance",
     "layer_distances",
     "layer_signals",
     "layer_step",
     "load_backbone",
+    "make_optimizer",
     "make_policy",
     "mean_max_prob",
     "normalized_entropy",
     "replay",
+    "train_step",
     "valid_cells",
     "vee_infer",
     "vote_step",
