@@ -16,9 +16,25 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
 
 
 def _setup_logging() -> None:
+    _enable_compilation_cache()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("absl", "orbax", "jax._src"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _enable_compilation_cache() -> None:
+    """Keep compiled steps on disk (JAX's persistent cache) so that a second run skips compiling.
+
+    ``VEE_JAX_XLA_CACHE`` sets the folder (default ``~/.cache/vee_jax/xla``); ``none`` disables it.
+    """
+    import os
+
+    import jax
+
+    where = os.environ.get("VEE_JAX_XLA_CACHE", str(Path.home() / ".cache" / "vee_jax" / "xla"))
+    if where.lower() != "none" and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        jax.config.update("jax_compilation_cache_dir", where)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 def _fail(e: BaseException) -> None:
