@@ -11,34 +11,13 @@ from vee_jax import BertConfig, init_exits, vee_infer
 from vee_jax.offline import exit_probs, layer_distances, layer_signals, replay
 from vee_jax.policies import BudgetPolicy, EntropyPolicy, FullPolicy, MaxProbPolicy, VeePolicy
 
+from helpers import random_params
+
 CFG = BertConfig(vocab_size=50, hidden_size=16, num_layers=4, num_heads=2, intermediate_size=32, max_position=64)
 K = 4
 LENGTHS = [3, 5, 8, 1, 0, 10]  # one empty sentence ([CLS] [SEP] only)
 T, L = 24, 12
-
-
-def random_params(seed=7):
-    """A random encoder pytree of CFG's shape (stacked layers), as in test_exits_and_loss."""
-    k = iter(jax.random.split(jax.random.PRNGKey(seed), 32))
-    d, F, M = CFG.hidden_size, CFG.intermediate_size, CFG.num_layers
-
-    def lin(i, o):
-        return {"kernel": 0.3 * jax.random.normal(next(k), (M, i, o)), "bias": 0.1 * jax.random.normal(next(k), (M, o))}
-
-    def ln(n):
-        return {"scale": 1 + 0.1 * jax.random.normal(next(k), (M, n)), "bias": 0.1 * jax.random.normal(next(k), (M, n))}
-
-    return {
-        "embeddings": {"word": jax.random.normal(next(k), (CFG.vocab_size, d)),
-                       "position": jax.random.normal(next(k), (CFG.max_position, d)),
-                       "token_type": jax.random.normal(next(k), (2, d)),
-                       "ln": {"scale": jnp.ones(d), "bias": jnp.zeros(d)}},
-        "layers": {"query": lin(d, d), "key": lin(d, d), "value": lin(d, d), "attn_out": lin(d, d),
-                   "attn_ln": ln(d), "ffn_in": lin(d, F), "ffn_out": lin(F, d), "ffn_ln": ln(d)},
-    }
-
-
-PARAMS = random_params()
+PARAMS = random_params(CFG)
 EXITS = init_exits(jax.random.PRNGKey(1), CFG, K)
 
 

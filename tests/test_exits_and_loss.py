@@ -10,6 +10,8 @@ import pytest
 from vee_jax import BertConfig, all_exit_logits, exit_logits, exit_losses, init_exits, word_vectors
 from vee_jax.bert import embed
 
+from helpers import random_params
+
 CFG = BertConfig(vocab_size=50, hidden_size=8, num_layers=3, num_heads=2, intermediate_size=16, max_position=32)
 
 
@@ -107,7 +109,7 @@ def test_loss_custom_weights_select_last_exit():
 
 def test_padding_changes_no_valid_logit_or_loss():
     """A sentence padded to more subwords and more words keeps its valid cells and loss."""
-    params = _tiny_params()
+    params = random_params(CFG)
     ep = init_exits(jax.random.PRNGKey(3), CFG, num_labels=3)
     ids = np.array([[2, 7, 8, 9, 10, 3]])
     word_index = np.array([[1, 2, 4]])
@@ -132,31 +134,8 @@ def test_padding_changes_no_valid_logit_or_loss():
     np.testing.assert_allclose(loss_big, loss_small, rtol=1e-6)
 
 
-def _tiny_params():
-    """A random encoder pytree of CFG's shape (stacked layers)."""
-    k = iter(jax.random.split(jax.random.PRNGKey(7), 32))
-    d, F, M = CFG.hidden_size, CFG.intermediate_size, CFG.num_layers
-
-    def lin(i, o):
-        return {"kernel": 0.3 * jax.random.normal(next(k), (M, i, o)), "bias": 0.1 * jax.random.normal(next(k), (M, o))}
-
-    def ln(n):
-        return {"scale": 1 + 0.1 * jax.random.normal(next(k), (M, n)), "bias": 0.1 * jax.random.normal(next(k), (M, n))}
-
-    return {
-        "embeddings": {
-            "word": jax.random.normal(next(k), (CFG.vocab_size, d)),
-            "position": jax.random.normal(next(k), (CFG.max_position, d)),
-            "token_type": jax.random.normal(next(k), (2, d)),
-            "ln": {"scale": jnp.ones(d), "bias": jnp.zeros(d)},
-        },
-        "layers": {"query": lin(d, d), "key": lin(d, d), "value": lin(d, d), "attn_out": lin(d, d),
-                   "attn_ln": ln(d), "ffn_in": lin(d, F), "ffn_out": lin(F, d), "ffn_ln": ln(d)},
-    }
-
-
 def test_embed_dropout_only_with_rng():
-    params = _tiny_params()
+    params = random_params(CFG)
     ids = jnp.asarray([[2, 5, 6, 3]])
     mask = jnp.ones_like(ids)
     a = embed(CFG, params, ids, mask)

@@ -1,0 +1,32 @@
+"""Small builders shared by tests (pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from vee_jax import BertConfig
+
+
+def random_params(cfg: BertConfig, seed: int = 7) -> dict:
+    """A random encoder pytree of ``cfg``'s shape (stacked layers), with non-trivial norms.
+
+    Weights are larger than BERT's 0.02 initialisation so that layers differ visibly.
+    """
+    k = iter(jax.random.split(jax.random.PRNGKey(seed), 32))
+    d, F, M = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers
+
+    def lin(i, o):
+        return {"kernel": 0.3 * jax.random.normal(next(k), (M, i, o)), "bias": 0.1 * jax.random.normal(next(k), (M, o))}
+
+    def ln(n):
+        return {"scale": 1 + 0.1 * jax.random.normal(next(k), (M, n)), "bias": 0.1 * jax.random.normal(next(k), (M, n))}
+
+    return {
+        "embeddings": {"word": jax.random.normal(next(k), (cfg.vocab_size, d)),
+                       "position": jax.random.normal(next(k), (cfg.max_position, d)),
+                       "token_type": jax.random.normal(next(k), (2, d)),
+                       "ln": {"scale": jnp.ones(d), "bias": jnp.zeros(d)}},
+        "layers": {"query": lin(d, d), "key": lin(d, d), "value": lin(d, d), "attn_out": lin(d, d),
+                   "attn_ln": ln(d), "ffn_in": lin(d, F), "ffn_out": lin(F, d), "ffn_ln": ln(d)},
+    }
