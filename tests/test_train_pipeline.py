@@ -135,9 +135,19 @@ def test_train_refuses_other_labels_in_same_workdir(tmp_path, tiny_data, tiny_mi
     wd = tmp_path / "wd"
     r = _run(_train_args(wd, tiny_data, tiny_minilm_vocab_dir, "--config.train.max_steps=1"))
     assert r.returncode == 0, r.stderr[-3000:]
+    # Rerunning a run stopped by max_steps trains no further step.
+    r = _run(_train_args(wd, tiny_data, tiny_minilm_vocab_dir, "--config.train.max_steps=1"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(_losses(wd)) == [1]
     r = _run(_train_args(wd, tiny_data, tiny_minilm_vocab_dir, "--config.data.labels=('DNA','protein','extra')"))
     assert r.returncode == 2
     assert "holds a run with labels" in r.stderr and "Traceback" not in r.stderr
+    # Another schedule would not continue the same run: refused, and config.json is kept.
+    saved = (wd / "config.json").read_text()
+    r = _run(_train_args(wd, tiny_data, tiny_minilm_vocab_dir, "--config.train.epochs=3"))
+    assert r.returncode == 2
+    assert "train.epochs: 2 -> 3" in r.stderr and "Traceback" not in r.stderr
+    assert (wd / "config.json").read_text() == saved
 
 
 def test_eval_on_a_non_workdir_is_a_clear_error(tmp_path):

@@ -44,6 +44,9 @@ class _StopFlag:
         self.signum = 0
 
     def __call__(self, signum, frame):
+        if self.signum:  # a second signal: stop now (nothing is saved past the last checkpoint)
+            signal.signal(signum, signal.SIG_DFL)
+            raise KeyboardInterrupt(f"second signal {signum}: stopped without saving")
         self.signum = signum
 
 
@@ -56,6 +59,24 @@ def build_optimizer(config: ml_collections.ConfigDict, total_steps: int):
     o = config.optim
     return make_optimizer(total_steps, lr=o.lr, exit_lr=o.exit_lr, weight_decay=o.weight_decay,
                           warmup_fraction=o.warmup_fraction, clip_norm=o.clip_norm)
+
+
+# Fields that define a run: resuming with any of them changed would not continue the same run.
+RUN_FIELDS = ("seed", "data.format", "data.train", "data.dev", "data.scheme", "data.token_column",
+              "data.tag_column", "data.labels", "data.nested", "data.dev_fraction", "data.dev_seed",
+              "data.max_subwords", "model", "optim", "train.epochs", "train.batch_size", "train.select_by")
+
+
+def run_config_changes(old: ml_collections.ConfigDict, new: ml_collections.ConfigDict) -> list[str]:
+    """``"field: old -> new"`` for every run-defining field that differs (JSON-normalised)."""
+    import json
+
+    def get(c, path):
+        for part in path.split("."):
+            c = c.get(part) if hasattr(c, "get") else None
+        return json.loads(json.dumps(c.to_dict() if hasattr(c, "to_dict") else c, default=list))
+
+    return [f"{f}: {get(old, f)!r} -> {get(new, f)!r}" for f in RUN_FIELDS if get(old, f) != get(new, f)]
 
 
 def dev_score(result: dict[str, Any], select_by: str) -> float:
@@ -98,12 +119,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             "tokenizer": str(tokenizer.name_or_path), "num_layers": bert_cfg.num_layers,
             "total_steps": total_steps}
     if (workdir / "vee_format.json").exists():
-        _, old = load_run_info(workdir)
+        old_config, old = load_run_info(workdir)
         for k in ("labels", "backbone", "num_layers"):
             if old.get(k) != info[k]:
                 raise WorkdirError(f"{workdir} holds a run with {k}={old.get(k)!r}, but this config gives "
                                    f"{info[k]!r}: use another --workdir")
-    save_run_info(workdir, config, info)
+        changed = run_config_changes(old_config, config)
+        if changed:
+            raise WorkdirError(f"{workdir} holds a run with another configuration ({'; '.join(changed)}); "
+                               f"resuming it would change its schedule or data order: repeat the original "
+                               f"command (see {workdir / 'config.json'}) or use another --workdir")
+    else:
+        save_run_info(workdir, config, info)
 
     # --- State: fresh, or the latest checkpoint ------------------------------------------
     state = init_state(spec, encoder_params, optimizer, config.seed)
@@ -132,6 +159,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             t0, seen, pos = time.time(), 0, int(meta["batch"])
             for idx, batch in iterate_batches(train_enc, tc.batch_size, shuffle=True, seed=config.seed,
                                               epoch=epoch, skip=pos):
+                if tc.max_steps and step >= tc.max_steps:  # a rerun of a stopped run adds no step
+                    break
                 state, metrics = train_step(state, batch, spec=spec, optimizer=optimizer)
                 loss = float(metrics["loss"])
                 step, pos, seen = step + 1, pos + 1, seen + len(idx)

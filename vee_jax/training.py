@@ -42,12 +42,11 @@ class ModelSpec:
         return self.bert.num_layers
 
     def exit_weights(self) -> jax.Array:
-        """[M] loss weights: m for exit m (Eq. 5), or only the last exit."""
-        M = self.num_exits
+        """Loss weights of the computed exits: [M] with m for exit m (Eq. 5), or [1] for "last"."""
         if self.exits == "all":
-            return jnp.arange(1, M + 1, dtype=jnp.float32)
+            return jnp.arange(1, self.num_exits + 1, dtype=jnp.float32)
         if self.exits == "last":
-            return jnp.zeros(M).at[-1].set(1.0)
+            return jnp.ones(1)  # forward_logits computes only the last exit
         raise ValueError(f"model.exits must be 'all' or 'last', got {self.exits!r}")
 
 
@@ -117,8 +116,7 @@ def _train_step(state: State, batch: dict, *, spec: ModelSpec, optimizer: optax.
 
     def loss_fn(params):
         logits = forward_logits(spec, params, batch, rng)
-        w = spec.exit_weights() if spec.exits == "all" else jnp.ones(1)
-        return exit_losses(logits, batch["gold"], batch["lengths"], w)
+        return exit_losses(logits, batch["gold"], batch["lengths"], spec.exit_weights())
 
     (loss, per_exit), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
