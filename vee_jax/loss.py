@@ -7,10 +7,14 @@ import jax.numpy as jnp
 
 
 def valid_cells(lengths: jax.Array, L: int) -> jax.Array:
-    """[B] sentence lengths -> [B, L, L] bool, True where s <= e < length (NOTES item 3)."""
+    """[...] sentence lengths -> [..., L, L] bool, True where s <= e < length (NOTES item 3).
+
+    The one definition of a table's valid cells: the loss, every measure and the decoding read
+    only these, so results do not depend on padding.
+    """
     s = jnp.arange(L)[:, None]
     e = jnp.arange(L)[None, :]
-    return (s <= e)[None] & (e[None] < lengths[:, None, None])
+    return (s <= e) & (e < jnp.asarray(lengths)[..., None, None])
 
 
 def exit_losses(

@@ -26,17 +26,16 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from .loss import valid_cells
+
 EPS = 1e-12  # clip probabilities before logs so that KL and entropy stay finite (NOTES item 5)
 
 Measure = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
 def valid_mask(lengths: jax.Array, L: int) -> jax.Array:
-    """``[...]`` lengths -> ``[..., L, L]`` bool, True where s <= e < length (NOTES item 3)."""
-    s = jnp.arange(L)[:, None]
-    e = jnp.arange(L)[None, :]
-    lengths = jnp.asarray(lengths)
-    return (s <= e) & (e < lengths[..., None, None])
+    """``[...]`` lengths -> ``[..., L, L]`` bool, True where s <= e < length (``loss.valid_cells``)."""
+    return valid_cells(lengths, L)
 
 
 def _n_valid(lengths: jax.Array) -> jax.Array:

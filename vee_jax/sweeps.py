@@ -28,12 +28,13 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from .data.features import WORD_BUCKETS
 from .decode import decode_table
 from .offline import NEAR_TIE, layer_distances, layer_signals, threshold_exit_layers, vee_exit_layers
 from .policies import make_policy
 
 ALL = "all"  # the ``sentences`` field of rows over the whole split
-_BUCKETS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+_BUCKETS = WORD_BUCKETS
 _EDIT_BUCKETS = tuple(range(8, 513, 8))  # finer: the edit distance's cost grows with the padded length
 MAX_CELLS = 48 * 48 * 64  # padded cells per batch when re-batching cached tables
 
