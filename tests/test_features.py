@@ -121,3 +121,9 @@ def test_compilations_over_an_epoch_equal_the_number_of_buckets(tiny_minilm_voca
     jax.block_until_ready(m["loss"])
     assert num_shapes(encoded) >= 3
     assert train_step._cache_size() - before == num_shapes(encoded)
+
+
+def test_a_span_with_two_types_is_reported(tok):
+    s = Sentence(("IL-2", "gene"), ((0, 1, "DNA"), (0, 1, "protein"), (0, 0, "protein")))
+    (e,), rep = encode_sentences([s], tok, LABELS)
+    assert rep.multi_type_cells == 1 and "two or more types" in rep.summary()

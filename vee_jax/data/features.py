@@ -54,6 +54,7 @@ class EncodeReport:
     dropped_words: int = 0
     lost_spans: int = 0
     empty_words: int = 0
+    multi_type_cells: int = 0  # a table cell holds one class: the extra types are not trained on
 
     def summary(self, name: str = "data") -> str:
         s = f"{name}: {self.sentences} sentences"
@@ -62,6 +63,9 @@ class EncodeReport:
                   f"past the limit are not represented and {self.lost_spans} gold entities there count as missed")
         if self.empty_words:
             s += f"; {self.empty_words} words had no subword and are kept as [UNK]"
+        if self.multi_type_cells:
+            s += (f"; {self.multi_type_cells} spans carry two or more types: a table cell holds one "
+                  f"class, so one type is kept for training and the others count as missed")
         return s
 
 
@@ -111,6 +115,7 @@ def encode_sentences(
         ids.append(sep_id)
         L = len(starts)
         kept = tuple((s, e, label_id[t]) for s, e, t in sent.spans if e < L)
+        report.multi_type_cells += len(kept) - len({(s, e) for s, e, _ in kept})
         lost = tuple(sp for sp in sent.spans if sp[1] >= L)
         if L < len(sent.words):
             report.truncated_sentences += 1
