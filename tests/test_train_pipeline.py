@@ -154,3 +154,12 @@ def test_eval_on_a_non_workdir_is_a_clear_error(tmp_path):
     r = _run(["eval.py", "--workdir", str(tmp_path)])
     assert r.returncode == 2
     assert "not a vee_jax workdir" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bad_config_values_are_refused_before_training(tmp_path):
+    r = _run(["train.py", "--config", "configs/demo.py", "--workdir", str(tmp_path / "wd"),
+              "--config.train.select_by=best", "--config.train.log_every_steps=0"])
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "config.train.select_by='best' (expected one of last, mean)" in r.stderr
+    assert "config.train.log_every_steps=0 (expected > 0)" in r.stderr
+    assert not (tmp_path / "wd").exists()

@@ -50,6 +50,30 @@ class _StopFlag:
         self.signum = signum
 
 
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Refuse values that would fail late or be misread (an unknown select_by, a zero interval)."""
+    choices = {"data.format": ("json", "conll", "msra"), "data.scheme": ("iob1", "bio"),
+               "model.pooling": ("first", "mean"), "model.exits": ("all", "last"),
+               "model.dtype": ("float32", "bfloat16"), "train.select_by": ("last", "mean")}
+    positive = ("train.epochs", "train.batch_size", "train.eval_batch_size", "train.log_every_steps",
+                "train.early_stopping_patience", "optim.lr", "optim.exit_lr", "data.max_subwords")
+    non_negative = ("train.checkpoint_every_steps", "train.max_steps", "train.eval_max_sentences",
+                    "model.ffnn_size", "optim.weight_decay", "optim.clip_norm")
+    problems = []
+    for field, allowed in choices.items():
+        value = config[field.split(".")[0]][field.split(".")[1]]
+        if value not in allowed:
+            problems.append(f"config.{field}={value!r} (expected one of {', '.join(allowed)})")
+    for field in positive + non_negative:
+        value = config[field.split(".")[0]][field.split(".")[1]]
+        if value < 0 or (field in positive and value == 0):
+            problems.append(f"config.{field}={value!r} (expected {'> 0' if field in positive else '>= 0'})")
+    if not 0.0 <= config.optim.warmup_fraction < 1.0:
+        problems.append(f"config.optim.warmup_fraction={config.optim.warmup_fraction!r} (expected in [0, 1))")
+    if problems:
+        raise ValueError("invalid config: " + "; ".join(problems))
+
+
 def build_spec(config: ml_collections.ConfigDict, bert_config, num_labels: int) -> ModelSpec:
     return ModelSpec(bert=bert_config, num_labels=num_labels, pooling=config.model.pooling,
                      ffnn_size=config.model.ffnn_size or None, exits=config.model.exits)
@@ -91,6 +115,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     Returns the final ``meta`` (epoch, step, best dev score, ...).
     """
     workdir = Path(workdir).expanduser()
+    validate_config(config)
     tc = config.train
 
     # --- Backbone and data -------------------------------------------------------------
