@@ -142,3 +142,16 @@ def test_bfloat16_option(tiny_bert_dir):
     real = mask.astype(bool)
     # bf16 keeps about 3 significant digits: close to float32, not equal.
     assert np.abs(np.asarray(h16[-1], np.float32) - np.asarray(h32[-1]))[real].max() < 0.2
+
+
+def test_albert_with_several_layer_groups(tmp_path):
+    """num_hidden_groups=2 over 4 layers: layers 1-2 share group 0, layers 3-4 group 1 (as HF maps them)."""
+    from conftest import make_random_hf
+
+    folder = make_random_hf(tmp_path / "albert_groups", "albert", num_hidden_layers=4, num_hidden_groups=2)
+    config, params, _ = load_backbone(folder)
+    assert config.stacked == 2 and params["layers"]["query"]["kernel"].shape[0] == 2
+    ids, mask, types = _random_batch(config.vocab_size)
+    ours = np.asarray(encode_layers(config, params, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(types)))
+    ref = torch_hidden_states(AlbertModel.from_pretrained(str(folder)).eval(), ids, mask, types)
+    assert_layers_close(ours, ref, mask.astype(bool))
