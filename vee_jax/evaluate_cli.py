@@ -166,7 +166,6 @@ def run_sweep(args) -> dict[str, Any]:
     """
     import json
 
-    from .data.splits import check_labels, load_split
     from .sweep_plots import PLOTS
     from .sweeps import SweepGrid, default_targets, format_table1, sweep_split, table1, write_csv
 

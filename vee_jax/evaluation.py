@@ -20,7 +20,7 @@ from .training import ModelSpec, eval_step
 _entropy = jax.jit(normalized_entropy)
 
 
-def exit_tables(state: Any, spec: ModelSpec, encoded: Sequence[Encoded], batch_size: int, *, progress: bool = False):
+def exit_table_batches(state: Any, spec: ModelSpec, encoded: Sequence[Encoded], batch_size: int, *, progress: bool = False):
     """Yield ``(sentence indices, lengths [B], probs [M, B, L, L, K] numpy, entropy [M, B])`` per batch."""
     batches = iterate_batches(encoded, batch_size)
     if progress:
@@ -39,7 +39,7 @@ def predict_exits(
     M, N = spec.num_exits, len(encoded)
     pred: list[list[set]] = [[set() for _ in range(N)] for _ in range(M)]
     entropy = np.zeros((M, N), np.float32)
-    for idx, lengths, probs, ent in exit_tables(state, spec, encoded, batch_size, progress=progress):
+    for idx, lengths, probs, ent in exit_table_batches(state, spec, encoded, batch_size, progress=progress):
         for r, i in enumerate(idx):
             entropy[:, i] = ent[:, r]
             for m in range(M):
