@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The real runs the README reports, one after another; each resumes when its workdir exists.
-#   nohup bash scripts/real_runs.sh > ~/vee_runs/real_runs.log 2>&1 &
-# Then copy the small results into results/<dataset>/ (scripts/collect_results.sh).
+#   nohup bash scripts/real_runs.sh [genia] [conll03] [genia_last] > ~/vee_runs/real_runs.log 2>&1 &
+# (no names: all three). Then copy the small results into results/<dataset>/.
 set -u
 cd "$(dirname "$0")/.."
 RUNS=${VEE_RUNS:-$HOME/vee_runs}
@@ -12,6 +12,9 @@ run() {  # name config epochs [overrides...]
   python eval.py --workdir "$RUNS/$name" --split test --quiet --output "$RUNS/$name/test_per_exit.json" \
     --plot "$RUNS/$name/test_per_exit.png"
 }
-run genia configs/genia.py 6
-run conll03 configs/conll03.py 4
-run genia_last configs/genia.py 6 --config.model.exits=last
+WANTED=" $* "
+if [ $# -eq 0 ]; then WANTED=" genia conll03 genia_last "; fi
+[[ $WANTED == *" genia "* ]] && run genia configs/genia.py 5
+[[ $WANTED == *" conll03 "* ]] && run conll03 configs/conll03.py 4
+[[ $WANTED == *" genia_last "* ]] && run genia_last configs/genia.py 5 --config.model.exits=last
+true
