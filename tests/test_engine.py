@@ -204,3 +204,44 @@ def test_evaluate_policy_end_to_end(tmp_path, offline):
         spans = [[s, e, labels[c - 1]] for s, e, c, _ in decode_table(again["probs"][0], n, True)]
         assert res["predictions"][i] == spans
     assert len(set(res["exit_layers"])) >= 2
+
+
+# --- the inference layout (engine.prepare) and traced policy numbers -------------------------
+@pytest.mark.parametrize("name", ["vee-kl-p1", "vee-kl-p2-ensemble", "entropy", "budget", "full"])
+def test_prepared_layout_equals_stacked(offline, name):
+    """Per-layer weights picked by lax.switch give what the stacked weights give."""
+    from vee_jax.engine import prepare
+
+    policy = policies(offline)[name]
+    model = prepare(CFG, PARAMS, EXITS)
+    fast = as_numpy(vee_infer(CFG, model["encoder"], model["exits"], BATCH, policy))
+    ref = as_numpy(vee_infer(CFG, PARAMS, EXITS, BATCH, policy))
+    assert_same(fast, ref, list(range(N)), LENGTHS, name)
+    np.testing.assert_array_equal(fast["votes"], ref["votes"])
+    assert int(fast["layers_run"]) == int(ref["layers_run"])
+
+
+def test_prepared_layout_skips_layers_after_the_exit():
+    from vee_jax.engine import prepare
+
+    poisoned = dict(PARAMS)
+    poisoned["layers"] = jax.tree.map(lambda w: w.at[2:].set(jnp.nan), PARAMS["layers"])
+    model = prepare(CFG, poisoned, EXITS)
+    for policy in (BudgetPolicy(2), VeePolicy("kl", tau=1e9, patience=1)):  # both exit at layer 2
+        out = as_numpy(vee_infer(CFG, model["encoder"], model["exits"], make_batch(SENTS[:1]), policy))
+        assert int(out["layers_run"]) == 2 and np.isfinite(out["probs"]).all(), policy
+
+
+def test_new_thresholds_do_not_recompile(offline):
+    """tau, patience and the budget layer are traced: one compilation per policy kind and shape."""
+    from vee_jax.engine import compilations
+
+    batch = make_batch(SENTS, T=32, L=16)  # a shape no other test uses
+    vee_infer(CFG, PARAMS, EXITS, batch, VeePolicy("kl", 0.01, 1))
+    vee_infer(CFG, PARAMS, EXITS, batch, BudgetPolicy(1))
+    before = compilations()
+    outs = [as_numpy(vee_infer(CFG, PARAMS, EXITS, batch, p))
+            for p in (VeePolicy("kl", 0.5, 2), VeePolicy("kl", 1e-6, 3), BudgetPolicy(3), BudgetPolicy(4))]
+    assert compilations() == before
+    assert (outs[2]["exit_layer"][:N] == 3).all() and (outs[3]["exit_layer"][:N] == 4).all()
+    assert (outs[1]["exit_layer"][:N] >= 4).all()  # patience 3: exit at layer 4 at the earliest

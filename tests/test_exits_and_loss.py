@@ -143,3 +143,34 @@ def test_embed_dropout_only_with_rng():
     c = embed(CFG, params, ids, mask, rng=jax.random.PRNGKey(0))
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert not np.allclose(np.asarray(a), np.asarray(c))
+
+
+# --- low-rank exits (exits.compress_exits, for fast inference) --------------------------------
+def _orthonormal(rng, h, r):
+    return np.linalg.qr(rng.normal(size=(h, r)))[0]
+
+
+def test_compress_exits_is_exact_at_the_true_rank_and_not_below():
+    """U built with multilinear rank (r, r) by hand: rank-r compression reproduces the exit's
+    logits; rank r-2 cannot. Also P and Q have orthonormal columns and W, b are untouched."""
+    from vee_jax.exits import biaffine, compress_exits, select_exit
+
+    rng = np.random.default_rng(0)
+    M, h, K, r = 2, 12, 3, 5
+    U = np.stack([np.einsum("akb,ia,jb->ikj", rng.normal(size=(r, K, r)), _orthonormal(rng, h, r),
+                            _orthonormal(rng, h, r)) for _ in range(M)])
+    ex = {"U": jnp.asarray(U, jnp.float32), "W_start": jnp.asarray(rng.normal(size=(M, h, K)), jnp.float32),
+          "W_end": jnp.asarray(rng.normal(size=(M, h, K)), jnp.float32),
+          "b": jnp.asarray(rng.normal(size=(M, K)), jnp.float32)}
+    words = jnp.asarray(rng.normal(size=(2, 7, h)), jnp.float32)
+    exact = compress_exits(ex, r)
+    low = compress_exits(ex, r - 2)
+    assert exact["U"].shape == (M, r, K, r) and exact["P"].shape == (M, h, r)
+    assert compress_exits(ex, h) is ex
+    for m in range(M):
+        ref = np.asarray(biaffine(select_exit(ex, m), words))
+        np.testing.assert_allclose(np.asarray(biaffine(select_exit(exact, m), words)), ref, atol=1e-4)
+        assert np.abs(np.asarray(biaffine(select_exit(low, m), words)) - ref).max() > 1e-2
+        P = np.asarray(exact["P"][m])
+        np.testing.assert_allclose(P.T @ P, np.eye(r), atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(exact["W_start"]), np.asarray(ex["W_start"]))

@@ -1,7 +1,7 @@
 """The online early-exit engine: ``vee_infer``, one jitted ``lax.while_loop`` over the layers.
 
-Each iteration runs one transformer layer (``layer_step``), that layer's biaffine exit
-(``exit_logits``), a softmax, and the policy's ``vote_step``. The loop carries::
+Each iteration runs one transformer layer (``transformer_layer``), that layer's biaffine exit
+(``biaffine``), a softmax, and the policy's ``vote_step``. The loop carries::
 
     hidden     [B, T, d]        the current hidden state
     m          int32 []         the next layer to run (0-based)
@@ -17,6 +17,19 @@ has exited its table, exit layer and count are frozen while the others go on, so
 equal running every sentence alone (up to float rounding that depends on the batch shape).
 At batch size 1 (the paper's setting) no layer after the exit is computed.
 
+Speed (bench/latency.py, README "Performance"):
+
+- ``prepare`` lays the weights out for inference: one pytree per layer and per exit, picked
+  by ``lax.switch`` on the traced layer index. Indexing stacked ``[M, ...]`` weights with a
+  traced index copies the layer's weights (7 MB for MiniLM) at every iteration; a switch
+  branch reads its own buffers. Stacked params still work (training's layout), slower.
+- ``prepare(..., exit_rank=r)`` swaps the exits for low-rank ones (``exits.compress_exits``):
+  the engine pays an exit at every layer it passes, and the exact biaffine exit costs about
+  half a MiniLM layer.
+- The policy's numbers (tau, patience, budget layer) are traced arguments
+  (``policies.split_policy``): one compilation per policy kind and batch shape.
+- ``full`` and ``budget`` (without ensemble) compute only the exit they return.
+
 Rows whose ``attention_mask`` is all zero are batch padding (``data.collate`` adds them): they
 are exited before layer 1 with exit layer 0 and a zero table, so they never keep the loop going.
 """
@@ -24,30 +37,94 @@ are exited before layer 1 with exit layer 0 and a zero table, so they never keep
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .bert import BertConfig, Params, embed, layer_step, word_vectors
-from .exits import exit_logits
-from .policies import Policy, VeePolicy, check_policy, vote_step
+from .bert import BertConfig, Params, attention_bias, embed, stacked_index, transformer_layer, word_vectors
+from .exits import biaffine, compress_exits, select_exit
+from .policies import BudgetPolicy, FullPolicy, Policy, VeePolicy, check_policy, split_policy, vote_step
 
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids", "word_index", "word_mask", "word_end", "lengths")
 
 
+def prepare(config: BertConfig, params: Params, exit_params: Params, *, exit_rank: int = 0) -> Params:
+    """The inference layout: ``{"encoder": {..., "layers": (layer 0, ..)}, "exits": (exit 0, ..)}``.
+
+    One pytree per layer (ALBERT's shared weights repeat) and per exit, so that ``vee_infer``
+    reads each layer's weights in place. ``exit_rank`` > 0 compresses every exit to that
+    rank (``exits.compress_exits``). Do this once per model: it copies the weights.
+    """
+    M = config.num_layers
+    exits = compress_exits(exit_params, exit_rank) if exit_rank else exit_params
+    layers = tuple(jax.tree.map(lambda w: w[stacked_index(config, m)], params["layers"]) for m in range(M))
+    encoder = {k: v for k, v in params.items() if k != "layers"}
+    encoder["layers"] = layers
+    return {"encoder": encoder, "exits": tuple(select_exit(exits, m) for m in range(M))}
+
+
+def _is_prepared(params: Params) -> bool:
+    return isinstance(params.get("layers"), tuple)
+
+
+def _layer_and_exit(config: BertConfig, encoder: Params, exits: Any, bias: jax.Array, words_of: Callable):
+    """``step(m, hidden, with_exit) -> (hidden, logits or None)`` for either weight layout."""
+
+    def one(lp, ep, hidden, with_exit):
+        hidden = transformer_layer(config, lp, hidden, bias)
+        return hidden, (biaffine(ep, words_of(hidden)) if with_exit else None)
+
+    if _is_prepared(encoder):
+        def step(m, hidden, with_exit):
+            branches = [functools.partial(one, lp, ep, with_exit=with_exit)
+                        for lp, ep in zip(encoder["layers"], exits)]
+            return lax.switch(m, branches, hidden)
+        return step
+
+    def step(m, hidden, with_exit):  # stacked weights: dynamic slices (copies) of layer m
+        lp = jax.tree.map(lambda w: lax.dynamic_index_in_dim(w, stacked_index(config, m), 0, False),
+                          encoder["layers"])
+        return one(lp, select_exit(exits, m), hidden, with_exit)
+    return step
+
+
+def _exit_only(exits: Any, m: jax.Array, words: jax.Array) -> jax.Array:
+    """Exit m's logits alone (for ``full``/``budget``, computed once after the loop)."""
+    if isinstance(exits, tuple):
+        return lax.switch(m, [functools.partial(biaffine, ep) for ep in exits], words)
+    return biaffine(select_exit(exits, m), words)
+
+
 @functools.partial(jax.jit, static_argnames=("config", "policy", "pooling"))
-def _infer(config: BertConfig, params: Params, exit_params: Params, batch: dict, policy: Policy, pooling: str):
+def _infer(config: BertConfig, encoder: Params, exits: Any, batch: dict, knobs: dict, policy: Policy, pooling: str):
     M = config.num_layers
     ids, mask = batch["input_ids"], batch["attention_mask"]
     lengths = batch["lengths"]
     B, L = batch["word_index"].shape
-    K = exit_params["b"].shape[-1]
+    K = (exits[0] if isinstance(exits, tuple) else exits)["b"].shape[-1]
     vee = isinstance(policy, VeePolicy)
 
-    h0 = embed(config, params, ids, mask, batch.get("token_type_ids"))
+    h0 = embed(config, encoder, ids, mask, batch.get("token_type_ids"))
+    bias = attention_bias(mask, h0.dtype)
     padding_row = mask.sum(-1) == 0
+
+    def words_of(hidden):
+        return word_vectors(hidden, batch["word_index"], batch["word_mask"], pooling, batch.get("word_end"))
+
+    step = _layer_and_exit(config, encoder, exits, bias, words_of)
+
+    if isinstance(policy, (FullPolicy, BudgetPolicy)) and not policy.ensemble:
+        # Every sentence exits at the same layer: run the layers, then that one exit.
+        stop_at = jnp.int32(M) if isinstance(policy, FullPolicy) else jnp.clip(knobs["layer"], 1, M)
+        hidden = lax.fori_loop(0, stop_at, lambda m, h: step(m, h, False)[0], h0)
+        probs = jax.nn.softmax(_exit_only(exits, stop_at - 1, words_of(hidden)).astype(jnp.float32), -1)
+        real = ~padding_row
+        return {"probs": jnp.where(real[:, None, None, None], probs, 0.0),
+                "exit_layer": jnp.where(real, stop_at, 0), "votes": jnp.zeros(B, jnp.int32),
+                "layers_run": stop_at}
+
     zeros = jnp.zeros((B, L, L, K), jnp.float32)
     init = {
         "hidden": h0,
@@ -65,13 +142,12 @@ def _infer(config: BertConfig, params: Params, exit_params: Params, batch: dict,
 
     def body(c):
         m = c["m"]
-        hidden = layer_step(config, params, m, c["hidden"], mask)
-        words = word_vectors(hidden, batch["word_index"], batch["word_mask"], pooling, batch.get("word_end"))
-        probs = jax.nn.softmax(exit_logits(exit_params, m, words).astype(jnp.float32), axis=-1)
+        hidden, logits = step(m, c["hidden"], True)
+        probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
         history = c["history"]
         if vee:
             history = lax.dynamic_update_index_in_dim(history, probs, m, 0)
-        stop, count = vote_step(policy, history, probs, m, lengths, num_layers=M)
+        stop, count = vote_step(policy, history, probs, m, lengths, num_layers=M, knobs=knobs)
         acc, out = c["acc"], probs
         if policy.ensemble:  # Sec. 5.5.1: mean of the tables of layers 1..m (a running sum)
             acc = acc + probs
@@ -92,10 +168,20 @@ def _infer(config: BertConfig, params: Params, exit_params: Params, batch: dict,
     return {"probs": c["table"], "exit_layer": c["exit_layer"], "votes": c["count"], "layers_run": c["m"]}
 
 
+def infer_inputs(batch: dict[str, Any], pooling: str = "first") -> dict[str, jax.Array]:
+    """The arrays ``vee_infer`` reads from a ``data.collate`` batch (``lengths`` filled in)."""
+    inputs = {k: jnp.asarray(batch[k]) for k in _INPUTS if k in batch and batch[k] is not None}
+    if "lengths" not in inputs:
+        inputs["lengths"] = inputs["word_mask"].sum(-1).astype(jnp.int32)
+    if pooling != "mean":
+        inputs.pop("word_end", None)
+    return inputs
+
+
 def vee_infer(
     config: BertConfig,
     params: Params,
-    exit_params: Params,
+    exit_params: Params | tuple,
     batch: dict[str, Any],
     policy: Policy,
     *,
@@ -105,12 +191,15 @@ def vee_infer(
 
     Args:
       config: the encoder's ``BertConfig`` (static).
-      params: encoder pytree (stacked layers); exit_params: the M stacked biaffine exits.
+      params, exit_params: the encoder pytree and the M exits, either as trained (stacked on
+        a leading layer axis) or, faster, as laid out by ``prepare``:
+        ``model = prepare(config, params, exits); vee_infer(config, model["encoder"],
+        model["exits"], batch, policy)``.
       batch: ``input_ids``, ``attention_mask`` [B, T]; ``word_index``, ``word_mask`` [B, L];
         optional ``token_type_ids`` [B, T], ``word_end`` [B, L] (mean pooling) and ``lengths``
         [B] (default: ``word_mask.sum(-1)``). Other keys (``gold``) are ignored.
-      policy: a ``policies`` config (static: one compilation per policy and batch shape, so
-        each new tau recompiles; sweep thresholds with ``offline.replay`` instead).
+      policy: a ``policies`` config. Its kind, measure and ensemble flag are static (one
+        compilation per batch shape); tau, patience and the budget layer are traced.
       pooling: "first" or "mean" subword -> word (as in training).
     Returns:
       ``probs`` [B, L, L, K] the table at the exit (float32; the ensemble mean with
@@ -119,9 +208,11 @@ def vee_infer(
       loop computed (the largest exit layer of the batch).
     """
     check_policy(policy, config.num_layers)
-    inputs = {k: jnp.asarray(batch[k]) for k in _INPUTS if k in batch and batch[k] is not None}
-    if "lengths" not in inputs:
-        inputs["lengths"] = inputs["word_mask"].sum(-1).astype(jnp.int32)
-    if pooling != "mean":
-        inputs.pop("word_end", None)
-    return _infer(config, params, exit_params, inputs, policy, pooling)
+    static, knobs = split_policy(policy)
+    knobs = {k: jnp.asarray(v, jnp.float32 if k == "tau" else jnp.int32) for k, v in knobs.items()}
+    return _infer(config, params, exit_params, infer_inputs(batch, pooling), knobs, static, pooling)
+
+
+def compilations() -> int:
+    """How many (policy kind, batch shape) variants the engine has compiled in this process."""
+    return _infer._cache_size()

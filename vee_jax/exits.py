@@ -8,6 +8,7 @@ are stacked on a leading exit axis like the layers::
     {"U": [M, h, K, h], "W_start": [M, h, K], "W_end": [M, h, K], "b": [M, K],
      "ffnn": {"start" | "end": {"kernel": [M, d, h], "bias": [M, h]}}}   # optional (Yu et al.)
 
+``compress_exits`` adds ``"P"``, ``"Q"``: [M, h, r] and shrinks ``U`` to [M, r, K, r] (inference).
 ``W`` of the paper is ``[W_start; W_end]`` (a 2h x K matrix split in halves). Without the
 optional projections (the paper's default, footnote 5) h = d.
 """
@@ -18,6 +19,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from .bert import BertConfig, Params, encode_layers, word_vectors
@@ -61,10 +63,40 @@ def biaffine(p: Params, words: jax.Array) -> jax.Array:
         he = jax.nn.relu(words @ p["ffnn"]["end"]["kernel"] + p["ffnn"]["end"]["bias"])
     else:
         hs = he = words
+    lin = (hs @ p["W_start"])[:, :, None, :] + (he @ p["W_end"])[:, None, :, :]
+    if "P" in p:  # a low-rank exit (compress_exits): U ~ C x P x Q, so project to r first
+        hs, he = hs @ p["P"], he @ p["Q"]
     hu = jnp.einsum("bsi,ikj->bskj", hs, p["U"])  # H_s U: [B, L, K, h]
     bil = jnp.einsum("bskj,bej->bsek", hu, he)  # (H_s U) H_e^T: [B, L, L, K]
-    lin = (hs @ p["W_start"])[:, :, None, :] + (he @ p["W_end"])[:, None, :, :]
     return bil + lin + p["b"]
+
+
+def compress_exits(exit_params: Params, rank: int) -> Params:
+    """Low-rank exits for fast inference: each U [h, K, h] -> core [r, K, r] and P, Q [h, r].
+
+    The bilinear term costs L h^2 K per table, about half a MiniLM layer at L = 40; most of an
+    early-exit engine's overhead (it runs an exit at every layer it passes). A truncated
+    higher-order SVD (Tucker) keeps the r leading directions of U's start and end modes:
+    ``U_k ~ P C_k Q^T``, so ``h_s^T U_k h_e ~ (P^T h_s)^T C_k (Q^T h_e)`` costs 2 L h r + L r^2 K
+    + L^2 r K. W and b stay exact. No retraining; the F1 cost is measured (bench/latency.py).
+    ``rank`` >= h returns the exits unchanged. Works on stacked ([M, ...]) exit pytrees.
+    """
+    U = np.asarray(exit_params["U"], np.float32)  # [M, h, K, h]
+    M, h, K, _ = U.shape
+    if rank <= 0 or rank >= h:
+        return exit_params
+    Ps, Qs, Cs = [], [], []
+    for u in U:
+        P = np.linalg.svd(u.reshape(h, K * h), full_matrices=False)[0][:, :rank]  # start mode
+        Q = np.linalg.svd(u.transpose(2, 0, 1).reshape(h, h * K), full_matrices=False)[0][:, :rank]  # end mode
+        Ps.append(P)
+        Qs.append(Q)
+        Cs.append(np.einsum("ikj,ia,jb->akb", u, P, Q))
+    dtype = exit_params["U"].dtype
+    out = dict(exit_params)
+    out.update(U=jnp.asarray(np.stack(Cs), dtype), P=jnp.asarray(np.stack(Ps), dtype),
+               Q=jnp.asarray(np.stack(Qs), dtype))
+    return out
 
 
 def select_exit(exit_params: Params, m: jax.Array | int) -> Params:

@@ -112,6 +112,21 @@ def check_policy(policy: Policy, num_layers: int) -> None:
         raise TypeError(f"not a policy: {policy!r}")
 
 
+KNOBS = ("tau", "patience", "layer")
+"""A policy's numbers; the online engine passes them as traced arguments (see ``split_policy``)."""
+
+
+def split_policy(policy: Policy) -> tuple[Policy, dict[str, float | int]]:
+    """``(static part, knobs)``: the policy with its numbers zeroed, and the numbers.
+
+    The engine compiles once per static part (kind, measure, ensemble) and takes tau, patience
+    and the budget layer as traced values, so a new threshold never recompiles.
+    """
+    knobs = {k: getattr(policy, k) for k in KNOBS if hasattr(policy, k)}
+    neutral = {"tau": 0.0, "patience": 0, "layer": 1}
+    return dataclasses.replace(policy, **{k: neutral[k] for k in knobs}), knobs
+
+
 def vote_count(
     measure: str, history: jax.Array, probs_m: jax.Array, m: jax.Array | int, lengths: jax.Array, tau: float
 ) -> jax.Array:
@@ -139,6 +154,7 @@ def vote_step(
     lengths: jax.Array,
     *,
     num_layers: int | None = None,
+    knobs: dict[str, jax.Array] | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """The exit decision of every sentence at layer m (0-based index; layer m+1 in the paper).
 
@@ -150,6 +166,8 @@ def vote_step(
       m: 0-based layer index, may be traced.
       lengths: [B] real sentence lengths (words).
       num_layers: M; defaults to ``history.shape[0]``.
+      knobs: tau / patience / layer values (may be traced) that replace the policy's own
+        (``split_policy``); None: the policy's fields.
     Returns:
       ``(exit [B] bool, count [B] int32)``: exit is True when the sentence stops at this layer
       (always at the last layer); count is VEE's vote count (0 for other policies).
@@ -158,15 +176,16 @@ def vote_step(
     B = probs_m.shape[0]
     last = jnp.broadcast_to(jnp.asarray(m) >= M - 1, (B,))
     count = jnp.zeros(B, jnp.int32)
+    knob = {k: getattr(policy, k) for k in KNOBS if hasattr(policy, k)} | (knobs or {})
     if isinstance(policy, VeePolicy):
-        count = vote_count(policy.measure, history, probs_m, m, lengths, policy.tau)
-        stop = count >= policy.patience  # NOTES item 4
+        count = vote_count(policy.measure, history, probs_m, m, lengths, knob["tau"])
+        stop = count >= knob["patience"]  # NOTES item 4
     elif isinstance(policy, EntropyPolicy):
-        stop = normalized_entropy(probs_m, lengths) < policy.tau  # Eq. 6, NOTES item 2
+        stop = normalized_entropy(probs_m, lengths) < knob["tau"]  # Eq. 6, NOTES item 2
     elif isinstance(policy, MaxProbPolicy):
-        stop = mean_max_prob(probs_m, lengths) > policy.tau
+        stop = mean_max_prob(probs_m, lengths) > knob["tau"]
     elif isinstance(policy, BudgetPolicy):
-        stop = jnp.broadcast_to(jnp.asarray(m) + 1 >= policy.layer, (B,))
+        stop = jnp.broadcast_to(jnp.asarray(m) + 1 >= knob["layer"], (B,))
     elif isinstance(policy, FullPolicy):
         stop = jnp.zeros(B, bool)
     else:
@@ -176,5 +195,5 @@ def vote_step(
 
 __all__ = [
     "BudgetPolicy", "EntropyPolicy", "FullPolicy", "MaxProbPolicy", "MEASURES", "POLICIES", "Policy",
-    "VeePolicy", "check_policy", "make_policy", "vote_count", "vote_step",
+    "VeePolicy", "check_policy", "make_policy", "split_policy", "vote_count", "vote_step",
 ]
