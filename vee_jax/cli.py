@@ -105,6 +105,8 @@ def eval_parser() -> argparse.ArgumentParser:
     g.add_argument("--patience", type=int, default=None, help="vee: votes needed to exit (default 2)")
     g.add_argument("--ensemble", action="store_true", help="predict the mean of the tables up to the exit")
     g.add_argument("--layer", type=int, default=None, help="budget: the exit layer m* (1-based)")
+    g.add_argument("--exit-rank", type=int, default=0,
+                   help="run the policy on low-rank exits of this rank (faster; 0: exact; README 'Performance')")
     g.add_argument("--dump-tables", default=None,
                    help="write every sentence's tables as probs_<i> [M, n, n, K] to this .npz")
     s = p.add_argument_group("sweeps (Figures 3-5, Table 1): every strategy on dev and test from cached tables")

@@ -168,6 +168,32 @@ def _infer(config: BertConfig, encoder: Params, exits: Any, batch: dict, knobs: 
     return {"probs": c["table"], "exit_layer": c["exit_layer"], "votes": c["count"], "layers_run": c["m"]}
 
 
+@functools.partial(jax.jit, static_argnames=("config", "pooling"))
+def embed_step(config: BertConfig, encoder: Params, inputs: dict) -> jax.Array:
+    """The embedding output h^(0) [B, T, d] of ``infer_inputs``' arrays, as its own jitted call."""
+    return embed(config, encoder, inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids"))
+
+
+@functools.partial(jax.jit, static_argnames=("config", "policy", "pooling"))
+def layer_vote_step(config: BertConfig, encoder: Params, exits: Any, m: jax.Array, hidden: jax.Array,
+                    history: jax.Array | None, inputs: dict, knobs: dict, policy: Policy, pooling: str = "first"):
+    """One iteration of ``vee_infer``'s loop as its own jitted call (host-driven loops, batching).
+
+    m: 0-based layer (traced); hidden [B, T, d]; history [M, B, L, L, K] (VEE; else None).
+    Returns ``(hidden, probs [B, L, L, K], history, stop [B] bool, count [B] int32)``, where
+    ``probs`` is layer m's own table (no ensemble). The same functions as the fused loop, so
+    the decisions are the same; what differs is a host round trip per layer.
+    """
+    bias = attention_bias(inputs["attention_mask"], hidden.dtype)
+    words_of = lambda h: word_vectors(h, inputs["word_index"], inputs["word_mask"], pooling, inputs.get("word_end"))
+    hidden, logits = _layer_and_exit(config, encoder, exits, bias, words_of)(m, hidden, True)
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    if history is not None:
+        history = lax.dynamic_update_index_in_dim(history, probs, m, 0)
+    stop, count = vote_step(policy, history, probs, m, inputs["lengths"], num_layers=config.num_layers, knobs=knobs)
+    return hidden, probs, history, stop, count
+
+
 def infer_inputs(batch: dict[str, Any], pooling: str = "first") -> dict[str, jax.Array]:
     """The arrays ``vee_infer`` reads from a ``data.collate`` batch (``lengths`` filled in)."""
     inputs = {k: jnp.asarray(batch[k]) for k in _INPUTS if k in batch and batch[k] is not None}
@@ -176,6 +202,12 @@ def infer_inputs(batch: dict[str, Any], pooling: str = "first") -> dict[str, jax
     if pooling != "mean":
         inputs.pop("word_end", None)
     return inputs
+
+
+def traced_policy(policy: Policy) -> tuple[Policy, dict[str, jax.Array]]:
+    """``split_policy`` with the knobs as device scalars (tau float32, patience/layer int32)."""
+    static, knobs = split_policy(policy)
+    return static, {k: jnp.asarray(v, jnp.float32 if k == "tau" else jnp.int32) for k, v in knobs.items()}
 
 
 def vee_infer(
@@ -208,8 +240,7 @@ def vee_infer(
       loop computed (the largest exit layer of the batch).
     """
     check_policy(policy, config.num_layers)
-    static, knobs = split_policy(policy)
-    knobs = {k: jnp.asarray(v, jnp.float32 if k == "tau" else jnp.int32) for k, v in knobs.items()}
+    static, knobs = traced_policy(policy)
     return _infer(config, params, exit_params, infer_inputs(batch, pooling), knobs, static, pooling)
 
 

@@ -91,7 +91,8 @@ def run_policy_eval(args) -> dict[str, Any]:
         log.warning("this model was trained with model.exits='last': only the last exit is trained")
     log.info("evaluating %s on %s", policy, name)
     result = evaluate_policy(state, spec, sentences, encoded, info["labels"], info["nested"], policy,
-                             args.batch_size, dump_tables=args.dump_tables, progress=not args.quiet)
+                             args.batch_size, dump_tables=args.dump_tables, progress=not args.quiet,
+                             exit_rank=args.exit_rank)
     result.update(split=args.split if not args.data else args.data, checkpoint=args.checkpoint,
                   workdir=str(args.workdir), backend=jax.default_backend())
     return result

@@ -101,8 +101,8 @@ def format_table(per_exit: Sequence[dict]) -> str:
 NO_ENTITY = "O"  # the name of class 0 in outputs
 
 
-def _engine_pass(spec: ModelSpec, params: Any, batches: list, policy, *, keep: bool):
-    """Run ``vee_infer`` over prepared batches; return (seconds, outputs as numpy when ``keep``)."""
+def _engine_pass(spec: ModelSpec, model: Any, batches: list, policy, *, keep: bool):
+    """Run ``vee_infer`` over batches with ``engine.prepare``'s model; (seconds, numpy outputs when ``keep``)."""
     import time
 
     from .engine import vee_infer
@@ -110,14 +110,14 @@ def _engine_pass(spec: ModelSpec, params: Any, batches: list, policy, *, keep: b
     outs = []
     t0 = time.perf_counter()
     for _, batch in batches:
-        out = vee_infer(spec.bert, params["encoder"], params["exits"], batch, policy, pooling=spec.pooling)
+        out = vee_infer(spec.bert, model["encoder"], model["exits"], batch, policy, pooling=spec.pooling)
         jax.block_until_ready(out)
         if keep:
             outs.append({k: np.asarray(v) for k, v in out.items()})
     return time.perf_counter() - t0, outs
 
 
-def _warm_up(spec: ModelSpec, params: Any, batches: list, policy) -> None:
+def _warm_up(spec: ModelSpec, model: Any, batches: list, policy) -> None:
     """Compile the engine for every batch shape before timing (one batch per shape)."""
     seen = set()
     first = []
@@ -126,15 +126,18 @@ def _warm_up(spec: ModelSpec, params: Any, batches: list, policy) -> None:
         if shape not in seen:
             seen.add(shape)
             first.append((idx, batch))
-    _engine_pass(spec, params, first, policy, keep=False)
+    _engine_pass(spec, model, first, policy, keep=False)
 
 
 def evaluate_policy(
     state: Any, spec: ModelSpec, sentences: Sequence[Sentence], encoded: Sequence[Encoded],
     labels: Sequence[str], nested: bool, policy, batch_size: int = 32, *,
-    dump_tables: str | None = None, progress: bool = False,
+    dump_tables: str | None = None, progress: bool = False, exit_rank: int = 0,
 ) -> dict[str, Any]:
     """Evaluate one exit policy with the online engine; time it against the full model.
+
+    ``exit_rank`` > 0: the policy runs on low-rank exits (``exits.compress_exits``; the
+    offline replay uses the same exits), the full model on the exact ones.
 
     Runs ``vee_infer`` with ``policy`` and with ``FullPolicy`` over the same batches (each
     compiled first, then timed over one whole pass), decodes every sentence's table at its exit,
@@ -147,19 +150,24 @@ def evaluate_policy(
     index 0 = no entity), ``exit_layers`` and ``predictions`` (data order), ``exit_histogram``,
     ``near_ties`` and ``offline_disagreements``.
     """
-    from .offline import replay
+    from .engine import prepare
+    from .exits import compress_exits
+    from .offline import exit_probs, replay
     from .policies import FullPolicy, check_policy
 
     M, N = spec.num_exits, len(encoded)
     check_policy(policy, M)
     params = state["params"]
+    model = prepare(spec.bert, params["encoder"], params["exits"], exit_rank=exit_rank)
+    exact = prepare(spec.bert, params["encoder"], params["exits"]) if exit_rank else model
     batches = list(iterate_batches(encoded, batch_size))
-    _warm_up(spec, params, batches, policy)
-    _warm_up(spec, params, batches, FullPolicy())
+    _warm_up(spec, model, batches, policy)
+    _warm_up(spec, exact, batches, FullPolicy())
     # Both timed passes do the same work (no host copies); the outputs come from an untimed pass.
-    seconds, _ = _engine_pass(spec, params, batches, policy, keep=False)
-    full_seconds, _ = _engine_pass(spec, params, batches, FullPolicy(), keep=False)
-    _, outs = _engine_pass(spec, params, batches, policy, keep=True)
+    seconds, _ = _engine_pass(spec, model, batches, policy, keep=False)
+    full_seconds, _ = _engine_pass(spec, exact, batches, FullPolicy(), keep=False)
+    _, outs = _engine_pass(spec, model, batches, policy, keep=True)
+    exits_used = compress_exits(params["exits"], exit_rank) if exit_rank else params["exits"]
 
     exit_layers = np.zeros(N, np.int64)
     pred: list[list[tuple[int, int, str]]] = [[] for _ in range(N)]
@@ -169,7 +177,7 @@ def evaluate_policy(
     if progress:
         it = tqdm(list(it), desc="decode + replay", unit="batch", leave=False)
     for (idx, batch), out in it:
-        full = np.asarray(eval_step(state, batch, spec=spec))  # [M, B, L, L, K] every exit's table
+        full = np.asarray(exit_probs(spec.bert, params["encoder"], exits_used, batch, pooling=spec.pooling))
         off = replay(policy, full, batch["lengths"])
         for r, i in enumerate(idx):
             n = int(batch["lengths"][r])
@@ -195,6 +203,7 @@ def evaluate_policy(
         "avg_exit_layer": avg, "layer_speedup": M / avg if avg else float("nan"),
         "ms_per_sentence": 1000 * seconds / max(N, 1), "full_ms_per_sentence": 1000 * full_seconds / max(N, 1),
         "time_speedup": full_seconds / seconds if seconds else float("nan"), "batch_size": batch_size,
+        "exit_rank": exit_rank,
         "exit_histogram": {str(m): int((exit_layers == m).sum()) for m in range(1, M + 1)},
         "near_ties": near_ties, "offline_disagreements": disagree,
         "labels": [NO_ENTITY, *labels], "exit_layers": exit_layers.tolist(),
