@@ -155,3 +155,27 @@ def test_albert_with_several_layer_groups(tmp_path):
     ours = np.asarray(encode_layers(config, params, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(types)))
     ref = torch_hidden_states(AlbertModel.from_pretrained(str(folder)).eval(), ids, mask, types)
     assert_layers_close(ours, ref, mask.astype(bool))
+
+
+def test_state_from_params_round_trips_and_runs_in_torch():
+    """Our stacked pytree -> a BertModel state dict that torch accepts strictly and that
+    params_from_state maps back to the same arrays."""
+    import torch
+    from transformers import BertConfig as HFConfig, BertModel
+
+    import jax
+
+    from helpers import random_params
+    from vee_jax import BertConfig
+    from vee_jax.weights import params_from_state, state_from_params
+
+    cfg = BertConfig(vocab_size=100, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+                     max_position=40, model_type="bert")
+    params = random_params(cfg)
+    sd = state_from_params(cfg, params)
+    model = BertModel(HFConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                               intermediate_size=64, max_position_embeddings=40), add_pooling_layer=False)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
+    back = params_from_state(cfg, sd)
+    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -168,7 +168,7 @@ def _infer(config: BertConfig, encoder: Params, exits: Any, batch: dict, knobs: 
     return {"probs": c["table"], "exit_layer": c["exit_layer"], "votes": c["count"], "layers_run": c["m"]}
 
 
-@functools.partial(jax.jit, static_argnames=("config", "pooling"))
+@functools.partial(jax.jit, static_argnames=("config",))
 def embed_step(config: BertConfig, encoder: Params, inputs: dict) -> jax.Array:
     """The embedding output h^(0) [B, T, d] of ``infer_inputs``' arrays, as its own jitted call."""
     return embed(config, encoder, inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids"))

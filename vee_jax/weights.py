@@ -213,3 +213,29 @@ def load_tokenizer(path: Path):
     if not tok.is_fast:
         raise BackboneError(f"{path}: the tokenizer is not a fast tokenizer; word alignment needs one")
     return tok
+
+
+def state_from_params(config: BertConfig, params: Params) -> dict[str, np.ndarray]:
+    """The inverse of ``params_from_state`` for BERT: our stacked pytree -> a transformers
+    ``BertModel`` state dict (numpy, [out, in] Linear weights), e.g. to run a fine-tuned encoder
+    in PyTorch or ONNX Runtime (bench/latency.py) or save it as a Hugging Face folder."""
+    if config.model_type != "bert":
+        raise BackboneError(f"state_from_params supports BERT only, got {config.model_type!r}")
+    emb = params["embeddings"]
+    sd = {
+        "embeddings.word_embeddings.weight": np.asarray(emb["word"], np.float32),
+        "embeddings.position_embeddings.weight": np.asarray(emb["position"], np.float32),
+        "embeddings.token_type_embeddings.weight": np.asarray(emb["token_type"], np.float32),
+        "embeddings.LayerNorm.weight": np.asarray(emb["ln"]["scale"], np.float32),
+        "embeddings.LayerNorm.bias": np.asarray(emb["ln"]["bias"], np.float32),
+    }
+    for m in range(config.num_layers):
+        for ours, theirs in _LAYER_NAMES["bert"].items():
+            entry = params["layers"][ours]
+            key = f"encoder.layer.{m}.{theirs}"
+            if ours.endswith("_ln"):
+                sd[key + ".weight"] = np.asarray(entry["scale"][m], np.float32)
+            else:
+                sd[key + ".weight"] = np.asarray(entry["kernel"][m], np.float32).T.copy()
+            sd[key + ".bias"] = np.asarray(entry["bias"][m], np.float32)
+    return sd
