@@ -12,7 +12,22 @@ import logging
 import sys
 from pathlib import Path
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "fix your input", printed as one line (exit 2).
+
+    Bad data (DataError, with file and line), a wrong workdir, backbone folder or cache, a
+    config field or option that cannot be used, and a missing file. Anything else is a bug and
+    keeps its traceback. Imported lazily so that ``--help`` stays fast.
+    """
+    from .cache import CacheError
+    from .config import ConfigError
+    from .data.sentence import DataError
+    from .weights import BackboneError
+    from .workdir import WorkdirError
+
+    return (DataError, WorkdirError, BackboneError, CacheError, ConfigError, FileNotFoundError)
 
 
 def _setup_logging() -> None:
@@ -60,7 +75,7 @@ def _train(argv) -> None:
     except TrainingError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(3)
-    except USER_ERRORS as e:
+    except user_errors() as e:
         _fail(e)
     if not meta.get("done"):
         print(f"stopped at step {meta['step']} (config.train.max_steps); the same command resumes")
@@ -145,7 +160,7 @@ def eval_main(argv: list[str] | None = None) -> None:
 
         try:
             result = run_sweep(args)
-        except USER_ERRORS as e:
+        except user_errors() as e:
             _fail(e)
         print(format_sweep(result))
         if args.output:
@@ -155,7 +170,7 @@ def eval_main(argv: list[str] | None = None) -> None:
         return
     try:
         result = run_policy_eval(args) if args.strategy else run_eval(args)
-    except USER_ERRORS as e:
+    except user_errors() as e:
         _fail(e)
     from .evaluation import format_policy, format_table
 

@@ -44,12 +44,16 @@ def load_run_info(workdir: Path) -> tuple[ml_collections.ConfigDict, dict[str, A
     if not fmt_file.exists() or not cfg_file.exists():
         raise WorkdirError(f"{workdir}: not a vee_jax workdir (expected config.json and vee_format.json "
                            f"written by train.py)")
-    info = json.loads(fmt_file.read_text())
-    version = info.get("format_version")
+    try:
+        info = json.loads(fmt_file.read_text(encoding="utf-8"))
+        config = ml_collections.ConfigDict(json.loads(cfg_file.read_text(encoding="utf-8")))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WorkdirError(f"{workdir}: vee_format.json or config.json is damaged ({e}); retrain into a new "
+                           f"--workdir") from None
+    version = info.get("format_version") if isinstance(info, dict) else None
     if version != FORMAT_VERSION:
         raise WorkdirError(f"{workdir}: written by workdir format version {version}; this vee_jax reads "
                            f"version {FORMAT_VERSION}. Retrain, or use the vee_jax release that wrote it.")
-    config = ml_collections.ConfigDict(json.loads(cfg_file.read_text()))
     return config, info
 
 
@@ -88,6 +92,12 @@ def restore_checkpoint(mngr: ocp.CheckpointManager, like: Any, step: int | None 
     if step is None:
         return None
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    r = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                   meta=ocp.args.JsonRestore()))
+    try:
+        r = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                       meta=ocp.args.JsonRestore()))
+    except ValueError as e:  # Orbax: a shape or tree that differs from the model built now
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WorkdirError(f"{Path(mngr.directory) / str(step)}: the checkpoint does not match the model built "
+                           f"from the workdir's config and backbone ({first}); was the backbone folder "
+                           f"replaced?") from None
     return r.state, r.meta

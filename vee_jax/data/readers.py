@@ -42,6 +42,8 @@ def _read_text(path: PathArg, fmt: str) -> str:
         raise MissingDataFile(path, f"no such file (expected {FORMATS[fmt]})") from None
     except IsADirectoryError:
         raise DataError(path, f"is a directory, not a file (expected {FORMATS[fmt]})") from None
+    except OSError as err:  # permission denied, an I/O error: still a one-line message
+        raise DataError(path, f"cannot be read ({err.strerror or err})") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
