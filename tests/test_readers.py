@@ -58,7 +58,7 @@ GENIA_LIKE = [
     {"sentence": [], "ner": []},
     {"sentence": ["No", "entity", "here", "."], "ner": []},
     {"sentence": ["CD28", "surface", "receptor"],
-     "ner": [{"index": [2, 0, 1], "type": "protein"}, {"index": [0], "type": "protein"},
+     "ner": [{"index": [0, 1, 2], "type": "protein"}, {"index": [0], "type": "protein"},
              {"index": [0], "type": "protein"}], "extra": 1},
 ]
 
@@ -70,7 +70,7 @@ def test_json_nested_empty_and_entity_free_sentences(tmp_path):
     assert got[0].spans == ((0, 0, "protein"), (0, 1, "DNA"), (4, 5, "protein"))  # nested
     assert got[1] == Sentence((), ())
     assert got[2].spans == ()
-    # index in any order means min..max; the duplicated entity is kept once
+    # the duplicated entity is kept once
     assert got[3].spans == ((0, 0, "protein"), (0, 2, "protein"))
     assert collect_labels(got) == ["DNA", "protein"]
 
@@ -97,6 +97,8 @@ def _records_text(bad: dict) -> str:
     ({"sentence": ["a", "b"], "ner": [{"index": [-1], "type": "X"}]}, "out of range"),
     ({"sentence": ["a", "b"], "ner": [{"index": [], "type": "X"}]}, "empty 'index'"),
     ({"sentence": ["a", "b", "c"], "ner": [{"index": [0, 2], "type": "X"}]}, "not contiguous"),
+    ({"sentence": ["a", "b", "c"], "ner": [{"index": [2, 1], "type": "X"}]}, "[2, 1] ends before it starts"),
+    ({"sentence": ["a", "b", "c"], "ner": [{"index": [0, 2, 1], "type": "X"}]}, "not in ascending order"),
     ({"sentence": ["a"], "ner": [{"index": [0]}]}, "'index' and 'type'"),
     ({"sentence": ["a"], "ner": [{"index": ["0"], "type": "X"}]}, "list of integers"),
     ({"sentence": "a b", "ner": []}, "list of strings"),

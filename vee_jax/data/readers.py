@@ -152,6 +152,12 @@ def _json_record(rec: Any, err: Callable[[str], DataError]) -> Sentence:
         if s < 0 or e >= len(words):
             raise err(f"entity {j} ({typ}): index {index} out of range for a "
                       f"{len(words)}-word sentence")
+        # W2NER lists the entity's words in order; a reversed list is a converter's bug.
+        if index[-1] < index[0]:
+            raise err(f"entity {j} ({typ}): index {index} ends before it starts (expected the "
+                      f"entity's word indices in ascending order)")
+        if index != sorted(index):
+            raise err(f"entity {j} ({typ}): index {index} is not in ascending order")
         # W2NER lists every word of the entity; a gap would not be a span (table cell).
         if len(set(index)) != e - s + 1:
             raise err(f"entity {j} ({typ}): index {index} is not contiguous")
@@ -163,7 +169,7 @@ def read_json(path: PathArg) -> list[Sentence]:
     """Read W2NER/GENIA JSON: an array of ``{"sentence": [...], "ner": [{"index", "type"}]}``.
 
     JSON Lines (one such object per line) is accepted too. ``index`` lists contiguous word
-    indices; the span is ``(min, max, type)``. Extra keys are ignored. Sentences that are
+    indices in ascending order; the span is ``(first, last, type)``. Extra keys are ignored. Sentences that are
     empty or have no entity are kept. Raises DataError naming the file, the (0-based) record
     and its line/column.
     """
