@@ -12,8 +12,7 @@ import jax.numpy as jnp
 from .config import ConfigError
 from .data.features import encode_sentences
 from .data.readers import read_split
-from .data.sentence import DataError
-from .data.splits import check_labels, load_split, reader_options
+from .data.splits import check_labels, load_split, reader_options, require_sentences
 from .evaluation import evaluate_exits, evaluate_policy, plot_per_exit
 from .policies import check_policy, make_policy
 from .trainer import build_optimizer, build_spec
@@ -78,7 +77,8 @@ def _read_eval_split(args, config, labels: list[str]):
     Read before the model is loaded, so a bad file fails in a second.
     """
     if args.data:
-        sentences = read_split(Path(args.data), config.data.format, **reader_options(config.data))
+        sentences = require_sentences(read_split(Path(args.data), config.data.format, **reader_options(config.data)),
+                                      args.data)
         name = args.data
     else:
         sentences = load_split(config.data, args.split)
@@ -238,8 +238,6 @@ def run_sweep(args) -> dict[str, Any]:
                 continue
             raise
         split_name = f"{split} ({config.data.get(split) or 'held out of train'})"
-        if not sentences:
-            raise DataError(split_name, "no sentences: there is nothing to sweep")
         check_labels(sentences, info["labels"], split_name, "the label set the workdir was trained with")
         summaries[split], rep = _split_summary(args, workdir, config, info, split, sentences, model_parts)
         reports.append(rep)

@@ -132,13 +132,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     validate_config(config)
     tc = config.train
 
-    # --- Backbone and data -------------------------------------------------------------
-    bert_cfg, encoder_params, tokenizer = load_backbone(config.model.backbone, jnp.dtype(config.model.dtype))
+    # --- Data (read first: a bad file fails in a second), then the backbone ---------------
     train = load_split(config.data, "train")
     dev = load_split(config.data, "dev")
     labels = label_set(config.data, train)
     check_labels(train, labels, f"train ({config.data.train})", label_source(config.data))
     check_labels(dev, labels, f"dev ({config.data.dev or 'held out of train'})", label_source(config.data))
+    bert_cfg, encoder_params, tokenizer = load_backbone(config.model.backbone, jnp.dtype(config.model.dtype))
     if tc.eval_max_sentences:
         dev = dev[: tc.eval_max_sentences]
     max_sub = min(config.data.max_subwords, bert_cfg.max_position)

@@ -55,6 +55,12 @@ def _read_text(path: PathArg, fmt: str) -> str:
     return text[1:] if text.startswith("\ufeff") else text
 
 
+def _refuse_empty(text: str, path: PathArg, fmt: str) -> None:
+    """DataError for a file with nothing but whitespace (often a failed download or export)."""
+    if not text.strip(" \t\r\n"):
+        raise DataError(path, f"empty file (expected {FORMATS[fmt]})")
+
+
 def _lines(text: str) -> Iterator[tuple[int, str]]:
     """(1-based line number, line without its newline). Splits on \\n only (not str.splitlines,
     which would also split at \\x1c, \\x85 or \\u2028 inside a token); a final line without a
@@ -216,6 +222,7 @@ def read_conll(path: PathArg, scheme: str = "iob1", token_column: int = 0,
     if scheme not in ("iob1", "bio"):
         raise ValueError(f"scheme must be 'iob1' or 'bio', got {scheme!r}")
     text = _read_text(path, "conll")
+    _refuse_empty(text, path, "conll")
     sentences: list[Sentence] = []
     repairs = docs = n_lines = 0
     words: list[str] = []
@@ -299,6 +306,7 @@ def read_msra(path: PathArg) -> list[Sentence]:
     full-width space U+3000 is a character of the text.
     """
     text = _read_text(path, "msra")
+    _refuse_empty(text, path, "msra")
     out: list[Sentence] = []
     for lineno, line in _lines(text):
         if not line.strip(" \t"):

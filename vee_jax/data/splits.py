@@ -27,13 +27,20 @@ def load_split(data_cfg: Any, split: str) -> list[Sentence]:
     if split == "dev" and not path and data_cfg.get("dev_fraction", 0.0) > 0:
         _, dev = holdout_split(read_split(data_cfg.train, data_cfg.format, **reader_options(data_cfg)),
                                data_cfg.dev_fraction, data_cfg.get("dev_seed", 0))
-        return dev
+        return require_sentences(dev, f"dev (held out of {data_cfg.train})", "raise config.data.dev_fraction")
     if not path:
         raise ConfigError(f"config.data.{split} is empty: give the path of the {split} split "
                          f"({data_cfg.format} format), or config.data.dev_fraction for a held-out dev")
     sentences = read_split(Path(path), data_cfg.format, **reader_options(data_cfg))
     if split == "train" and not data_cfg.get("dev") and data_cfg.get("dev_fraction", 0.0) > 0:
         sentences, _ = holdout_split(sentences, data_cfg.dev_fraction, data_cfg.get("dev_seed", 0))
+    return require_sentences(sentences, path)
+
+
+def require_sentences(sentences: list[Sentence], name: str | Path, hint: str = "") -> list[Sentence]:
+    """``sentences``, or a DataError when there are none (a split to train or evaluate on must have some)."""
+    if not sentences:
+        raise DataError(name, "no sentences to train or evaluate on" + (f" ({hint})" if hint else ""))
     return sentences
 
 
