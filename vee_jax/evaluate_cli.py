@@ -11,8 +11,7 @@ import jax.numpy as jnp
 
 from .config import ConfigError
 from .data.features import encode_sentences
-from .data.readers import read_split
-from .data.splits import check_labels, load_split, reader_options, require_sentences
+from .data.splits import check_labels, load_split, read_file, require_sentences
 from .evaluation import evaluate_exits, evaluate_policy, plot_per_exit
 from .policies import check_policy, make_policy
 from .trainer import build_optimizer, build_spec
@@ -77,8 +76,7 @@ def _read_eval_split(args, config, labels: list[str]):
     Read before the model is loaded, so a bad file fails in a second.
     """
     if args.data:
-        sentences = require_sentences(read_split(Path(args.data), config.data.format, **reader_options(config.data)),
-                                      args.data)
+        sentences = require_sentences(read_file(config.data, args.data), args.data)
         name = args.data
     else:
         sentences = load_split(config.data, args.split)

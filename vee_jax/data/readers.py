@@ -277,8 +277,8 @@ def read_conll(path: PathArg, scheme: str = "iob1", token_column: int = 0,
                 after = "O" if cur is None else f"a {cur[2]} entity"
                 if i == 0:
                     after = "the sentence start"
-                raise DataError(path, f"BIO tag {tag} after {after} (expected B-{typ}; "
-                                      "lenient=True reads it as B-" + typ + ")", line=lineno)
+                raise DataError(path, f"BIO tag {tag} after {after} (expected B-{typ}; config.data.lenient=True "
+                                      f"or check --lenient reads it as B-{typ})", line=lineno)
             repairs += 1
         if continues:
             cur[1] = i
