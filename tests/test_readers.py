@@ -340,6 +340,33 @@ def test_check_prints_counts_and_exits_2_on_bad_data(tmp_path, capsys):
     assert err == f"error: {bad}: line 2: 3 columns, but this sentence's first line has 2\n"
 
 
+def test_check_accepts_what_iob1_and_lenient_bio_allow(tmp_path, capsys):
+    """The stray I- that BIO refuses starts an entity under IOB1, and is a counted repair when lenient."""
+    p = write(tmp_path, "t.conll", "EU B-ORG\nrejects O\nGerman I-MISC\n\nPeter B-PER\nBlackburn I-LOC\n")
+    assert check_main(["check", str(p), "--format", "conll", "--backbone", "none"]) == 0
+    assert _rows(capsys.readouterr().out)["entities"] == "4"
+    assert check_main(["check", str(p), "--format", "conll", "--scheme", "bio", "--backbone", "none"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {p}: line 3: BIO tag I-MISC after O")
+    assert check_main(["check", str(p), "--format", "conll", "--scheme", "bio", "--lenient", "--backbone", "none"]) == 0
+    rows = _rows(capsys.readouterr().out)
+    assert rows["lenient BIO repairs"] == "2" and rows["entities"] == "4" and rows["LOC"] == "1 (25.0%)"
+
+
+@pytest.mark.parametrize("reader, name", [(read_conll, "e.conll"), (read_msra, "e.txt")])
+@pytest.mark.parametrize("text", ["", "\n \n\t\r\n"])
+def test_empty_line_files_are_refused(tmp_path, reader, name, text):
+    p = write(tmp_path, name, text)
+    with pytest.raises(DataError, match=r"empty file \(expected (CoNLL|MSRA)") as info:
+        reader(p)
+    assert str(info.value).startswith(f"{p}: empty file")
+
+
+def _rows(report: str) -> dict[str, str]:
+    """The ``name  value`` rows of a check report."""
+    return dict(re.split(r" {2,}", line.strip(), maxsplit=1) for line in report.splitlines()
+                if re.search(r"\S {2,}\S", line))
+
+
 # --------------------------------------------------------------------------------------------
 # Round trips: random sentences written in each format and read back.
 

@@ -111,7 +111,8 @@ def restore_checkpoint(mngr: ocp.CheckpointManager, like: Any, step: int | None 
         r = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                        meta=ocp.args.JsonRestore()))
     except ValueError as e:  # Orbax: a shape or tree that differs from the model built now
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        # Orbax's first sentence says what differs; the rest suggests options that do not apply here.
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0].rstrip(".:")
         raise WorkdirError(f"{Path(mngr.directory) / str(step)}: the checkpoint does not match the model built "
                            f"from the workdir's config and backbone ({first}); was the backbone folder "
                            f"replaced?") from None
