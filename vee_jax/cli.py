@@ -96,6 +96,25 @@ def train_main() -> None:
 
 
 # --- eval ------------------------------------------------------------------------------------
+def _float_list(text: str) -> list[float]:
+    """``"2,3,4.5"`` -> ``[2.0, 3.0, 4.5]`` (argparse reports anything else as a usage error)."""
+    try:
+        return [float(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    """An integer > 0 (argparse reports anything else as a usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected an integer > 0, got {text!r}")
+    return value
+
+
 def eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="eval.py",
@@ -107,7 +126,7 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="best", choices=["best", "latest"])
     p.add_argument("--output", default=None, help="write the results as JSON here")
     p.add_argument("--plot", default=None, help="draw F1 and entropy per exit (Figure 1) as a PNG here")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("early exiting (Sec. 4.2, 5.2): evaluate one exit policy with the online engine")
     g.add_argument("--strategy", default=None, choices=["vee", "entropy", "maxprob", "budget", "full"],
@@ -127,7 +146,7 @@ def eval_parser() -> argparse.ArgumentParser:
                    help="sweep every strategy's grid on dev and test (BERT runs once per split and checkpoint; "
                         "tables cached in workdir/cache) and write CSV, figures and Table 1")
     s.add_argument("--sweep-dir", default=None, help="where the sweep's files go (default workdir/sweeps)")
-    s.add_argument("--targets", default=None,
+    s.add_argument("--targets", default=None, type=_float_list,
                    help="Table 1's target average exit layers, comma-separated (default M/3,M/2,2M/3)")
     s.add_argument("--edit-max-words", type=int, default=48,
                    help="compute the edit distance (O(L^4)) only for sentences of at most this many words "

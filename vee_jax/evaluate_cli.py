@@ -256,7 +256,7 @@ def run_sweep(args) -> dict[str, Any]:
                               "configurations": {s: sum(r["split"] == s for r in rows) for s in summaries},
                               "splits": reports, "files": paths}
     if "dev" in summaries and "test" in summaries:
-        targets = [float(t) for t in args.targets.split(",")] if args.targets else default_targets(M)
+        targets = list(args.targets) if args.targets else default_targets(M)
         t1 = table1([r for r in rows if r["split"] == "dev"], [r for r in rows if r["split"] == "test"],
                     summaries["test"], targets, n_resamples=args.bootstrap, seed=args.seed)
         paths["table1_json"], paths["table1_md"] = str(out_dir / "table1.json"), str(out_dir / "table1.md")
