@@ -20,8 +20,10 @@ def write_tiny_tokenizer(folder: Path, vocab_size: int) -> None:
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     vocab = specials + [f"w{i}" for i in range(vocab_size - len(specials))]
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(str(folder))
+    # vocab= (a dict): transformers 5 ignores vocab_file= and would build a 5-entry tokenizer.
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
+    assert len(tok) == vocab_size, (len(tok), vocab_size)
+    tok.save_pretrained(str(folder))
 
 
 def make_random_hf(folder: Path, kind: str = "bert", seed: int = 0, **shape) -> Path:

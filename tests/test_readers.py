@@ -58,7 +58,7 @@ GENIA_LIKE = [
     {"sentence": [], "ner": []},
     {"sentence": ["No", "entity", "here", "."], "ner": []},
     {"sentence": ["CD28", "surface", "receptor"],
-     "ner": [{"index": [2, 0, 1], "type": "protein"}, {"index": [0], "type": "protein"},
+     "ner": [{"index": [0, 1, 2], "type": "protein"}, {"index": [0], "type": "protein"},
              {"index": [0], "type": "protein"}], "extra": 1},
 ]
 
@@ -70,7 +70,7 @@ def test_json_nested_empty_and_entity_free_sentences(tmp_path):
     assert got[0].spans == ((0, 0, "protein"), (0, 1, "DNA"), (4, 5, "protein"))  # nested
     assert got[1] == Sentence((), ())
     assert got[2].spans == ()
-    # index in any order means min..max; the duplicated entity is kept once
+    # the duplicated entity is kept once
     assert got[3].spans == ((0, 0, "protein"), (0, 2, "protein"))
     assert collect_labels(got) == ["DNA", "protein"]
 
@@ -97,6 +97,8 @@ def _records_text(bad: dict) -> str:
     ({"sentence": ["a", "b"], "ner": [{"index": [-1], "type": "X"}]}, "out of range"),
     ({"sentence": ["a", "b"], "ner": [{"index": [], "type": "X"}]}, "empty 'index'"),
     ({"sentence": ["a", "b", "c"], "ner": [{"index": [0, 2], "type": "X"}]}, "not contiguous"),
+    ({"sentence": ["a", "b", "c"], "ner": [{"index": [2, 1], "type": "X"}]}, "[2, 1] ends before it starts"),
+    ({"sentence": ["a", "b", "c"], "ner": [{"index": [0, 2, 1], "type": "X"}]}, "not in ascending order"),
     ({"sentence": ["a"], "ner": [{"index": [0]}]}, "'index' and 'type'"),
     ({"sentence": ["a"], "ner": [{"index": ["0"], "type": "X"}]}, "list of integers"),
     ({"sentence": "a b", "ner": []}, "list of strings"),
@@ -336,6 +338,33 @@ def test_check_prints_counts_and_exits_2_on_bad_data(tmp_path, capsys):
     assert check_main(["check", str(bad), "--format", "conll"]) == 2
     err = capsys.readouterr().err
     assert err == f"error: {bad}: line 2: 3 columns, but this sentence's first line has 2\n"
+
+
+def test_check_accepts_what_iob1_and_lenient_bio_allow(tmp_path, capsys):
+    """The stray I- that BIO refuses starts an entity under IOB1, and is a counted repair when lenient."""
+    p = write(tmp_path, "t.conll", "EU B-ORG\nrejects O\nGerman I-MISC\n\nPeter B-PER\nBlackburn I-LOC\n")
+    assert check_main(["check", str(p), "--format", "conll", "--backbone", "none"]) == 0
+    assert _rows(capsys.readouterr().out)["entities"] == "4"
+    assert check_main(["check", str(p), "--format", "conll", "--scheme", "bio", "--backbone", "none"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {p}: line 3: BIO tag I-MISC after O")
+    assert check_main(["check", str(p), "--format", "conll", "--scheme", "bio", "--lenient", "--backbone", "none"]) == 0
+    rows = _rows(capsys.readouterr().out)
+    assert rows["lenient BIO repairs"] == "2" and rows["entities"] == "4" and rows["LOC"] == "1 (25.0%)"
+
+
+@pytest.mark.parametrize("reader, name", [(read_conll, "e.conll"), (read_msra, "e.txt")])
+@pytest.mark.parametrize("text", ["", "\n \n\t\r\n"])
+def test_empty_line_files_are_refused(tmp_path, reader, name, text):
+    p = write(tmp_path, name, text)
+    with pytest.raises(DataError, match=r"empty file \(expected (CoNLL|MSRA)") as info:
+        reader(p)
+    assert str(info.value).startswith(f"{p}: empty file")
+
+
+def _rows(report: str) -> dict[str, str]:
+    """The ``name  value`` rows of a check report."""
+    return dict(re.split(r" {2,}", line.strip(), maxsplit=1) for line in report.splitlines()
+                if re.search(r"\S {2,}\S", line))
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,3 +38,44 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, ti
     with pytest.raises(trainer.TrainingError, match=r"non-finite loss \(nan\).* at step 5 .*last good checkpoint"):
         trainer.train_and_evaluate(c, tmp_path / "wd")
     assert checkpoint_manager(tmp_path / "wd", "latest").latest_step() == 4
+
+
+def test_signal_during_dev_evaluation_stops_right_after_it(tmp_path, monkeypatch, tiny_bert_dir):
+    """SIGTERM while dev is evaluated: the evaluation finishes, the epoch end is saved, no next-epoch step runs."""
+    import os
+    import signal
+
+    import orbax.checkpoint as ocp
+
+    recs = [{"sentence": ["w1", "w2"], "ner": [{"index": [0, 1], "type": "DNA"}]}] * 8
+    (tmp_path / "train.json").write_text(json.dumps(recs))
+    c = base_config()
+    c.data.train = c.data.dev = str(tmp_path / "train.json")
+    c.model.backbone = str(tiny_bert_dir)
+    c.train.batch_size, c.train.epochs, c.train.log_every_steps = 2, 2, 1  # 4 steps an epoch
+
+    def unchanged_step(state, batch, **kw):  # the loop's control flow is under test, not the update
+        return state, {"loss": 1.0, "grad_norm": 1.0, "per_exit": [1.0, 1.0, 1.0]}
+
+    unchanged_step._cache_size = lambda: 0
+    evaluated = []
+
+    def evaluate_with_a_signal(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives during the evaluation
+        evaluated.append(True)
+        return {"per_exit": [{"f1": 0.5, "entropy": 0.1}] * 3}
+
+    monkeypatch.setattr(trainer, "train_step", unchanged_step)
+    monkeypatch.setattr(trainer, "evaluate_exits", evaluate_with_a_signal)
+    wd = tmp_path / "wd"
+    with pytest.raises(KeyboardInterrupt, match=r"stopped by signal 15 at the end of epoch 1 \(step 4\)"):
+        trainer.train_and_evaluate(c, wd)
+    assert evaluated == [True]
+    logged = [json.loads(l) for l in (wd / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "loss" in r] == [1, 2, 3, 4]  # nothing of epoch 2
+    assert [r["epoch"] for r in logged if "dev_score" in r] == [1]
+    mngr = checkpoint_manager(wd, "latest")
+    assert mngr.latest_step() == 4
+    meta = mngr.restore(4, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    assert (meta["epoch"], meta["batch"], meta["done"]) == (1, 0, False)  # resumes at epoch 2's start
+    assert checkpoint_manager(wd, "best").latest_step() == 4

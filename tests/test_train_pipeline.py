@@ -66,8 +66,12 @@ def _wait_for_step(workdir, step, proc, timeout=400):
         new = [json.loads(l) for l in _logged_lines(workdir)[skip:]]
         if any(r.get("step", 0) >= step and "loss" in r for r in new):
             return
-        time.sleep(0.2)
+        time.sleep(0.05)
     raise AssertionError(f"step {step} not reached in {timeout} s")
+
+
+def _checkpoint_steps(workdir):
+    return sorted(int(x.name) for x in (workdir / "checkpoints" / "latest").iterdir() if x.name.isdigit())
 
 
 def _losses(workdir):
@@ -87,24 +91,28 @@ def test_train_resume_eval(tmp_path, tiny_data, tiny_minilm_vocab_dir):
     assert (ref / "config.json").exists() and (ref / "vee_format.json").exists()
     assert list((ref / "checkpoints" / "best").iterdir()) and list((ref / "checkpoints" / "latest").iterdir())
 
-    # Killed with SIGKILL mid-epoch, resumed, stopped with SIGTERM, resumed again: the same
-    # loss at every step as the uninterrupted run (steps re-run after the kill log again, equal).
+    # Killed with SIGKILL mid-epoch, resumed, stopped with Ctrl-C (SIGINT), resumed, stopped with
+    # SIGTERM, resumed again: the same loss at every step as the uninterrupted run (steps re-run
+    # after the kill log again, equal).
     run = tmp_path / "resumed"
     args = _train_args(run, tiny_data, tiny_minilm_vocab_dir, "--config.train.checkpoint_every_steps=2")
     p = _start(args)
     _wait_for_step(run, 5, p)  # started before any line: all lines are its own
     p.send_signal(signal.SIGKILL)
     p.wait()
-    latest = sorted(int(x.name) for x in (run / "checkpoints" / "latest").iterdir() if x.name.isdigit())
+    latest = _checkpoint_steps(run)
     assert latest and latest[-1] >= 4
-    p = _start(args)
-    _wait_for_step(run, latest[-1] + 2, p)
-    p.send_signal(signal.SIGTERM)
-    out, err = p.communicate(timeout=300)
-    assert p.returncode == 130, err[-2000:]
-    assert "resumed from" in err and "signal 15" in err and "the same command resumes" in err
-    stopped_at = max(_losses(run))
-    assert stopped_at in [int(x.name) for x in (run / "checkpoints" / "latest").iterdir() if x.name.isdigit()]
+    stopped_at = latest[-1]
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        p = _start(args)
+        _wait_for_step(run, stopped_at + 1, p)
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 130, err[-2000:]
+        assert "resumed from" in err and f"stopped by signal {int(sig)}" in err and "the same command resumes" in err
+        assert max(_losses(run)) > stopped_at  # it trained before stopping
+        stopped_at = max(_losses(run))  # no step past the signal's is logged ...
+        assert stopped_at == _checkpoint_steps(run)[-1]  # ... and that step is saved
     r = _run(args)
     assert r.returncode == 0, r.stderr[-3000:]
     got = _losses(run)

@@ -66,20 +66,22 @@ class BertConfig:
         return jnp.dtype(self.dtype)
 
 
+# Hugging Face hidden_act names: "gelu" is the exact erf GELU; "gelu_new" is the tanh approximation.
+ACTIVATIONS = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_fast": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+}
+
+
 def _activation(name: str):
-    # "gelu" in Hugging Face configs is the exact erf GELU; "gelu_new" is the tanh approximation.
-    table = {
-        "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-        "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-        "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-        "gelu_fast": lambda x: jax.nn.gelu(x, approximate=True),
-        "relu": jax.nn.relu,
-        "silu": jax.nn.silu,
-        "swish": jax.nn.silu,
-    }
-    if name not in table:
-        raise ValueError(f"unsupported hidden_act {name!r}; supported: {sorted(table)}")
-    return table[name]
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unsupported hidden_act {name!r}; supported: {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
 
 
 def layer_norm(x: jax.Array, p: Params, eps: float) -> jax.Array:

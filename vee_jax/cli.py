@@ -12,7 +12,22 @@ import logging
 import sys
 from pathlib import Path
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "fix your input", printed as one line (exit 2).
+
+    Bad data (DataError, with file and line), a wrong workdir, backbone folder or cache, a
+    config field or option that cannot be used, and a missing file. Anything else is a bug and
+    keeps its traceback. Imported lazily so that ``--help`` stays fast.
+    """
+    from .cache import CacheError
+    from .config import ConfigError
+    from .data.sentence import DataError
+    from .weights import BackboneError
+    from .workdir import WorkdirError
+
+    return (DataError, WorkdirError, BackboneError, CacheError, ConfigError, FileNotFoundError)
 
 
 def _setup_logging() -> None:
@@ -60,7 +75,7 @@ def _train(argv) -> None:
     except TrainingError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(3)
-    except USER_ERRORS as e:
+    except user_errors() as e:
         _fail(e)
     if not meta.get("done"):
         print(f"stopped at step {meta['step']} (config.train.max_steps); the same command resumes")
@@ -81,6 +96,25 @@ def train_main() -> None:
 
 
 # --- eval ------------------------------------------------------------------------------------
+def _float_list(text: str) -> list[float]:
+    """``"2,3,4.5"`` -> ``[2.0, 3.0, 4.5]`` (argparse reports anything else as a usage error)."""
+    try:
+        return [float(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    """An integer > 0 (argparse reports anything else as a usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected an integer > 0, got {text!r}")
+    return value
+
+
 def eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="eval.py",
@@ -92,7 +126,7 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="best", choices=["best", "latest"])
     p.add_argument("--output", default=None, help="write the results as JSON here")
     p.add_argument("--plot", default=None, help="draw F1 and entropy per exit (Figure 1) as a PNG here")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("early exiting (Sec. 4.2, 5.2): evaluate one exit policy with the online engine")
     g.add_argument("--strategy", default=None, choices=["vee", "entropy", "maxprob", "budget", "full"],
@@ -114,7 +148,7 @@ def eval_parser() -> argparse.ArgumentParser:
                    help="sweep every strategy's grid on dev and test (BERT runs once per split and checkpoint; "
                         "tables cached in workdir/cache) and write CSV, figures and Table 1")
     s.add_argument("--sweep-dir", default=None, help="where the sweep's files go (default workdir/sweeps)")
-    s.add_argument("--targets", default=None,
+    s.add_argument("--targets", default=None, type=_float_list,
                    help="Table 1's target average exit layers, comma-separated (default M/3,M/2,2M/3)")
     s.add_argument("--edit-max-words", type=int, default=48,
                    help="compute the edit distance (O(L^4)) only for sentences of at most this many words "
@@ -147,7 +181,7 @@ def eval_main(argv: list[str] | None = None) -> None:
 
         try:
             result = run_sweep(args)
-        except USER_ERRORS as e:
+        except user_errors() as e:
             _fail(e)
         print(format_sweep(result))
         if args.output:
@@ -157,7 +191,7 @@ def eval_main(argv: list[str] | None = None) -> None:
         return
     try:
         result = run_policy_eval(args) if args.strategy else run_eval(args)
-    except USER_ERRORS as e:
+    except user_errors() as e:
         _fail(e)
     from .evaluation import format_policy, format_table
 

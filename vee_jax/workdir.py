@@ -8,14 +8,18 @@ Layout::
     workdir/checkpoints/latest/<step>/   Orbax: {"state", "meta"}
     workdir/checkpoints/best/<step>/
 
-Orbax writes each checkpoint to a temporary folder and renames it when complete, so a
-half-written checkpoint is never listed as the latest.
+Orbax writes each checkpoint to a temporary folder (``<step>.orbax-checkpoint-tmp``) and renames
+it when complete, so a checkpoint half-written by a killed process is never listed as the
+latest (the next save of that step removes the leftover). Replacing or dropping a step moves
+its folder into ``checkpoints/<which>/replaced/`` with one rename and empties that folder only
+after the new checkpoint is complete, so a kill never leaves a half-deleted step either.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 FORMAT_VERSION = 1
+TRASH = "replaced"  # steps being replaced or dropped are renamed here, then deleted
 
 
 class WorkdirError(ValueError):
@@ -44,12 +49,16 @@ def load_run_info(workdir: Path) -> tuple[ml_collections.ConfigDict, dict[str, A
     if not fmt_file.exists() or not cfg_file.exists():
         raise WorkdirError(f"{workdir}: not a vee_jax workdir (expected config.json and vee_format.json "
                            f"written by train.py)")
-    info = json.loads(fmt_file.read_text())
-    version = info.get("format_version")
+    try:
+        info = json.loads(fmt_file.read_text(encoding="utf-8"))
+        config = ml_collections.ConfigDict(json.loads(cfg_file.read_text(encoding="utf-8")))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WorkdirError(f"{workdir}: vee_format.json or config.json is damaged ({e}); retrain into a new "
+                           f"--workdir") from None
+    version = info.get("format_version") if isinstance(info, dict) else None
     if version != FORMAT_VERSION:
         raise WorkdirError(f"{workdir}: written by workdir format version {version}; this vee_jax reads "
                            f"version {FORMAT_VERSION}. Retrain, or use the vee_jax release that wrote it.")
-    config = ml_collections.ConfigDict(json.loads(cfg_file.read_text()))
     return config, info
 
 
@@ -66,20 +75,30 @@ def checkpoint_manager(workdir: Path, which: str) -> ocp.CheckpointManager:
     """
     return ocp.CheckpointManager(
         (Path(workdir) / "checkpoints" / which).absolute(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=2 if which == "latest" else 1, create=True),
+        options=ocp.CheckpointManagerOptions(max_to_keep=2 if which == "latest" else 1, create=True,
+                                             todelete_subdir=TRASH),
     )
+
+
+def _empty_trash(mngr: ocp.CheckpointManager) -> None:
+    """Delete the steps Orbax moved aside (not step folders: never listed, safe to lose half-way)."""
+    shutil.rmtree(Path(mngr.directory) / TRASH, ignore_errors=True)
 
 
 def save_checkpoint(mngr: ocp.CheckpointManager, step: int, state: Any, meta: dict[str, Any]) -> None:
     """Save ``{"state", "meta"}`` at ``step`` and wait until it is complete on disk.
 
-    A step saved before (mid-epoch) is replaced, since ``meta`` has moved on (epoch end).
+    A step saved before (mid-epoch) is replaced, since ``meta`` has moved on (epoch end): its
+    folder is first renamed aside (atomic), so a kill during the replacement leaves the older
+    complete step as the latest, never a half-deleted one.
     """
+    _empty_trash(mngr)  # a replaced step left by a killed run would block the rename below
     if step in mngr.all_steps():
         mngr.delete(step)
     mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
               force=True)
     mngr.wait_until_finished()
+    _empty_trash(mngr)
 
 
 def restore_checkpoint(mngr: ocp.CheckpointManager, like: Any, step: int | None = None):
@@ -88,6 +107,13 @@ def restore_checkpoint(mngr: ocp.CheckpointManager, like: Any, step: int | None 
     if step is None:
         return None
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    r = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                   meta=ocp.args.JsonRestore()))
+    try:
+        r = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                       meta=ocp.args.JsonRestore()))
+    except ValueError as e:  # Orbax: a shape or tree that differs from the model built now
+        # Orbax's first sentence says what differs; the rest suggests options that do not apply here.
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0].rstrip(".:")
+        raise WorkdirError(f"{Path(mngr.directory) / str(step)}: the checkpoint does not match the model built "
+                           f"from the workdir's config and backbone ({first}); was the backbone folder "
+                           f"replaced?") from None
     return r.state, r.meta

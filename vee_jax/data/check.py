@@ -1,8 +1,8 @@
 """`python -m vee_jax.data check PATH --format json|conll|msra`: read a split and describe it.
 
 In the spirit of ``spacy debug data``: counts, entity types, nesting, length percentiles and
-warnings, so a file can be checked against its README before training. A DataError prints
-one line and exits with code 2.
+warnings, so a file can be checked against its README before training. A DataError (or a
+backbone folder that cannot be loaded) prints one line and exits with code 2.
 
 The report is a list of sections built from a stats dict (``describe``). Subword statistics
 (pieces per word, sentences over the model's 512 positions) are meant to come as one more
@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .readers import FORMATS, read_split
-from .sentence import DataError, Sentence
+from .sentence import Sentence
 
 PERCENTILES = (50, 90, 99)
 BERT_POSITIONS = 510  # 512 minus [CLS] and [SEP]: longer sentences need windows (MSRA README)
@@ -210,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="tokenizer for subword statistics: 'minilm', a model folder, or 'none'")
     p.add_argument("--max-subwords", type=int, default=512)
     args = parser.parse_args(argv)
+    from ..cli import user_errors
+
     options: dict[str, Any] = {}
     if args.format == "conll":
         options = dict(scheme=args.scheme, token_column=args.token_column,
@@ -221,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             tokenizer = load_tokenizer(resolve_backbone(args.backbone))
         print(check(args.path, args.format, tokenizer=tokenizer, max_subwords=args.max_subwords, **options))
-    except (DataError, ValueError) as err:
+    except user_errors() as err:  # bad data, a wrong backbone folder: one line; anything else is a bug
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -42,6 +42,8 @@ def _read_text(path: PathArg, fmt: str) -> str:
         raise MissingDataFile(path, f"no such file (expected {FORMATS[fmt]})") from None
     except IsADirectoryError:
         raise DataError(path, f"is a directory, not a file (expected {FORMATS[fmt]})") from None
+    except OSError as err:  # permission denied, an I/O error: still a one-line message
+        raise DataError(path, f"cannot be read ({err.strerror or err})") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -51,6 +53,12 @@ def _read_text(path: PathArg, fmt: str) -> str:
         raise DataError(path, f"not valid UTF-8: byte 0x{data[err.start]:02x} at byte offset "
                               f"{err.start} ({err.reason})", line=line, column=col) from None
     return text[1:] if text.startswith("\ufeff") else text
+
+
+def _refuse_empty(text: str, path: PathArg, fmt: str) -> None:
+    """DataError for a file with nothing but whitespace (often a failed download or export)."""
+    if not text.strip(" \t\r\n"):
+        raise DataError(path, f"empty file (expected {FORMATS[fmt]})")
 
 
 def _lines(text: str) -> Iterator[tuple[int, str]]:
@@ -150,6 +158,12 @@ def _json_record(rec: Any, err: Callable[[str], DataError]) -> Sentence:
         if s < 0 or e >= len(words):
             raise err(f"entity {j} ({typ}): index {index} out of range for a "
                       f"{len(words)}-word sentence")
+        # W2NER lists the entity's words in order; a reversed list is a converter's bug.
+        if index[-1] < index[0]:
+            raise err(f"entity {j} ({typ}): index {index} ends before it starts (expected the "
+                      f"entity's word indices in ascending order)")
+        if index != sorted(index):
+            raise err(f"entity {j} ({typ}): index {index} is not in ascending order")
         # W2NER lists every word of the entity; a gap would not be a span (table cell).
         if len(set(index)) != e - s + 1:
             raise err(f"entity {j} ({typ}): index {index} is not contiguous")
@@ -161,7 +175,7 @@ def read_json(path: PathArg) -> list[Sentence]:
     """Read W2NER/GENIA JSON: an array of ``{"sentence": [...], "ner": [{"index", "type"}]}``.
 
     JSON Lines (one such object per line) is accepted too. ``index`` lists contiguous word
-    indices; the span is ``(min, max, type)``. Extra keys are ignored. Sentences that are
+    indices in ascending order; the span is ``(first, last, type)``. Extra keys are ignored. Sentences that are
     empty or have no entity are kept. Raises DataError naming the file, the (0-based) record
     and its line/column.
     """
@@ -208,6 +222,7 @@ def read_conll(path: PathArg, scheme: str = "iob1", token_column: int = 0,
     if scheme not in ("iob1", "bio"):
         raise ValueError(f"scheme must be 'iob1' or 'bio', got {scheme!r}")
     text = _read_text(path, "conll")
+    _refuse_empty(text, path, "conll")
     sentences: list[Sentence] = []
     repairs = docs = n_lines = 0
     words: list[str] = []
@@ -262,8 +277,8 @@ def read_conll(path: PathArg, scheme: str = "iob1", token_column: int = 0,
                 after = "O" if cur is None else f"a {cur[2]} entity"
                 if i == 0:
                     after = "the sentence start"
-                raise DataError(path, f"BIO tag {tag} after {after} (expected B-{typ}; "
-                                      "lenient=True reads it as B-" + typ + ")", line=lineno)
+                raise DataError(path, f"BIO tag {tag} after {after} (expected B-{typ}; config.data.lenient=True "
+                                      f"or check --lenient reads it as B-{typ})", line=lineno)
             repairs += 1
         if continues:
             cur[1] = i
@@ -291,6 +306,7 @@ def read_msra(path: PathArg) -> list[Sentence]:
     full-width space U+3000 is a character of the text.
     """
     text = _read_text(path, "msra")
+    _refuse_empty(text, path, "msra")
     out: list[Sentence] = []
     for lineno, line in _lines(text):
         if not line.strip(" \t"):

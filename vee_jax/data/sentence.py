@@ -49,19 +49,24 @@ class DataError(ValueError):
     The message is ``"<path>: <where>: <problem>"`` where ``<where>`` is ``line N`` (1-based)
     for line formats, or ``record N`` (0-based, the index in the returned list / JSON array)
     with ``(line L, column C)`` when known, e.g.
-    ``data/train.json: record 12 (line 14, column 3): span [5, 3] ends before it starts``.
+    ``data/train.json: record 12 (line 14, column 3): span [5, 3] ends before it starts``;
+    or ``sentence N`` (0-based, the index among the file's sentences) for problems found after
+    reading, such as an entity type outside the label set.
     """
 
     def __init__(self, path: str | PathLike[str], problem: str, *, line: int | None = None,
-                 record: int | None = None, column: int | None = None) -> None:
+                 record: int | None = None, column: int | None = None, sentence: int | None = None) -> None:
         self.path = str(path)
         self.problem = problem
         self.line = line
         self.record = record
         self.column = column
+        self.sentence = sentence
         super().__init__(f"{self.path}: {self._where()}{problem}")
 
     def _where(self) -> str:
+        if self.sentence is not None:
+            return f"sentence {self.sentence}: "
         pos = []
         if self.line is not None:
             pos.append(f"line {self.line}")
@@ -73,7 +78,7 @@ class DataError(ValueError):
 
     def __reduce__(self):  # keep the keyword-only fields through pickling (multiprocessing)
         return (_rebuild_data_error, (type(self), self.path, self.problem, self.line,
-                                      self.record, self.column))
+                                      self.record, self.column, self.sentence))
 
 
 class MissingDataFile(DataError, FileNotFoundError):
@@ -90,5 +95,5 @@ class MissingDataFile(DataError, FileNotFoundError):
         return self.args[0]
 
 
-def _rebuild_data_error(cls, path, problem, line, record, column):
-    return cls(path, problem, line=line, record=record, column=column)
+def _rebuild_data_error(cls, path, problem, line, record, column, sentence=None):
+    return cls(path, problem, line=line, record=record, column=column, sentence=sentence)
