@@ -204,6 +204,9 @@ CLIENT_ERRORS = [
      "budget layer 5 > the model's 4 layers"),
     (json.dumps({"texts": ["a"], "polcy": {}}).encode(), 422, "polcy: Extra inputs are not permitted"),
 ]
+
+
+@pytest.mark.parametrize("body, code, message", CLIENT_ERRORS, ids=[f"{c}-{m[:30]}" for _, c, m in CLIENT_ERRORS])
 def test_http_client_errors(server, body, code, message):
     import httpx
 
