@@ -1,6 +1,6 @@
 """Load test of serve.py: rising request rates, the adaptive depth off and on (loopback only, bounded).
 
-    python bench/load.py --workdir ~/vee_runs/demo --rates 2,5,10,20,40 --seconds 10 \
+    python bench/load.py --workdir ~/vee_runs/demo --rates 2,5,10,20,40,80 --seconds 10 \
         --target-p95-ms 200 --out results/demo/load
 
 For each mode (``off``: no latency target, ``on``: ``--target-p95-ms``) the script starts
@@ -105,6 +105,14 @@ def summarize(records: Sequence[dict[str, Any]], rate: float, elapsed: float, mo
             "avg_level": sum(levels) / len(levels) if levels else None, "max_level": max(levels, default=None)}
 
 
+def scrape(url: str) -> dict[str, float]:
+    """``GET /metrics`` as ``{series: value}`` (the service's own view: steps, compilations, p95)."""
+    import httpx
+
+    text = httpx.get(url + "/metrics", timeout=10).text
+    return {l.rsplit(" ", 1)[0]: float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l and l[0] != "#"}
+
+
 # --- the server -------------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as s:
@@ -176,6 +184,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.8), dpi=110)
     panels = [("p50_ms", "p50 latency (ms)"), ("p95_ms", "p95 latency (ms)"), ("throughput_rps", "answered requests/s"),
@@ -188,6 +197,9 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
         ax.set_xlabel("offered load (requests/s)")
         ax.set_ylabel(label)
         ax.set_xscale("log")
+        rates = sorted({r["offered_rps"] for r in rows})
+        ax.set_xticks(rates, [f"{x:g}" for x in rates])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.grid(alpha=0.3)
     axes[0].legend()
     fig.suptitle(title)
@@ -198,12 +210,14 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
 
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
     fmt = lambda v, d=1: "-" if v is None else f"{v:.{d}f}"
-    lines = ["| adaptive | offered req/s | sent | 200 | 503 | other | answered req/s | p50 ms | p95 ms | avg exit layer | avg level |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| adaptive | offered req/s | sent | 200 | 503 | other | answered req/s | p50 ms | p95 ms | avg exit layer "
+             "| avg level | steps down/up | new compilations |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['mode']} | {r['offered_rps']:g} | {r['sent']} | {r['ok']} | {r['rejected_503']} | {r['other']} | "
                      f"{fmt(r['throughput_rps'])} | {fmt(r['p50_ms'])} | {fmt(r['p95_ms'])} | "
-                     f"{fmt(r['avg_exit_layer'], 2)} | {fmt(r['avg_level'], 2)} |")
+                     f"{fmt(r['avg_exit_layer'], 2)} | {fmt(r['avg_level'], 2)} | {r.get('steps_down', '-')}/"
+                     f"{r.get('steps_up', '-')} | {r.get('compilations', '-')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -211,7 +225,7 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", required=True)
-    p.add_argument("--rates", default="2,5,10,20,40", help="offered loads, requests/s, comma-separated")
+    p.add_argument("--rates", default="2,5,10,20,40,80", help="offered loads, requests/s, comma-separated")
     p.add_argument("--seconds", type=float, default=10.0, help="duration of each rate")
     p.add_argument("--max-requests-per-rate", type=int, default=1000)
     p.add_argument("--max-requests", type=int, default=8000, help="in all (both modes)")
@@ -244,15 +258,20 @@ def main(argv: list[str] | None = None) -> int:
                 if budget <= 0 or left_s <= args.seconds:
                     notes.append(f"stopped before {mode} {rate:g} req/s: the run's bound was reached")
                     break
+                before = scrape(url)
                 records, elapsed = asyncio.run(run_rate(url, rate, args.seconds, budget, texts, seed=i,
                                                         answer_timeout=args.answer_timeout))
+                after = scrape(url)
                 sent += len(records)
                 row = summarize(records, rate, elapsed, mode)
+                for key, series in (("steps_down", 'vee_level_changes_total{direction="down"}'),
+                                    ("steps_up", 'vee_level_changes_total{direction="up"}'),
+                                    ("compilations", "vee_compilations")):
+                    row[key] = int(after.get(series, 0) - before.get(series, 0))
                 rows.append(row)
                 print(markdown([row]).splitlines()[-1], flush=True)
                 time.sleep(1.0)  # let the queue drain and the controller settle between rates
-            metrics = __import__("httpx").get(url + "/metrics", timeout=10).text
-            (out / f"metrics_{mode}.txt").write_text(metrics)
+            (out / f"metrics_{mode}.txt").write_text(__import__("httpx").get(url + "/metrics", timeout=10).text)
         finally:
             stop_server(proc)
     (out / "load.json").write_text(json.dumps({"rows": rows, "notes": notes, "args": vars(args)}, indent=2))
