@@ -249,7 +249,9 @@ def predict_main(argv: list[str] | None = None) -> None:
                     f = stack.enter_context(open(src, encoding="utf-8"))
                 except OSError as e:
                     _fail(e)
-                total, chunk = sum(1 for _ in open(src, encoding="utf-8")), args.chunk
+                with open(src, encoding="utf-8") as g:
+                    total = sum(1 for _ in g)
+                chunk = args.chunk
             source = _chunks(f, chunk)
         bar = None
         if not args.quiet and not args.texts:

@@ -1,15 +1,16 @@
 """Predict entities in raw text with a trained workdir: ``Predictor.from_workdir(path, policy=...)``.
 
-    >>> p = Predictor.from_workdir("runs/genia", policy={"strategy": "vee", "tau": 0.01, "patience": 2})
-    >>> p(["IL-2 gene expression requires NF-kappa B."])[0].to_dict()
-    {"text": "IL-2 gene ...", "entities": [{"start": 0, "end": 4, "type": "protein", "text": "IL-2",
-     "score": 0.97}, ...], "exit_layer": 3}
+    p = Predictor.from_workdir("runs/genia", policy={"strategy": "vee", "tau": 0.01, "patience": 2})
+    p(["IL-2 gene expression requires NF-kappa B."])[0].to_dict()
+    # {"text": "IL-2 gene ...", "entities": [{"start": 0, "end": 4, "type": "protein", "text": "IL-2",
+    #  "score": 0.97}, ...], "exit_layer": 3}
 
 Text is cut into words by the rule the training data was tokenised with (``vee_jax.words``:
 ``ptb`` for GENIA/CoNLL, ``chars`` for MSRA), encoded with ``data.features.encode_sentences``,
 run through the online engine ``vee_infer`` (every sentence exits on its own) and decoded with
 ``decode.decode_table``, as eval.py does. Entities come back with character offsets into the
-original text (``end`` exclusive, so ``text[start:end]`` is the entity), the type, the score (the
+original text (Python string indices, i.e. Unicode code points; ``end`` exclusive, so
+``text[start:end]`` is the entity), the type, the score (the
 probability of that type in the table the span was decoded from: the exit layer's table, or the
 ensemble mean) and the sentence's exit layer.
 

@@ -417,7 +417,10 @@ class MicroBatcher:
         job.results, job.policy_used, job.level, job.error = results, policy, level, error
         job.done.set()
         if job.callback is not None:
-            job.callback()
+            try:
+                job.callback()
+            except RuntimeError:  # the event loop closed (shutdown): nobody waits for this answer
+                log.warning("a finished request found its event loop closed")
 
 
 # --- the HTTP API's types (the OpenAPI schema) ------------------------------------------------
@@ -436,7 +439,6 @@ class ResultOut(BaseModel):
 
     entities: list[EntityOut]
     exit_layer: int = Field(description="1-based layer the sentence left the network at")
-    truncated_words: int = Field(0, description="words past the model's subword limit (not analysed)")
 
 
 class NerRequest(BaseModel):
