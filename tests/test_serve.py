@@ -97,6 +97,8 @@ def test_batcher_takes_whole_requests_and_the_controllers_policy():
     assert taken == [own] and policy == BudgetPolicy(1) and level is None  # a request's own policy
     taken, _, _ = b._take()
     assert taken == [big] and b.queued == 0
+    with pytest.raises(ValueError, match="1..8 sentences"):
+        b.submit(Job([0] * 9, None, 0.0))
 
 
 def test_batcher_steps_down_with_its_queue_and_refuses_past_max_queue():

@@ -330,6 +330,8 @@ class MicroBatcher:
     # --- requests -------------------------------------------------------------------------
     def submit(self, job: Job) -> Job:
         """Queue ``job`` (all its sentences go into one batch) or raise ``Overloaded``."""
+        if not 1 <= len(job.encoded) <= self.max_rows:
+            raise ValueError(f"a request holds 1..{self.max_rows} sentences (one batch), got {len(job.encoded)}")
         with self._cv:
             if self._stop:
                 raise Overloaded(1)
