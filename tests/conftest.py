@@ -81,3 +81,71 @@ def tiny_minilm_vocab_dir(tmp_path_factory) -> Path:
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         shutil.copyfile(src / name, folder / name)
     return folder
+
+
+def write_untrained_workdir(workdir: Path, backbone: Path, data: Path, labels: list[str], *,
+                            exit_scale: float = 6.0, seed: int = 0) -> Path:
+    """A workdir as train.py leaves it (config, format file, a "best" checkpoint), without training.
+
+    The exits are random, scaled by ``exit_scale`` so that logits spread widely: argmax and
+    decoding then rarely meet near-ties, and results do not hinge on float rounding.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from vee_jax.config import base_config
+    from vee_jax.trainer import build_optimizer, build_spec
+    from vee_jax.training import init_state
+    from vee_jax.weights import load_backbone
+    from vee_jax.workdir import checkpoint_manager, save_checkpoint, save_run_info
+
+    config = base_config()
+    config.data.train = config.data.dev = config.data.test = str(data)
+    config.data.labels = tuple(labels)
+    config.model.backbone = str(backbone)
+    bert_cfg, params, tokenizer = load_backbone(backbone, jnp.float32)
+    spec = build_spec(config, bert_cfg, len(labels) + 1)
+    state = init_state(spec, params, build_optimizer(config, 1), seed)
+    state["params"]["exits"] = jax.tree.map(lambda x: x * exit_scale, state["params"]["exits"])
+    save_run_info(workdir, config, {"labels": list(labels), "nested": True, "backbone": str(backbone),
+                                    "tokenizer": str(tokenizer.name_or_path), "num_layers": bert_cfg.num_layers,
+                                    "total_steps": 1})
+    meta = {"epoch": 1, "batch": 0, "step": 1, "best_score": 0.0, "best_epoch": 0, "bad_epochs": 0, "done": True}
+    save_checkpoint(checkpoint_manager(workdir, "best"), 1, state, meta)
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_workdir(tmp_path_factory) -> Path:
+    """An untrained 4-layer workdir (hidden 32, MiniLM's tokenizer) over 8 shipped GENIA test sentences.
+
+    ``workdir / "data.json"`` holds the sentences (25-32 subwords each); the model predicts nonsense, but
+    deterministic nonsense: enough to compare code paths (Predictor against eval.py, HTTP).
+    """
+    import json
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from vee_jax.config import DEMO
+    from vee_jax.weights import shipped_model_dir
+
+    root = tmp_path_factory.mktemp("tiny_workdir")
+    backbone = make_random_hf(root / "backbone", "bert", vocab_size=30522, hidden_size=32, num_hidden_layers=4,
+                              num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copyfile(shipped_model_dir() / name, backbone / name)
+    tok = AutoTokenizer.from_pretrained(str(shipped_model_dir()))
+
+    def subwords(words):  # with [CLS] and [SEP]
+        return 2 + len(tok(list(words), is_split_into_words=True, add_special_tokens=False)["input_ids"])
+
+    # Every sentence in one subword bucket (25..32): one batch shape, so few compilations.
+    recs = [r for r in json.loads((DEMO / "test.json").read_text()) if 25 <= subwords(r["sentence"]) <= 32][:8]
+    assert len(recs) == 8
+    data = root / "data.json"
+    data.write_text(json.dumps(recs))
+    labels = ["DNA", "RNA", "cell_line", "cell_type", "protein"]
+    wd = write_untrained_workdir(root / "wd", backbone, data, labels)
+    shutil.copyfile(data, wd / "data.json")
+    return wd

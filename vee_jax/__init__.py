@@ -9,18 +9,23 @@ from .measures import (MEASURES, cosine_distance, edit_distance, euclidean_dista
 from .offline import exit_probs, layer_distances, layer_signals, replay
 from .policies import (BudgetPolicy, EntropyPolicy, FullPolicy, MaxProbPolicy, VeePolicy, make_policy,
                        vote_step)
+from .predict import Entity, Prediction, Predictor
 from .training import ModelSpec, eval_step, init_state, make_optimizer, train_step
 from .weights import BackboneError, load_backbone
+from .words import split_words
 
 __all__ = [
     "BertConfig",
     "BackboneError",
     "BudgetPolicy",
+    "Entity",
     "EntropyPolicy",
     "FullPolicy",
     "MEASURES",
     "MaxProbPolicy",
     "ModelSpec",
+    "Prediction",
+    "Predictor",
     "VeePolicy",
     "all_exit_logits",
     "biaffine",
@@ -45,6 +50,7 @@ __all__ = [
     "mean_max_prob",
     "normalized_entropy",
     "replay",
+    "split_words",
     "train_step",
     "valid_cells",
     "vee_infer",

@@ -1,4 +1,4 @@
-"""Command lines: ``vee-train`` / ``train.py`` and ``vee-eval`` / ``eval.py``.
+"""Command lines: ``vee-train`` / ``train.py``, ``vee-eval`` / ``eval.py``, ``vee-predict`` / ``predict.py``, ``vee-serve`` / ``serve.py``.
 
 Errors a user can fix (bad data, a missing file, a wrong workdir) print one line and exit 2,
 without a Python traceback.
@@ -115,6 +115,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def add_policy_args(g, strategy_help: str) -> None:
+    """The exit policy options shared by eval.py, predict.py and serve.py (``evaluate_cli.policy_from_args``)."""
+    g.add_argument("--strategy", default=None, choices=["vee", "entropy", "maxprob", "budget", "full"],
+                   help=strategy_help)
+    g.add_argument("--measure", default=None, choices=["kl", "euclidean", "cosine", "edit"],
+                   help="VEE's consistency measure, as a distance (default kl)")
+    g.add_argument("--tau", type=float, default=None,
+                   help="vee: largest distance that counts as agreement; entropy: exit when below; "
+                        "maxprob: exit when above")
+    g.add_argument("--patience", type=int, default=None, help="vee: votes needed to exit (default 2)")
+    g.add_argument("--ensemble", action="store_true", help="predict the mean of the tables up to the exit")
+    g.add_argument("--layer", type=int, default=None, help="budget: the exit layer m* (1-based)")
+
+
 def eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="eval.py",
@@ -129,16 +143,7 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("early exiting (Sec. 4.2, 5.2): evaluate one exit policy with the online engine")
-    g.add_argument("--strategy", default=None, choices=["vee", "entropy", "maxprob", "budget", "full"],
-                   help="exit policy; without it, the per-exit table")
-    g.add_argument("--measure", default=None, choices=["kl", "euclidean", "cosine", "edit"],
-                   help="VEE's consistency measure, as a distance (default kl)")
-    g.add_argument("--tau", type=float, default=None,
-                   help="vee: largest distance that counts as agreement; entropy: exit when below; "
-                        "maxprob: exit when above")
-    g.add_argument("--patience", type=int, default=None, help="vee: votes needed to exit (default 2)")
-    g.add_argument("--ensemble", action="store_true", help="predict the mean of the tables up to the exit")
-    g.add_argument("--layer", type=int, default=None, help="budget: the exit layer m* (1-based)")
+    add_policy_args(g, strategy_help="exit policy; without it, the per-exit table")
     g.add_argument("--exit-rank", type=int, default=0,
                    help="run the policy on low-rank exits of this rank (faster; 0: exact; README 'Performance')")
     g.add_argument("--dump-tables", default=None,
@@ -202,3 +207,176 @@ def eval_main(argv: list[str] | None = None) -> None:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(result, indent=2))
         print(f"wrote {args.output}")
+
+
+# --- predict ---------------------------------------------------------------------------------
+def _policy_or_default(args):
+    """The ``--strategy`` policy, or VEE's defaults (kl, tau 0.01, patience 2) without one."""
+    from .evaluate_cli import policy_from_args
+
+    if args.strategy is None:
+        args.strategy = "vee"
+    if args.strategy == "budget" and args.layer is None:
+        raise ValueError("--strategy budget needs --layer m (1-based)")
+    return policy_from_args(args)
+
+
+def predict_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="predict.py",
+        description="Entities in raw text with a trained workdir: one JSON line per text, "
+                    '{"text", "entities": [{"start", "end", "type", "text", "score"}], "exit_layer"}. '
+                    "Texts come from the arguments, --input FILE (one per line; - for stdin) or stdin.")
+    p.add_argument("texts", nargs="*", help="texts to analyse (none: read --input or stdin)")
+    p.add_argument("--workdir", required=True, help="the --workdir given to train.py")
+    p.add_argument("--checkpoint", default="best", choices=["best", "latest"])
+    p.add_argument("--input", default=None, help="a file of texts, one per line (- for stdin)")
+    p.add_argument("--output", default=None, help="write the JSON lines here (default stdout)")
+    p.add_argument("--batch-size", type=int, default=32, help="sentences per engine call")
+    p.add_argument("--chunk", type=int, default=1024, help="lines read and answered at a time from a file")
+    p.add_argument("--word-rule", default=None, choices=["ptb", "chars", "whitespace"],
+                   help="how text is cut into words (default: the rule of the workdir's data format)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no log lines")
+    add_policy_args(p.add_argument_group("exit policy (default: vee, kl, tau 0.01, patience 2)"),
+                    strategy_help="exit policy")
+    return p
+
+
+def _chunks(lines, size: int):
+    chunk: list[str] = []
+    for line in lines:
+        chunk.append(line.rstrip("\r\n"))
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def predict_main(argv: list[str] | None = None) -> None:
+    """``python predict.py --workdir runs/genia [--strategy vee --patience 2 --tau 0.01] "text" ...``."""
+    import contextlib
+
+    args = predict_parser().parse_args(argv)
+    _setup_logging()
+    if args.quiet:
+        logging.getLogger("vee_jax").setLevel(logging.WARNING)
+    from .predict import Predictor
+
+    try:
+        predictor = Predictor.from_workdir(args.workdir, _policy_or_default(args), checkpoint=args.checkpoint,
+                                           word_rule=args.word_rule, batch_size=args.batch_size)
+    except USER_ERRORS as e:
+        _fail(e)
+    with contextlib.ExitStack() as stack:
+        out = sys.stdout
+        if args.output:
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            out = stack.enter_context(open(args.output, "w", encoding="utf-8"))
+        if args.texts:
+            source, total, chunk = [args.texts], len(args.texts), len(args.texts)
+        else:
+            src = args.input or "-"
+            if src == "-":
+                f, total = sys.stdin, None
+                chunk = 1 if sys.stdin.isatty() else args.chunk  # interactive: answer each line at once
+            else:
+                try:
+                    f = stack.enter_context(open(src, encoding="utf-8"))
+                except OSError as e:
+                    _fail(e)
+                with open(src, encoding="utf-8") as g:
+                    total = sum(1 for _ in g)
+                chunk = args.chunk
+            source = _chunks(f, chunk)
+        bar = None
+        if not args.quiet and not args.texts:
+            from tqdm.auto import tqdm
+
+            bar = stack.enter_context(tqdm(total=total, desc="predict", unit="text", file=sys.stderr))
+        for texts in source:
+            for pred in predictor(texts):
+                out.write(json.dumps(pred.to_dict(), ensure_ascii=False) + "\n")
+            out.flush()
+            if bar is not None:
+                bar.update(len(texts))
+
+
+# --- serve -----------------------------------------------------------------------------------
+def serve_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="serve.py",
+        description="Serve a trained workdir over HTTP: POST /ner, GET /health, GET /metrics, /docs. "
+                    "With --target-p95-ms the depth follows the load (a ladder of exit policies).")
+    p.add_argument("--workdir", required=True, help="the --workdir given to train.py")
+    p.add_argument("--checkpoint", default="best", choices=["best", "latest"])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--batch-size", type=int, default=32, help="at most this many sentences per micro-batch")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a micro-batch waits to fill")
+    p.add_argument("--target-p95-ms", type=float, default=None,
+                   help="latency target: step down the ladder when the p95 latency or the queue's expected "
+                        "wait passes it, back up when both fall under half of it (default: off, level 0 only)")
+    p.add_argument("--ladder", default=None,
+                   help="JSON list of policies, deepest first (default: the --strategy policy, then the dev "
+                        "sweep's best VEE-KL at average exit layer <= 2M/3, M/2, M/3 when workdir/sweeps/"
+                        "sweep.csv exists, else budgets at those layers)")
+    p.add_argument("--max-texts", type=int, default=32, help="texts per request (413 past it)")
+    p.add_argument("--max-chars", type=int, default=2000, help="characters per text (413 past it)")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request body size (413 past it)")
+    p.add_argument("--max-queue", type=int, default=256,
+                   help="sentences waiting; past it requests get 503 with Retry-After")
+    p.add_argument("--warmup-subwords", type=int, default=64,
+                   help="compile every ladder policy on every batch shape up to this many subwords at start "
+                        "(0: compile on first use)")
+    p.add_argument("--word-rule", default=None, choices=["ptb", "chars", "whitespace"])
+    add_policy_args(p.add_argument_group("the deepest policy, level 0 (default: vee, kl, tau 0.01, patience 2)"),
+                    strategy_help="exit policy at level 0")
+    return p
+
+
+def build_ladder(args, predictor):
+    """The ladder of ``serve.py``'s options (see ``serve_parser``)."""
+    from .serve import default_ladder, ladder_from_sweep, load_ladder, read_sweep_rows
+
+    if args.ladder:
+        return load_ladder(args.ladder)
+    sweep = Path(args.workdir).expanduser() / "sweeps" / "sweep.csv"
+    if sweep.exists():
+        return ladder_from_sweep(read_sweep_rows(sweep), predictor.policy, predictor.num_layers)
+    return default_ladder(predictor.policy, predictor.num_layers)
+
+
+def serve_main(argv: list[str] | None = None) -> None:
+    """``python serve.py --workdir runs/genia --port 8000 [--target-p95-ms 200]``."""
+    import time
+
+    args = serve_parser().parse_args(argv)
+    _setup_logging()
+    log = logging.getLogger("vee_jax")
+    from .predict import Predictor, policy_to_dict
+    from .serve import Limits, create_app
+
+    try:
+        predictor = Predictor.from_workdir(args.workdir, _policy_or_default(args), checkpoint=args.checkpoint,
+                                           word_rule=args.word_rule, batch_size=args.batch_size)
+        ladder = build_ladder(args, predictor)
+        limits = Limits(max_texts=args.max_texts, max_chars=args.max_chars, max_body_bytes=args.max_body_bytes,
+                        max_queue=args.max_queue)
+        app = create_app(predictor, ladder=ladder, target_p95_ms=args.target_p95_ms, limits=limits,
+                         max_wait_ms=args.max_wait_ms)
+    except USER_ERRORS as e:
+        _fail(e)
+    for i, lv in enumerate(ladder):
+        log.info("ladder level %d: %s (dev avg exit layer %s, dev F1 %s)", i, policy_to_dict(lv.policy),
+                 lv.avg_exit_layer, lv.f1)
+    if args.warmup_subwords > 0:
+        t0 = time.perf_counter()
+        n = predictor.warm_up([lv.policy for lv in ladder], max_subwords=args.warmup_subwords)
+        log.info("warm-up: %d compilations (policies x batch shapes up to %d subwords) in %.1f s", n,
+                 args.warmup_subwords, time.perf_counter() - t0)
+    import uvicorn
+
+    log.info("serving %s on http://%s:%d (docs: /docs; adaptive depth %s)", args.workdir, args.host, args.port,
+             f"on, target p95 {args.target_p95_ms} ms" if args.target_p95_ms else "off")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)

@@ -1,0 +1,235 @@
+"""The service: the depth controller, the micro-batcher, and HTTP round trips with the real server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from test_predict import POLICY, _load_bench, assert_same_result
+from vee_jax.policies import BudgetPolicy, FullPolicy, VeePolicy
+from vee_jax.serve import DepthController, Job, Level, MicroBatcher, Overloaded, default_ladder
+
+
+# --- the controller (pure: a synthetic queue, no clock) ------------------------------------------
+def _drive(ctrl: DepthController, queues, ms_per_sentence=10.0, p95=None) -> list[int]:
+    return [ctrl.observe(q, p95, ms_per_sentence) for q in queues]
+
+
+def test_controller_lowers_depth_under_a_queue_and_restores_it():
+    ctrl = DepthController(num_levels=4, target_ms=100, restore_fraction=0.5, cooldown=2, hold=3)
+    # 10 ms per sentence: a queue over 10 sentences waits over the 100 ms target.
+    levels = _drive(ctrl, [0, 5, 12, 12, 12, 12, 12, 12, 12, 12])
+    assert levels == [0, 0, 1, 1, 2, 2, 3, 3, 3, 3]  # one step per cooldown, never past the last rung
+    # Between 50 and 100 ms of queue (the hysteresis band) the level holds.
+    assert _drive(ctrl, [7, 8, 9, 6, 7, 8]) == [3] * 6
+    # Calm (<= 50 ms): one step up after every 3 calm observations, back to the deepest policy.
+    assert _drive(ctrl, [0] * 10) == [3, 3, 2, 2, 2, 1, 1, 1, 0, 0]
+    # A calm streak broken by a band observation starts again.
+    ctrl2 = DepthController(num_levels=2, target_ms=100, hold=3, level=1)
+    assert _drive(ctrl2, [0, 0, 7, 0, 0, 0]) == [1, 1, 1, 1, 1, 0]
+    assert (ctrl.steps_down, ctrl.steps_up) == (3, 3)
+
+
+def test_controller_reacts_to_p95_and_is_off_without_target():
+    ctrl = DepthController(num_levels=3, target_ms=100, cooldown=1, hold=2)
+    assert _drive(ctrl, [0, 0], p95=150.0) == [1, 2]  # slow answers with an empty queue: still too slow
+    assert _drive(ctrl, [0, 0], p95=80.0) == [2, 2]  # under target but above half: hold
+    assert _drive(ctrl, [0, 0, 0, 0], p95=None) == [2, 1, 1, 0]  # no recent answers count as calm
+    off = DepthController(num_levels=3, target_ms=None)
+    assert _drive(off, [1000] * 5, p95=1e6) == [0] * 5
+    with pytest.raises(ValueError):
+        DepthController(num_levels=0)
+
+
+def test_ladders():
+    assert [lv.policy for lv in default_ladder(VeePolicy(), 6)] == [VeePolicy(), BudgetPolicy(4), BudgetPolicy(3),
+                                                                   BudgetPolicy(2)]
+    assert [lv.policy for lv in default_ladder(BudgetPolicy(3), 6)] == [BudgetPolicy(3), BudgetPolicy(2)]
+    assert [lv.policy for lv in default_ladder(FullPolicy(), 1)] == [FullPolicy()]
+
+
+def test_ladder_from_a_sweep(tmp_path):
+    from vee_jax.serve import ladder_from_sweep, load_ladder, read_sweep_rows
+    from vee_jax.sweeps import write_csv
+
+    def row(tau, avg, f1, split="dev"):
+        return {"split": split, "strategy": "vee", "measure": "kl", "tau": tau, "patience": 2, "layer": "",
+                "ensemble": False, "avg_exit_layer": avg, "precision": f1, "recall": f1, "f1": f1, "tp": 1,
+                "n_pred": 1, "n_gold": 1, "n_sentences": 10, "sentences": "all"}
+
+    rows = [row(0.01, 5.0, 0.70), row(0.1, 3.9, 0.69), row(0.2, 3.5, 0.60), row(0.3, 2.8, 0.65), row(0.5, 1.9, 0.5),
+            row(0.6, 1.5, 0.4), row(0.9, 1.0, 0.99, split="test")]
+    write_csv(rows, tmp_path / "sweep.csv")
+    levels = ladder_from_sweep(read_sweep_rows(tmp_path / "sweep.csv"), VeePolicy(tau=0.01), 6)
+    assert [lv.policy.tau for lv in levels] == [0.01, 0.1, 0.3, 0.5]  # best dev F1 at <= 4, 3, 2 layers
+    assert [lv.avg_exit_layer for lv in levels] == [5.0, 3.9, 2.8, 1.9]
+    (tmp_path / "ladder.json").write_text(json.dumps([{"strategy": "full"}, {"policy": {"strategy": "budget",
+                                                                                         "layer": 2}, "f1": 0.5}]))
+    assert [lv.policy for lv in load_ladder(tmp_path / "ladder.json")] == [FullPolicy(), BudgetPolicy(2)]
+    (tmp_path / "bad.json").write_text(json.dumps([{"strategy": "budget", "layers": 2}]))
+    with pytest.raises(ValueError, match="bad.json: policy 0: .*no field"):
+        load_ladder(tmp_path / "bad.json")
+
+
+# --- the micro-batcher (no model: its queue and choices) ------------------------------------------
+def _batcher(target_ms=None, max_queue=64, levels=3):
+    ladder = [Level(FullPolicy())] + [Level(BudgetPolicy(m)) for m in range(levels - 1, 0, -1)]
+    ctrl = DepthController(len(ladder), target_ms, cooldown=1, hold=2)
+    return MicroBatcher(SimpleNamespace(batch_size=8), ladder, ctrl, metrics=None, max_wait_ms=0,
+                        max_queue=max_queue)
+
+
+def test_batcher_takes_whole_requests_and_the_controllers_policy():
+    b = _batcher()
+    jobs = [b.submit(Job([0] * n, None, 0.0)) for n in (2, 3, 2)]
+    own = b.submit(Job([0], BudgetPolicy(1), 0.0))
+    big = b.submit(Job([0] * 5, None, 0.0))
+    assert b.queued == 13
+    taken, policy, level = b._take()
+    assert taken == jobs and policy == FullPolicy() and level == 0  # 7 rows; the next 5 would not fit
+    taken, policy, level = b._take()
+    assert taken == [own] and policy == BudgetPolicy(1) and level is None  # a request's own policy
+    taken, _, _ = b._take()
+    assert taken == [big] and b.queued == 0
+    with pytest.raises(ValueError, match="1..8 sentences"):
+        b.submit(Job([0] * 9, None, 0.0))
+
+
+def test_batcher_steps_down_with_its_queue_and_refuses_past_max_queue():
+    b = _batcher(target_ms=50, max_queue=20)
+    b.ms_per_sentence = {0: 10.0, 1: 10.0, 2: 10.0}
+    for _ in range(3):
+        b.submit(Job([0] * 6, None, 0.0))  # 18 queued x 10 ms = 180 ms > 50 ms
+    with pytest.raises(Overloaded) as e:
+        b.submit(Job([0] * 3, None, 0.0))
+    assert e.value.retry_after_s >= 1
+    _, policy, level = b._take()  # dispatch: the controller sees 18 queued
+    assert (level, policy) == (1, BudgetPolicy(2))
+    _, policy, level = b._take()  # 12 queued: still pressure
+    assert (level, policy) == (2, BudgetPolicy(1))
+    _, _, level = b._take()  # 6 queued = 60 ms, still over 50 ms: the bottom rung holds
+    assert level == 2
+    assert [b.observe() for _ in range(4)] == [2, 1, 1, 0]  # idle ticks: calm, back up
+
+
+# --- HTTP: the real server on 127.0.0.1 -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def server(tiny_workdir):
+    import uvicorn
+
+    from vee_jax.predict import Predictor
+    from vee_jax.serve import Limits, create_app
+
+    predictor = Predictor.from_workdir(tiny_workdir, policy=POLICY, batch_size=8)
+    app = create_app(predictor, limits=Limits(max_texts=4, max_chars=400, max_body_bytes=4096),
+                     max_wait_ms=2)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    t0 = time.time()
+    while not srv.started:
+        assert time.time() - t0 < 30 and thread.is_alive(), "the server did not start"
+        time.sleep(0.05)
+    yield SimpleNamespace(url=f"http://127.0.0.1:{sock.getsockname()[1]}", predictor=predictor, app=app)
+    srv.should_exit = True
+    thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def texts(tiny_workdir):
+    detokenize = _load_bench().detokenize
+    return [detokenize(r["sentence"]) for r in json.loads((tiny_workdir / "data.json").read_text())]
+
+
+def test_http_round_trip(server, texts):
+    import httpx
+
+    from vee_jax.predict import policy_to_dict
+
+    pair = texts[:2]
+    r = httpx.post(server.url + "/ner", json={"texts": pair}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["policy"] == policy_to_dict(server.predictor.policy) and body["level"] == 0
+    for got, want, text in zip(body["results"], server.predictor(pair), pair):
+        assert_same_result({**got, "text": text}, want.to_dict())
+        assert all(text[e["start"]:e["end"]] == e["text"] for e in got["entities"])
+
+    r = httpx.post(server.url + "/ner", json={"texts": pair, "policy": {"strategy": "budget", "layer": 2}}, timeout=60)
+    assert r.status_code == 200 and r.json()["level"] is None
+    assert r.json()["policy"] == {"strategy": "budget", "layer": 2, "ensemble": False}
+    assert [x["exit_layer"] for x in r.json()["results"]] == [2, 2]
+
+    # The level in force answers, and says so (here forced: no latency target).
+    ctrl = server.app.state.controller
+    ctrl.level = 2
+    try:
+        r = httpx.post(server.url + "/ner", json={"texts": pair}, timeout=60).json()
+    finally:
+        ctrl.level = 0
+    assert r["level"] == 2 and r["policy"] == {"strategy": "budget", "layer": 2, "ensemble": False}
+
+    health = httpx.get(server.url + "/health").json()
+    assert health["status"] == "ok" and health["num_layers"] == 4 and len(health["ladder"]) == 4
+    metrics = httpx.get(server.url + "/metrics").text
+    values = {l.rsplit(" ", 1)[0]: float(l.rsplit(" ", 1)[1]) for l in metrics.splitlines() if l and l[0] != "#"}
+    assert values['vee_requests_total{path="/ner",code="200"}'] == 3
+    assert values["vee_request_latency_seconds_count"] == 3
+    exits = {int(k.split('"')[1]): v for k, v in values.items() if k.startswith("vee_sentences_total")}
+    assert sum(exits.values()) == 6 and exits[2] >= 4
+    assert values["vee_avg_exit_layer"] == pytest.approx(sum(m * n for m, n in exits.items()) / 6, abs=1e-5)
+    assert any(k.startswith('vee_policy_info{strategy="vee"') for k in values)
+    assert values["vee_compilations"] >= 2  # (vee and budget 2) x one batch shape
+    schema = httpx.get(server.url + "/openapi.json").json()
+    assert "/ner" in schema["paths"] and "NerRequest" in schema["components"]["schemas"]
+
+
+CLIENT_ERRORS = [
+    (b'{"texts": ["a", ', 400, "invalid JSON"),
+    (b'{"texts": "IL-2"}', 422, "texts: Input should be a valid list"),
+    (b'{"texts": [1]}', 422, "texts.0: Input should be a valid string"),
+    (b'{"text": ["a"]}', 422, "texts: Field required"),
+    (b'{"texts": []}', 422, "at least one text"),
+    (json.dumps({"texts": ["a"] * 5}).encode(), 413, "5 texts, at most 4 per request"),
+    (json.dumps({"texts": ["a", "b" * 401]}).encode(), 413, "texts.1: 401 characters, at most 400"),
+    (json.dumps({"texts": ["\u00e9" * 399] * 4}).encode(), 413, "request body over 4096 bytes"),  # 6 bytes a char
+    (json.dumps({"texts": ["a"], "policy": {"strategy": "fast"}}).encode(), 422, "policy.strategy must be one of"),
+    (json.dumps({"texts": ["a"], "policy": {"strategy": "budget", "layer": 5}}).encode(), 422,
+     "budget layer 5 > the model's 4 layers"),
+    (json.dumps({"texts": ["a"], "polcy": {}}).encode(), 422, "polcy: Extra inputs are not permitted"),
+]
+
+
+@pytest.mark.parametrize("body, code, message", CLIENT_ERRORS, ids=[f"{c}-{m[:30]}" for _, c, m in CLIENT_ERRORS])
+def test_http_client_errors(server, body, code, message):
+    import httpx
+
+    r = httpx.post(server.url + "/ner", content=body, headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == code and message in r.json()["detail"], r.text
+
+
+def test_http_load_generator_gets_answers(server, texts):
+    load = _load_bench()
+    records, elapsed = asyncio.run(load.run_rate(server.url, rate=40, seconds=0.3, max_requests=6, texts=texts[:2]))
+    row = load.summarize(records, 40, elapsed, "off")
+    assert row["sent"] == len(records) >= 1 and row["ok"] == row["sent"] and row["other"] == 0
+    assert row["p95_ms"] >= row["p50_ms"] > 0 and 1 <= row["avg_exit_layer"] <= 4
+
+
+def test_full_queue_answers_503_with_retry_after(server):
+    from fastapi.testclient import TestClient
+
+    from vee_jax.serve import Limits, create_app
+
+    app = create_app(server.predictor, limits=Limits(max_queue=0), start_worker=False)
+    with TestClient(app) as client:
+        r = client.post("/ner", json={"texts": ["IL-2"]})
+    assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1 and "queue is full" in r.json()["detail"]

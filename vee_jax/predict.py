@@ -1,0 +1,314 @@
+"""Predict entities in raw text with a trained workdir: ``Predictor.from_workdir(path, policy=...)``.
+
+    p = Predictor.from_workdir("runs/genia", policy={"strategy": "vee", "tau": 0.01, "patience": 2})
+    p(["IL-2 gene expression requires NF-kappa B."])[0].to_dict()
+    # {"text": "IL-2 gene ...", "entities": [{"start": 0, "end": 4, "type": "protein", "text": "IL-2",
+    #  "score": 0.97}, ...], "exit_layer": 3}
+
+Text is cut into words by the rule the training data was tokenised with (``vee_jax.words``:
+``ptb`` for GENIA/CoNLL, ``chars`` for MSRA), encoded with ``data.features.encode_sentences``,
+run through the online engine ``vee_infer`` (every sentence exits on its own) and decoded with
+``decode.decode_table``, as eval.py does. Entities come back with character offsets into the
+original text (Python string indices, i.e. Unicode code points; ``end`` exclusive, so
+``text[start:end]`` is the entity), the type, the score (the
+probability of that type in the table the span was decoded from: the exit layer's table, or the
+ensemble mean) and the sentence's exit layer.
+
+Batch shapes come from a small set so that a long-running process does not compile per request:
+rows padded to a power of two (``ROW_BUCKETS``, at most ``batch_size``), subwords to
+``SUBWORD_BUCKETS`` and the word axis to the word bucket that holds every sentence of that
+subword bucket. Each (policy, shape) compiles once; ``compilations`` counts them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .data.features import (SUBWORD_BUCKETS, WORD_BUCKETS, Encoded, batch_plan, bucket, collate,
+                            encode_sentences)
+from .data.sentence import Sentence
+from .decode import decode_table
+from .policies import POLICIES, Policy, VeePolicy, check_policy
+from .words import RULE_OF_FORMAT, Word, split_words
+
+log = logging.getLogger("vee_jax")
+
+ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+"""Batch rows are padded to the next of these (capped at the predictor's ``batch_size``)."""
+
+
+# --- policies as plain dicts (the CLI, the HTTP API) ---------------------------------------------
+def policy_to_dict(policy: Policy) -> dict[str, Any]:
+    """``{"strategy": "vee", "measure": "kl", "tau": 0.01, "patience": 2, "ensemble": False}``."""
+    return {"strategy": policy.name, **dataclasses.asdict(policy)}
+
+
+def policy_from_dict(d: Mapping[str, Any]) -> Policy:
+    """The policy of ``{"strategy": name, field: value, ...}``; strict (unlike ``make_policy``).
+
+    Unknown strategies or fields and values of the wrong type raise ValueError with a message
+    naming what is allowed (the HTTP API returns it as a 422).
+    """
+    if not isinstance(d, Mapping):
+        raise ValueError(f"a policy is an object like {{\"strategy\": \"vee\", \"tau\": 0.01}}, got {d!r}")
+    strategy = d.get("strategy")
+    if strategy not in POLICIES:
+        raise ValueError(f"policy.strategy must be one of {sorted(POLICIES)}, got {strategy!r}")
+    cls = POLICIES[strategy]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields) - {"strategy"})
+    if unknown:
+        raise ValueError(f"policy {strategy!r} has no field(s) {unknown}; its fields are {sorted(fields)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in d.items():
+        if name == "strategy":
+            continue
+        kind = {"tau": float, "patience": int, "layer": int, "ensemble": bool, "measure": str}[name]
+        ok = (isinstance(value, bool) if kind is bool else isinstance(value, str) if kind is str
+              else isinstance(value, (int, float)) and not isinstance(value, bool)
+              and (kind is float or float(value).is_integer()))
+        if not ok or (kind is float and not math.isfinite(value)):
+            raise ValueError(f"policy.{name} must be {'a finite number' if kind is float else kind.__name__}, "
+                             f"got {value!r}")
+        kwargs[name] = kind(value)
+    return cls(**kwargs)
+
+
+def as_policy(policy: Policy | Mapping[str, Any] | str | None) -> Policy:
+    """A policy from a policy, a dict (``policy_from_dict``), a strategy name, or None (VEE defaults)."""
+    if policy is None:
+        return VeePolicy()
+    if isinstance(policy, str):
+        return policy_from_dict({"strategy": policy})
+    if isinstance(policy, Mapping):
+        return policy_from_dict(policy)
+    return policy
+
+
+# --- results ---------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Entity:
+    """One entity: characters ``[start, end)`` of the text (``text[start:end] == self.text``).
+
+    ``words``: ``(first, last)`` word indices, last inclusive (the table cell). ``score``: the
+    probability of ``type`` in the table the span was decoded from.
+    """
+
+    start: int
+    end: int
+    type: str
+    text: str
+    score: float
+    words: tuple[int, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start": self.start, "end": self.end, "type": self.type, "text": self.text,
+                "score": round(self.score, 6)}
+
+
+@dataclasses.dataclass(frozen=True)
+class WordPrediction:
+    """A sentence's result over words: ``spans`` ``(start, end, type, score)``, ``end`` inclusive.
+
+    ``exit_layer``: 1-based layer the sentence left at. ``truncated_words``: words past the
+    model's subword limit (not analysed: no entity can reach them).
+    """
+
+    spans: tuple[tuple[int, int, str, float], ...]
+    exit_layer: int
+    truncated_words: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """A text's result: entities with character offsets, the exit layer and the words used."""
+
+    text: str
+    entities: tuple[Entity, ...]
+    exit_layer: int
+    words: tuple[Word, ...]
+    truncated_words: int = 0
+
+    def to_dict(self, with_text: bool = True) -> dict[str, Any]:
+        """``{"text", "entities": [{"start", "end", "type", "text", "score"}], "exit_layer"}``."""
+        d: dict[str, Any] = {"text": self.text} if with_text else {}
+        d.update(entities=[e.to_dict() for e in self.entities], exit_layer=self.exit_layer)
+        if self.truncated_words:
+            d["truncated_words"] = self.truncated_words
+        return d
+
+
+def to_prediction(text: str, words: Sequence[Word], wp: WordPrediction) -> Prediction:
+    """Word spans -> character offsets into ``text`` (entities sorted by start, then end)."""
+    ents = []
+    for s, e, t, p in wp.spans:
+        a, b = words[s][1], words[e][2]
+        ents.append(Entity(a, b, t, text[a:b], float(p), (s, e)))
+    ents.sort(key=lambda x: (x.start, x.end, x.type))
+    return Prediction(text, tuple(ents), wp.exit_layer, tuple(words), wp.truncated_words)
+
+
+# --- shapes ----------------------------------------------------------------------------------
+def rows_bucket(n: int, max_rows: int) -> int:
+    """Rows of a batch of ``n`` sentences: the next ``ROW_BUCKETS`` entry, at most ``max_rows``."""
+    if not 1 <= n <= max_rows:
+        raise ValueError(f"a batch holds 1..{max_rows} sentences, got {n}")
+    return min(next((b for b in ROW_BUCKETS if b >= n), max_rows), max_rows)
+
+
+def batch_shape(encoded: Sequence[Encoded]) -> tuple[int, int]:
+    """``(T, L)`` of a batch: the subword bucket of its longest sentence and a word axis that fits it.
+
+    L depends on T alone (a sentence of T subwords has at most T - 2 words), so the shapes a
+    process can meet are one per subword bucket and rows bucket.
+    """
+    T = bucket(max(len(e.input_ids) for e in encoded), SUBWORD_BUCKETS)
+    return T, words_for(T)
+
+
+def words_for(T: int) -> int:
+    """The word axis L used with subword bucket T: room for T - 2 words ([CLS] and [SEP] aside)."""
+    return bucket(max(T - 2, 1), WORD_BUCKETS)
+
+
+class Predictor:
+    """Entities in raw text (or pre-split words) from a trained model under an exit policy.
+
+    Args:
+      spec: the ``training.ModelSpec``; params: ``{"encoder", "exits"}``; tokenizer: the
+        backbone's fast tokenizer; labels: entity types (class i + 1 is ``labels[i]``).
+      nested: decoding allows nested spans (True) or not (flat data).
+      policy: the default exit policy (a policy, a dict, a strategy name; None: VEE defaults).
+      word_rule: how raw text becomes words (``vee_jax.words``).
+      max_subwords: the model's subword limit; longer sentences keep the words that fit.
+      batch_size: at most this many sentences per engine call.
+    """
+
+    def __init__(self, spec, params: Any, tokenizer, labels: Sequence[str], nested: bool, *,
+                 policy: Policy | Mapping[str, Any] | str | None = None, word_rule: str = "ptb",
+                 max_subwords: int = 512, batch_size: int = 32):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        split_words("", word_rule)  # validates the rule
+        self.spec, self.params, self.tokenizer = spec, params, tokenizer
+        self.labels, self.nested = list(labels), bool(nested)
+        self.word_rule, self.max_subwords, self.batch_size = word_rule, max_subwords, batch_size
+        self.policy = self.check(as_policy(policy))
+        self._compiled: set[tuple] = set()
+
+    @classmethod
+    def from_workdir(cls, workdir: str | Path, policy: Policy | Mapping[str, Any] | str | None = None, *,
+                     checkpoint: str = "best", word_rule: str | None = None, batch_size: int = 32) -> "Predictor":
+        """Load a train.py workdir (its best checkpoint by default); the word rule follows its data format."""
+        from .evaluate_cli import load_trained
+
+        config, info, spec, state, tokenizer = load_trained(workdir, checkpoint)
+        rule = word_rule or RULE_OF_FORMAT.get(config.data.format, "ptb")
+        return cls(spec, state["params"], tokenizer, info["labels"], info["nested"], policy=policy, word_rule=rule,
+                   max_subwords=min(config.data.max_subwords, spec.bert.max_position), batch_size=batch_size)
+
+    @property
+    def num_layers(self) -> int:
+        """M: layers, and exits."""
+        return self.spec.num_exits
+
+    @property
+    def compilations(self) -> int:
+        """Distinct (policy, rows, T, L) engine calls so far: each compiled once."""
+        return len(self._compiled)
+
+    def check(self, policy: Policy) -> Policy:
+        """``policy`` if this model can run it, else ValueError (a budget layer past M, say)."""
+        check_policy(policy, self.num_layers)
+        if self.spec.exits == "last" and policy.name != "full":
+            log.warning("this model was trained with model.exits='last': only the last exit is trained")
+        return policy
+
+    # --- the public calls --------------------------------------------------------------------
+    def __call__(self, texts: Sequence[str], policy: Policy | Mapping[str, Any] | str | None = None, *,
+                 progress: bool = False) -> list[Prediction]:
+        """Entities of every text (input order); see the module docstring for the result."""
+        if isinstance(texts, str):
+            raise TypeError("pass a list of texts, not one string")
+        words = [split_words(t, self.word_rule) for t in texts]
+        preds = self.predict_words([[w for w, _, _ in ws] for ws in words], policy, progress=progress)
+        return [to_prediction(t, ws, p) for t, ws, p in zip(texts, words, preds)]
+
+    def predict_words(self, sentences: Sequence[Sequence[str]],
+                      policy: Policy | Mapping[str, Any] | str | None = None, *,
+                      progress: bool = False) -> list[WordPrediction]:
+        """Spans over pre-split words (what eval.py predicts on a data file's words)."""
+        pol = self.policy if policy is None else self.check(as_policy(policy))
+        return self.run(self.encode(sentences), pol, progress=progress)
+
+    # --- the steps ---------------------------------------------------------------------------
+    def encode(self, sentences: Sequence[Sequence[str]]) -> list[Encoded]:
+        """Words -> ``Encoded`` (subwords; sentences past the limit keep the words that fit)."""
+        enc, rep = encode_sentences([Sentence(tuple(w)) for w in sentences], self.tokenizer, self.labels,
+                                    self.max_subwords)
+        if rep.truncated_sentences:
+            log.warning(rep.summary("input"))
+        return enc
+
+    def run(self, encoded: Sequence[Encoded], policy: Policy, *, progress: bool = False) -> list[WordPrediction]:
+        """Batches of sentences of one subword bucket (``batch_plan``), each one ``run_batch``."""
+        out: list[WordPrediction | None] = [None] * len(encoded)
+        plan = batch_plan(encoded, self.batch_size, shuffle=False)
+        if progress:
+            from tqdm.auto import tqdm
+
+            plan = tqdm(plan, desc="predict", unit="batch", leave=False)
+        for _, idx in plan:
+            for i, p in zip(idx, self.run_batch([encoded[i] for i in idx], policy)):
+                out[i] = p
+        return out  # type: ignore[return-value]
+
+    def run_batch(self, encoded: Sequence[Encoded], policy: Policy) -> list[WordPrediction]:
+        """One engine call on up to ``batch_size`` sentences, padded to ``(rows, T, L)`` buckets.
+
+        ``vee_infer`` gives ``probs`` [B, L, L, K] at each sentence's exit and ``exit_layer`` [B];
+        each row is decoded with ``decode_table``.
+        """
+        from .engine import vee_infer
+
+        T, L = batch_shape(encoded)
+        B = rows_bucket(len(encoded), self.batch_size)
+        batch = collate(encoded, (T, L), B)
+        self._compiled.add((policy, B, T, L))
+        out = vee_infer(self.spec.bert, self.params["encoder"], self.params["exits"], batch, policy,
+                        pooling=self.spec.pooling)
+        probs, exits = np.asarray(out["probs"]), np.asarray(out["exit_layer"])
+        results = []
+        for r, e in enumerate(encoded):
+            spans = tuple((s, t, self.labels[c - 1], p) for s, t, c, p in decode_table(probs[r], e.length, self.nested))
+            results.append(WordPrediction(spans, int(exits[r]), e.num_words - e.length))
+        return results
+
+    def warm_up(self, policies: Iterable[Policy], max_subwords: int = 64,
+                rows: Sequence[int] | None = None) -> int:
+        """Compile ``policies`` on every rows bucket (or ``rows``) and subword bucket up to ``max_subwords``.
+
+        Returns how many (policy, shape) pairs were compiled now. A server calls this at startup
+        so that requests do not wait for compilation.
+        """
+        before = self.compilations
+        rows = rows or [b for b in ROW_BUCKETS if b < self.batch_size] + [self.batch_size]
+        cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
+        for T in [t for t in SUBWORD_BUCKETS if t <= max(max_subwords, SUBWORD_BUCKETS[0])]:
+            n = T - 2  # a sentence of T subwords, one word each: shape (T, words_for(T))
+            e = Encoded(np.asarray([cls_id] + [cls_id] * n + [sep_id], np.int32), np.arange(1, n + 1, dtype=np.int32),
+                        np.arange(2, n + 2, dtype=np.int32), (), n)
+            for policy in policies:
+                for B in sorted(set(rows)):
+                    self.run_batch([e] * min(B, self.batch_size), self.check(policy))
+        return self.compilations - before
+
+
+__all__ = ["Entity", "Prediction", "Predictor", "ROW_BUCKETS", "WordPrediction", "as_policy", "batch_shape",
+           "policy_from_dict", "policy_to_dict", "rows_bucket", "split_words", "to_prediction", "words_for"]
