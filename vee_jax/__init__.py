@@ -1,6 +1,7 @@
 """vee_jax: span-based NER with a biaffine exit after every BERT layer and vote early exiting."""
 
 from .bert import BertConfig, embed, encode_layers, layer_step, word_vectors
+from .batched import batched_infer
 from .engine import vee_infer
 from .exits import all_exit_logits, biaffine, exit_logits, init_exits
 from .loss import exit_losses, valid_cells
@@ -28,6 +29,7 @@ __all__ = [
     "Predictor",
     "VeePolicy",
     "all_exit_logits",
+    "batched_infer",
     "biaffine",
     "cosine_distance",
     "edit_distance",

@@ -1,0 +1,143 @@
+"""batched_infer (continuous batching across layers) against vee_infer on each sentence alone."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from vee_jax import BertConfig, batched_infer, init_exits, vee_infer
+from vee_jax.batched import batch_sizes
+from vee_jax.data.features import SUBWORD_BUCKETS, Encoded, bucket, bucket_shapes, collate
+from vee_jax.engine import embed_step, layer_vote_step, prepare
+from vee_jax.offline import exit_probs, layer_distances, layer_signals
+from vee_jax.policies import EntropyPolicy, FullPolicy, MaxProbPolicy, VeePolicy
+
+from helpers import random_params
+
+CFG = BertConfig(vocab_size=50, hidden_size=16, num_layers=4, num_heads=2, intermediate_size=32, max_position=64)
+K = 4
+B = 4
+PARAMS = random_params(CFG)
+EXITS = init_exits(jax.random.PRNGKey(1), CFG, K)
+MODEL = prepare(CFG, PARAMS, EXITS)
+# (words, subwords): the first kind fits 16 subwords with [CLS]/[SEP], the second needs 24: two shapes.
+SHORT = [(3, 4), (5, 7), (7, 12), (1, 2), (0, 0), (6, 9), (4, 4), (2, 3)]
+LONG = [(9, 16), (10, 18), (8, 15), (11, 20), (10, 16), (12, 22)]
+
+
+def make_encoded():
+    rng = np.random.default_rng(0)
+    out = []
+    for n, subwords in SHORT * 3 + LONG:
+        sizes = np.ones(n, int)
+        sizes[rng.choice(n, subwords - n, replace=False)] = 2  # some words have two subwords
+        starts = 1 + np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int) if n else np.zeros(0, int)
+        ids = [2] + rng.integers(5, CFG.vocab_size, subwords).tolist() + [3]
+        out.append(Encoded(np.asarray(ids, np.int32), np.asarray(starts, np.int32),
+                           np.asarray(starts + sizes, np.int32), (), n))
+    return [out[i] for i in rng.permutation(len(out))]  # the two shapes interleave in input order
+
+
+ENCODED = make_encoded()
+SHAPES = bucket_shapes(ENCODED)  # T -> L: {16: 8, 24: 16}
+N = len(ENCODED)
+assert len(SHAPES) == 2
+
+
+def shape_of(e):
+    T = bucket(len(e.input_ids), SUBWORD_BUCKETS)
+    return T, SHAPES[T]
+
+
+def safe_tau(values, q):
+    """A threshold near quantile q halfway between two observed values at least 1e-3 apart (no near-ties)."""
+    v = np.unique(np.asarray(values)[np.isfinite(values)])
+    gaps = np.flatnonzero(np.diff(v) > 1e-3)
+    j = gaps[np.argmin(np.abs(gaps - q * (len(v) - 1)))]
+    return float((v[j] + v[j + 1]) / 2)
+
+
+@pytest.fixture(scope="module")
+def policies():
+    kl, ent, mp = [], [], []
+    for T, L in sorted(SHAPES.items()):
+        group = [e for e in ENCODED if shape_of(e) == (T, L)]
+        batch = collate(group, (T, L), len(group))
+        probs = np.asarray(exit_probs(CFG, PARAMS, EXITS, batch))
+        kl.append(layer_distances("kl", probs, batch["lengths"]).ravel())
+        sig = layer_signals(probs, batch["lengths"])
+        ent.append(sig["entropy"].ravel())
+        mp.append(sig["maxprob"].ravel())
+    kl, ent, mp = np.concatenate(kl), np.concatenate(ent), np.concatenate(mp)
+    tau1, tau2 = safe_tau(kl, 0.4), safe_tau(kl, 0.6)
+    return {
+        "vee-kl-p1": VeePolicy("kl", tau1, 1),
+        "vee-kl-p2": VeePolicy("kl", tau2, 2),
+        "vee-kl-p1-ensemble": VeePolicy("kl", tau1, 1, ensemble=True),
+        "vee-kl-p2-ensemble": VeePolicy("kl", tau2, 2, ensemble=True),
+        "entropy": EntropyPolicy(safe_tau(ent, 0.5)),
+        "maxprob": MaxProbPolicy(safe_tau(mp, 0.5)),
+        "full": FullPolicy(),  # vee_infer on whole batches, as budget without ensemble
+    }
+
+
+def alone(e, policy):
+    """vee_infer on one sentence (batch 1, its group's shape)."""
+    out = jax.device_get(vee_infer(CFG, MODEL["encoder"], MODEL["exits"], collate([e], shape_of(e), 1), policy))
+    return {k: v[0] for k, v in out.items() if k != "layers_run"}
+
+
+@pytest.mark.parametrize("name", ["vee-kl-p1", "vee-kl-p2", "vee-kl-p1-ensemble", "vee-kl-p2-ensemble",
+                                  "entropy", "maxprob", "full"])
+def test_batched_equals_one_sentence_at_a_time(policies, name):
+    policy = policies[name]
+    results, stats = batched_infer(CFG, MODEL, ENCODED, policy, batch_size=B)
+    assert len(results) == N
+    layers = []
+    for i, (e, res) in enumerate(zip(ENCODED, results)):
+        ref = alone(e, policy)
+        n = e.length
+        assert res["probs"].shape == (n, n, K) and res["probs"].dtype == np.float32
+        assert res["exit_layer"] == ref["exit_layer"], (name, i)
+        assert res["votes"] == ref["votes"], (name, i)
+        np.testing.assert_allclose(res["probs"], ref["probs"][:n, :n], atol=2e-6, err_msg=f"{name}, sentence {i}")
+        layers.append(res["exit_layer"])
+    if name in ("vee-kl-p1", "vee-kl-p2", "entropy", "maxprob"):
+        assert len(set(layers)) >= 2, layers  # exits vary: the scheduler really mixes layers
+    # No sentence runs a layer past its exit; padding is counted apart.
+    assert stats.sentence_layers == sum(layers)
+    assert stats.layer_calls == sum(stats.batch_sizes.values())
+    assert stats.sentence_layers + stats.padded_sentence_layers == sum(s * c for s, c in stats.batch_sizes.items())
+    assert sorted(stats.shapes) == sorted(SHAPES.items())
+    assert set(stats.batch_sizes) <= set(batch_sizes(B))
+
+
+def test_schedule_runs_full_batches_and_bounds_the_state(policies):
+    """Rule 1 (deepest full queue first) keeps <= (M-1)(B-1)+B sentences in flight; only a group's
+    tail and its last admission run short batches (at most M per group)."""
+    _, stats = batched_infer(CFG, MODEL, ENCODED, policies["vee-kl-p1"], batch_size=B)
+    M = CFG.num_layers
+    assert stats.peak_in_flight <= (M - 1) * (B - 1) + B < 24  # the short group holds 24 sentences
+    short_calls = sum(c for s, c in stats.batch_sizes.items() if s < B)
+    assert short_calls <= M * len(SHAPES)
+    assert stats.batch_sizes[B] > short_calls
+
+
+def test_compilations_bounded_by_shapes_times_batch_sizes(policies):
+    """The layer index, tau and patience are traced: one compilation per (shape, padded size)."""
+    size = 3  # padded sizes (1, 2, 3): 3 is new to this module, so something compiles here
+    bound = len(SHAPES) * len(batch_sizes(size))
+    before, embeds = layer_vote_step._cache_size(), embed_step._cache_size()
+    batched_infer(CFG, MODEL, ENCODED, policies["vee-kl-p1"], batch_size=size)
+    after = layer_vote_step._cache_size()
+    assert 1 <= after - before <= bound
+    assert embed_step._cache_size() - embeds <= bound
+    for policy in (policies["vee-kl-p2"], policies["vee-kl-p2-ensemble"]):
+        batched_infer(CFG, MODEL, ENCODED, policy, batch_size=size)
+    assert layer_vote_step._cache_size() == after  # new numbers or the ensemble: no new compilation
+
+
+def test_empty_input():
+    results, stats = batched_infer(CFG, MODEL, [], VeePolicy(), batch_size=B)
+    assert results == [] and stats.layer_calls == 0
