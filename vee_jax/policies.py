@@ -132,16 +132,22 @@ def vote_count(
 ) -> jax.Array:
     """VEE's counter at layer m: #{i < m : D(T_i, T_m) <= tau} (Sec. 4.2, NOTES items 1, 4).
 
-    history: [M, B, L, L, K], the tables of layers 0..M-1 (0-based); only entries i < m are read.
+    history: [M, B, L, L, K], the tables of layers 0..M-1 (0-based); only entries i < m count.
     probs_m: [B, L, L, K], layer m's table; m: 0-based index (may be traced); lengths: [B].
-    Returns [B] int32. Only the m earlier tables are compared (a loop with a traced bound), so
-    an early layer does not pay for the distances of later ones.
+    Returns [B] int32. KL, Euclidean and cosine compare all M history entries in one fused
+    computation and mask i >= m: at most M small tables, cheaper than a loop of dynamic slices
+    (bench/latency.py). The edit distance (a dynamic programme, O(L^4)) loops over the m
+    earlier tables only, so an early layer does not pay for later ones.
     """
     dist = get_measure(measure)
+    if measure != "edit":
+        d = dist(history, probs_m[None], lengths[None])  # [M, B]; KL(p_i || p_m), i the earlier layer
+        earlier = jnp.arange(history.shape[0])[:, None] < m
+        return jnp.sum((d <= tau) & earlier, axis=0).astype(jnp.int32)
 
     def body(i, count):
         p_i = lax.dynamic_index_in_dim(history, i, 0, keepdims=False)
-        return count + (dist(p_i, probs_m, lengths) <= tau).astype(jnp.int32)  # KL(p_i || p_m), i < m
+        return count + (dist(p_i, probs_m, lengths) <= tau).astype(jnp.int32)
 
     return lax.fori_loop(0, m, body, jnp.zeros(probs_m.shape[0], jnp.int32))
 

@@ -1,0 +1,487 @@
+"""Latency and throughput of early exiting against the full model and its peers, in one process.
+
+    python bench/latency.py                                  # GENIA model if trained, else the demo
+    python bench/latency.py --workdir ~/vee_runs/genia --sentences 400 --exit-rank 64
+
+Variants, all on the same sentences with the same trained weights, interleaved sentence by
+sentence so that machine noise hits them alike (ratios within this run are what to trust):
+
+1. ``jax_full``: the full model, jitted (``FullPolicy``: every layer, the last exit), batch 1;
+2. ``points``: the VEE engine (``vee_infer``) at batch 1 at several (tau, patience) points whose
+   average exit layers span about 2..5, on low-rank exits (``--exit-rank``), and
+   ``points_exact_exits`` on the exact exits;
+3. ``python_loop_points``: the same decisions the PyTorch-repo way: a Python loop over jitted
+   per-layer calls (``engine.layer_vote_step``) that reads the vote back after every layer;
+4. ``torch_eager``: transformers' PyTorch ``BertModel`` with the same weights plus the biaffine
+   exit in torch, eager, batch 1, all layers, unpadded;
+5. ``onnxruntime``: the same torch module exported to ONNX, ORT with 2 threads and every graph
+   optimisation, batch 1, unpadded;
+6. ``batched``: batch 32 with per-sentence exit (``batched_infer``) against the full model at
+   batch 32 (``vee_infer``), and ``vee_infer`` with the same policy at batch 32 for reference.
+
+Also: ``vote_fraction_of_layer`` (the vote's cost over one layer's, per length up to 64
+words, per measure), the exit's cost over a layer's, compile time and recompilations after
+warm-up. Writes ``bench/results/cpu.json`` (``gpu-<name>.json`` on a GPU) and a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch's OpenMP threads: no busy-waiting between calls
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from vee_jax import engine  # noqa: E402
+from vee_jax.batched import batched_infer  # noqa: E402
+from vee_jax.bert import transformer_layer, attention_bias  # noqa: E402
+from vee_jax.data.features import (SUBWORD_BUCKETS, WORD_BUCKETS, bucket, collate, encode_sentences,  # noqa: E402
+                                   iterate_batches)
+from vee_jax.data.readers import read_split  # noqa: E402
+from vee_jax.decode import decode_table  # noqa: E402
+from vee_jax.evaluate_cli import load_trained  # noqa: E402
+from vee_jax.exits import biaffine, compress_exits  # noqa: E402
+from vee_jax.metrics import span_prf  # noqa: E402
+from vee_jax.offline import exit_probs, layer_distances, vee_exit_layers  # noqa: E402
+from vee_jax.policies import FullPolicy, VeePolicy, vote_step  # noqa: E402
+
+TARGETS = (2.0, 2.5, 3.0, 4.0, 5.0)
+
+
+# --- setup -------------------------------------------------------------------------------------
+def pick_workdir(arg: str | None) -> Path:
+    for cand in ([arg] if arg else ["~/vee_runs/genia", "~/vee_runs/demo", "runs/demo"]):
+        p = Path(cand).expanduser()
+        if (p / "config.json").exists() and (p / "checkpoints" / "best").exists():
+            return p
+    raise SystemExit("no trained workdir: train the demo first (python train.py --config configs/demo.py "
+                     "--workdir runs/demo) or pass --workdir")
+
+
+def pick_data(arg: str | None, config) -> Path:
+    if arg:
+        return Path(arg)
+    genia = ROOT.parent / "shared" / "data" / "genia" / "test.json"
+    return genia if genia.exists() else Path(config.data.test)
+
+
+def machine() -> str:
+    cpu = platform.processor()
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        cpu = next(l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name"))
+    except Exception:  # noqa: BLE001 - best effort description
+        pass
+    dev = jax.devices()[0]
+    return f"{cpu}, {os.cpu_count()} cores, jax {jax.__version__} on {dev.platform} ({dev.device_kind})"
+
+
+def one_batch(e, pooling: str) -> dict:
+    """Sentence ``e`` alone, padded to its bucket shape (T from subwords, L from words)."""
+    shape = (bucket(len(e.input_ids), SUBWORD_BUCKETS), bucket(max(e.length, 1), WORD_BUCKETS))
+    return engine.infer_inputs(collate([e], shape, 1), pooling)
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    jax.block_until_ready(out)
+    return time.perf_counter() - t, out
+
+
+# --- choosing operating points offline -------------------------------------------------------
+def offline_tables(spec, encoder, exits, encoded, pooling):
+    """Per sentence [M, n, n, K] tables and the KL distance matrices D [M, M, N]."""
+    N, M = len(encoded), spec.num_exits
+    tables, D = [None] * N, np.zeros((M, M, N), np.float32)
+    for idx, b in iterate_batches(encoded, 32):
+        probs = np.asarray(exit_probs(spec.bert, encoder, exits, b, pooling=pooling))
+        d = layer_distances("kl", probs, b["lengths"])
+        for r, i in enumerate(idx):
+            n = int(b["lengths"][r])
+            tables[i] = probs[:, r, :n, :n]
+            D[:, :, i] = d[:, :, r]
+    return tables, D
+
+
+def f1_of(sentences, tables_at_exit, labels, nested):
+    pred = [{(s, e, labels[c - 1]) for s, e, c, _ in decode_table(t, t.shape[0], nested)} for t in tables_at_exit]
+    return span_prf([s.span_set() for s in sentences], pred, labels)["f1"]
+
+
+def choose_points(sentences, tables, D, labels, nested, M):
+    """For each target average exit layer, the (tau, patience) with the best F1 among the points
+    within 0.3 layers of it (each patience's closest tau), on the benchmark sentences."""
+    taus = np.logspace(-6, 0, 61)
+    pats = np.arange(1, M)
+    exits, _ = vee_exit_layers(D, taus, pats)  # [T, P, N]
+    avg = exits.mean(-1)
+    points = []
+    for target in TARGETS:
+        best = None
+        for j, p in enumerate(pats):
+            t = int(np.argmin(np.abs(avg[:, j] - target)))
+            if abs(avg[t, j] - target) > 0.3:
+                continue
+            at_exit = [tab[x - 1] for tab, x in zip(tables, exits[t, j])]
+            f1 = f1_of(sentences, at_exit, labels, nested)
+            if best is None or f1 > best[0]:
+                best = (f1, float(taus[t]), int(p), float(avg[t, j]))
+        if best and all(abs(best[3] - q["offline_avg_exit"]) > 0.1 for q in points):
+            points.append({"tau": best[1], "patience": best[2], "offline_avg_exit": best[3]})
+    return points
+
+
+# --- the Python-loop variant (3) -----------------------------------------------------------------
+def python_loop(config, model, inputs, policy):
+    """Early exit the PyTorch-repo way: a jitted call per layer, the vote read back every layer."""
+    static, knobs = engine.traced_policy(policy)
+    M = config.num_layers
+    B, L = inputs["word_index"].shape
+    K = model["exits"][0]["b"].shape[-1]
+    h = engine.embed_step(config, model["encoder"], inputs)
+    history = jnp.zeros((M, B, L, L, K), jnp.float32)
+    for m in range(M):
+        h, probs, history, stop, _ = engine.layer_vote_step(config, model["encoder"], model["exits"], m, h, history,
+                                                            inputs, knobs, static)
+        if bool(stop[0]):  # the host round trip each layer
+            return probs, m + 1
+    return probs, M
+
+
+# --- peers: PyTorch eager and ONNX Runtime -------------------------------------------------------
+def torch_model(config, backbone_dir, encoder, exit_params):
+    import torch
+    from transformers import BertConfig as HFConfig, BertModel
+
+    from vee_jax.weights import state_from_params
+
+    hf = HFConfig.from_pretrained(str(backbone_dir))
+    bert = BertModel(hf, add_pooling_layer=False).eval()
+    bert.load_state_dict({k: torch.from_numpy(v) for k, v in state_from_params(config, encoder).items()}, strict=True)
+    last = {k: torch.from_numpy(np.asarray(v[-1], np.float32)) for k, v in exit_params.items() if k != "ffnn"}
+
+    class WithExit(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bert = bert
+            for k, v in last.items():
+                self.register_buffer(k, v)
+
+        def forward(self, input_ids, attention_mask, word_index):
+            h = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[0]
+            w = h[word_index]  # [n, d]
+            bil = torch.einsum("si,ikj,ej->sek", w, self.U, w)
+            lin = (w @ self.W_start)[:, None, :] + (w @ self.W_end)[None, :, :]
+            return torch.softmax(bil + lin + self.b, dim=-1)
+
+    return WithExit().eval()
+
+
+def onnx_session(module, example, path: Path):
+    import onnxruntime as ort
+    import torch
+
+    ids, mask, widx = example
+    kw = dict(input_names=["input_ids", "attention_mask", "word_index"], output_names=["probs"],
+              dynamic_axes={"input_ids": {1: "T"}, "attention_mask": {1: "T"}, "word_index": {0: "L"},
+                            "probs": {0: "L", 1: "L"}}, opset_version=17)
+    try:
+        torch.onnx.export(module, (ids, mask, widx), str(path), dynamo=False, **kw)
+    except TypeError:
+        torch.onnx.export(module, (ids, mask, widx), str(path), **kw)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = os.cpu_count() or 2
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # do not starve the others
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+# --- micro-benchmarks: the vote's and the exit's share of a layer --------------------------------
+def component_costs(config, model, low, K, reps=200):
+    """Median ms of one layer, one exit (exact and low-rank) and the vote at the last layer (M-1
+    comparisons, the most it ever does) per length L; ratios over the layer."""
+    M = config.num_layers
+    rows = []
+    layer_fn = jax.jit(lambda lp, h, mask: transformer_layer(config, lp, h, attention_bias(mask, h.dtype)))
+    exit_fn = jax.jit(lambda ep, w: jax.nn.softmax(biaffine(ep, w), -1))
+    vote_fns = {ms: jax.jit(lambda hist, p, n, ms=ms: vote_step(VeePolicy(ms, 0.01, 2), hist, p, M - 1, n))
+                for ms in ("kl", "euclidean", "cosine", "edit")}
+    rng = np.random.default_rng(0)
+    for L in (8, 16, 24, 32, 48, 64):
+        T = bucket(int(L * 1.3) + 2, SUBWORD_BUCKETS)
+        h = jnp.asarray(rng.normal(size=(1, T, config.hidden_size)), jnp.float32)
+        mask = jnp.ones((1, T), jnp.int32)
+        w = h[:, :L]
+        hist = jax.nn.softmax(jnp.asarray(rng.normal(size=(M, 1, L, L, K)), jnp.float32) * 3, -1)
+        n = jnp.asarray([L], jnp.int32)
+        fns = {"layer": lambda: layer_fn(model["encoder"]["layers"][0], h, mask),
+               "exit": lambda: exit_fn(model["exits"][0], w),
+               "exit_lowrank": lambda: exit_fn(low["exits"][0], w)}
+        fns.update({f"vote_{ms}": (lambda f=f: f(hist, hist[-1], n)) for ms, f in vote_fns.items()})
+        for f in fns.values():
+            jax.block_until_ready(f())
+        t = {k: [] for k in fns}
+        for _ in range(reps if L <= 32 else reps // 2):
+            for k, f in fns.items():
+                t[k].append(timed(f)[0])
+        med = {k: float(np.median(v)) * 1e3 for k, v in t.items()}
+        row = {"words": L, "subwords": T, "layer_ms": med["layer"]}
+        for k, v in med.items():
+            if k != "layer":
+                row[f"{k}_fraction"] = v / med["layer"]
+        rows.append(row)
+        print(f"  L={L:3d} T={T:3d} layer {med['layer']:.3f} ms  " + "  ".join(
+            f"{k} {v / med['layer']:.3f}" for k, v in med.items() if k != "layer"), flush=True)
+    return rows
+
+
+# --- main ----------------------------------------------------------------------------------------
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--data", default=None, help="default: GENIA test from ../shared/data, else the config's test")
+    ap.add_argument("--sentences", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=3, help="timed passes over the sentences at batch 1")
+    ap.add_argument("--exit-rank", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--out", default=None, help="default bench/results/cpu.json (gpu-<name>.json on a GPU)")
+    ap.add_argument("--skip-peers", action="store_true", help="no PyTorch / ONNX Runtime")
+    args = ap.parse_args(argv)
+
+    workdir = pick_workdir(args.workdir)
+    config, info, spec, state, tokenizer = load_trained(workdir)
+    labels, nested, pooling = info["labels"], info["nested"], spec.pooling
+    data = pick_data(args.data, config)
+    from vee_jax.data.splits import reader_options
+    sentences = read_split(data, config.data.format, **reader_options(config.data))[: args.sentences]
+    encoded, _ = encode_sentences(sentences, tokenizer, labels, min(config.data.max_subwords, spec.bert.max_position))
+    M, N = spec.num_exits, len(encoded)
+    cfg = spec.bert
+    enc, ex = state["params"]["encoder"], state["params"]["exits"]
+    K = ex["b"].shape[-1]
+    print(f"{workdir} on {N} sentences of {data}; {machine()}", flush=True)
+
+    exact = engine.prepare(cfg, enc, ex)
+    low = engine.prepare(cfg, enc, ex, exit_rank=args.exit_rank)
+    low_exits = compress_exits(ex, args.exit_rank)
+
+    # Operating points, chosen on these sentences from offline tables (what the engine will decide).
+    tables_x, D_x = offline_tables(spec, enc, ex, encoded, pooling)
+    tables_l, D_l = offline_tables(spec, enc, low_exits, encoded, pooling)
+    full_f1_offline = f1_of(sentences, [t[-1] for t in tables_x], labels, nested)
+    pts_low = choose_points(sentences, tables_l, D_l, labels, nested, M)
+    pts_exact = choose_points(sentences, tables_x, D_x, labels, nested, M)
+    print(f"points (rank {args.exit_rank}): {pts_low}\npoints (exact exits): {pts_exact}", flush=True)
+
+    inputs = [one_batch(e, pooling) for e in encoded]
+    variants = {"jax_full": lambda i: engine.vee_infer(cfg, exact["encoder"], exact["exits"], inputs[i], FullPolicy())}
+    for k, p in enumerate(pts_low):
+        pol = VeePolicy("kl", p["tau"], p["patience"])
+        variants[f"vee{k}"] = lambda i, pol=pol: engine.vee_infer(cfg, low["encoder"], low["exits"], inputs[i], pol)
+        variants[f"loop{k}"] = lambda i, pol=pol: python_loop(cfg, low, inputs[i], pol)
+    for k, p in enumerate(pts_exact):
+        pol = VeePolicy("kl", p["tau"], p["patience"])
+        variants[f"exact{k}"] = lambda i, pol=pol: engine.vee_infer(cfg, exact["encoder"], exact["exits"], inputs[i], pol)
+
+    peers_note = None
+    if not args.skip_peers:
+        import torch
+
+        from vee_jax.weights import resolve_backbone
+        torch.set_num_threads(os.cpu_count() or 2)
+        tm = torch_model(cfg, resolve_backbone(info["backbone"]), enc, ex)
+        tin = [(torch.tensor(e.input_ids[None], dtype=torch.long), torch.ones((1, len(e.input_ids)), dtype=torch.long),
+                torch.tensor(e.word_index, dtype=torch.long)) for e in encoded]
+
+        def torch_call(i):
+            with torch.inference_mode():
+                return tm(*tin[i]).numpy()
+        variants["torch_eager"] = torch_call
+        try:
+            sess = onnx_session(tm, tin[0], Path("/tmp/vee_bench_model.onnx"))
+            oin = [{"input_ids": a.numpy(), "attention_mask": b.numpy(), "word_index": c.numpy()} for a, b, c in tin]
+            variants["onnxruntime"] = lambda i: sess.run(None, oin[i])[0]
+        except Exception as e:  # noqa: BLE001 - reported, not hidden
+            peers_note = f"ONNX export/ORT failed: {type(e).__name__}: {e}"
+            print(peers_note, flush=True)
+
+    # Warm up: compile every (variant, shape) once; count what compiles later.
+    def cache_sizes():
+        return (engine._infer._cache_size() + engine.layer_vote_step._cache_size()
+                + engine.embed_step._cache_size())
+    t0 = time.perf_counter()
+    outs = {k: [None] * N for k in variants}
+    for i in range(N):
+        for k, f in variants.items():
+            outs[k][i] = f(i)
+    jax.block_until_ready([o for k, v in outs.items() if not k.startswith(("torch", "onnx")) for o in v])
+    compile_s = time.perf_counter() - t0
+    before = cache_sizes()
+
+    # Each round times every variant over all sentences in turn (a whole block per variant: thread
+    # pools of different frameworks spinning after their own calls would slow each other's if
+    # calls alternated), in reversed order every other round so that drift hits all alike.
+    times = {k: np.zeros((args.rounds, N)) for k in variants}
+    names = list(variants)
+    for r in range(args.rounds):
+        for k in (names if r % 2 == 0 else names[::-1]):
+            f = variants[k]
+            f(0)
+            for i in range(N):
+                times[k][r, i] = timed(lambda: f(i))[0]
+        print(f"round {r + 1}/{args.rounds} done", flush=True)
+    recompiles = cache_sizes() - before
+
+    ms = {k: v.min(0) * 1e3 for k, v in times.items()}  # per sentence: best of the rounds
+    total = {k: float(v.sum()) for k, v in ms.items()}
+
+    def decode_out(k):
+        tabs, layers = [], []
+        for i, o in enumerate(outs[k]):
+            n = encoded[i].length
+            if k.startswith("loop"):
+                probs, layer = o
+                tabs.append(np.asarray(probs)[0, :n, :n]); layers.append(layer)
+            else:
+                tabs.append(np.asarray(o["probs"])[0, :n, :n]); layers.append(int(o["exit_layer"][0]))
+        return f1_of(sentences, tabs, labels, nested), np.asarray(layers)
+
+    full_f1, _ = decode_out("jax_full")
+
+    def point_rows(prefix, pts, exits_name):
+        rows = []
+        for k, p in enumerate(pts):
+            f1, layers = decode_out(f"{prefix}{k}")
+            avg = float(layers.mean())
+            rows.append({"strategy": "vee", "measure": "kl", "exits": exits_name, "tau": p["tau"],
+                         "patience": p["patience"], "f1": f1, "avg_exit_layer": avg, "layer_speedup": M / avg,
+                         "wall_speedup": total["jax_full"] / total[f"{prefix}{k}"],
+                         "ms_p50": float(np.median(ms[f"{prefix}{k}"])),
+                         "ms_p90": float(np.percentile(ms[f"{prefix}{k}"], 90)), "exit_layers": layers})
+            rows[-1]["wall_over_layer_speedup"] = rows[-1]["wall_speedup"] / rows[-1]["layer_speedup"]
+        return rows
+
+    points = point_rows("vee", pts_low, f"rank {args.exit_rank}")
+    loop_points = point_rows("loop", pts_low, f"rank {args.exit_rank}")
+    for a, b in zip(points, loop_points):
+        assert (a["exit_layers"] == b["exit_layers"]).all(), "the Python loop must make the engine's decisions"
+    exact_points = point_rows("exact", pts_exact, "exact")
+    for rows in (points, loop_points, exact_points):
+        for r in rows:
+            r.pop("exit_layers")
+
+    # Batched (6): per-sentence exit at batch 32 against the full model at batch 32.
+    print("batched ...", flush=True)
+    # The full model gets the same batching (groups by shape, padded to a power of two <= 32).
+    batches = [engine.infer_inputs(b, pooling) for _, b in iterate_batches(encoded, args.batch_size)]
+    full_b = lambda: batched_infer(cfg, exact, encoded, FullPolicy(), batch_size=args.batch_size, pooling=pooling)[0]
+    batched_rows = []
+    full_b()
+    t_full = min(timed(full_b)[0] for _ in range(2))
+    for p in pts_low:
+        pol = VeePolicy("kl", p["tau"], p["patience"])
+        run = lambda: batched_infer(cfg, low, encoded, pol, batch_size=args.batch_size, pooling=pooling)
+        wait = lambda: [engine.vee_infer(cfg, low["encoder"], low["exits"], b, pol) for b in batches]
+        run(); wait()  # noqa: E702 - warm up
+        t_run = min(timed(lambda: run()[0])[0] for _ in range(2))
+        t_wait = min(timed(wait)[0] for _ in range(2))
+        res, stats = run()
+        avg = float(np.mean([r["exit_layer"] for r in res]))
+        batched_rows.append({"batch_size": args.batch_size, "tau": p["tau"], "patience": p["patience"],
+                             "avg_exit_layer": avg, "ideal_ratio": M / avg, "throughput_ratio": t_full / t_run,
+                             "throughput_ratio_whole_batch_loop": t_full / t_wait,
+                             "padded_sentence_layers": stats.padded_sentence_layers,
+                             "sentence_layers": stats.sentence_layers})
+        print(f"  {batched_rows[-1]}", flush=True)
+
+    print("component costs (fraction of one layer):", flush=True)
+    comp = component_costs(cfg, exact, low, K)
+
+    dev = jax.devices()[0]
+    result = {
+        "machine": machine(), "command": "python bench/latency.py " + " ".join(argv or sys.argv[1:]),
+        "workdir": str(workdir), "data": str(data), "sentences": N, "rounds": args.rounds,
+        "num_layers": M, "exit_rank": args.exit_rank,
+        "timing": "per sentence the best of the rounds; p50/p90 over sentences; wall_speedup = total time ratio",
+        "jax_full_ms_p50": float(np.median(ms["jax_full"])), "jax_full_ms_p90": float(np.percentile(ms["jax_full"], 90)),
+        "full_f1": full_f1, "full_f1_offline": full_f1_offline,
+        "points": points, "python_loop_points": loop_points, "points_exact_exits": exact_points,
+        "batched": batched_rows, "vote_fraction_of_layer": comp,
+        "compile_s": compile_s, "recompiles_after_warmup": int(recompiles),
+    }
+    if "torch_eager" in ms:
+        result["torch_eager_ms_p50"] = float(np.median(ms["torch_eager"]))
+        result["jax_full_over_torch_eager"] = total["jax_full"] / total["torch_eager"]
+    if "onnxruntime" in ms:
+        result["onnxruntime_ms_p50"] = float(np.median(ms["onnxruntime"]))
+        result["jax_full_over_onnxruntime"] = total["jax_full"] / total["onnxruntime"]
+        for row in points + exact_points:
+            row["over_onnxruntime"] = row["ms_p50"] / result["onnxruntime_ms_p50"]
+    if peers_note:
+        result["peers_note"] = peers_note
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / (
+        "cpu.json" if dev.platform == "cpu" else f"gpu-{dev.device_kind.replace(' ', '_')}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+
+
+def markdown(r: dict) -> str:
+    L = [f"Machine: {r['machine']}  ", f"Command: `{r['command']}`  ",
+         f"Model: {r['workdir']}, {r['sentences']} sentences of {r['data']}, batch 1 unless stated; "
+         f"per sentence the best of {r['rounds']} interleaved rounds.", ""]
+    L += ["| variant | F1 | avg exit layer | layer speed-up | wall speed-up | wall / layer | p50 ms | p90 ms |",
+          "|---|---|---|---|---|---|---|---|",
+          f"| JAX full model (jitted) | {r['full_f1']:.4f} | {r['num_layers']} | 1.00 | 1.00 | 1.00 | "
+          f"{r['jax_full_ms_p50']:.2f} | {r['jax_full_ms_p90']:.2f} |"]
+    for name, rows in (("VEE engine", r["points"]), ("Python loop", r["python_loop_points"]),
+                       ("VEE engine, exact exits", r["points_exact_exits"])):
+        for p in rows:
+            L.append(f"| {name} ({p['exits']}), tau {p['tau']:.2g}, patience {p['patience']} | {p['f1']:.4f} | "
+                     f"{p['avg_exit_layer']:.2f} | {p['layer_speedup']:.2f} | {p['wall_speedup']:.2f} | "
+                     f"{p['wall_over_layer_speedup']:.2f} | {p['ms_p50']:.2f} | {p['ms_p90']:.2f} |")
+    if "torch_eager_ms_p50" in r:
+        L.append(f"| PyTorch eager, all layers | | {r['num_layers']} | | | | {r['torch_eager_ms_p50']:.2f} | |")
+    if "onnxruntime_ms_p50" in r:
+        L.append(f"| ONNX Runtime, all layers | | {r['num_layers']} | | | | {r['onnxruntime_ms_p50']:.2f} | |")
+    L.append("")
+    if "jax_full_over_torch_eager" in r:
+        L.append(f"JAX full / PyTorch eager time: {r['jax_full_over_torch_eager']:.2f}.  ")
+    if "jax_full_over_onnxruntime" in r:
+        L.append(f"JAX full / ONNX Runtime time: {r['jax_full_over_onnxruntime']:.2f}.  ")
+    L.append(f"Compile time {r['compile_s']:.1f} s; recompilations after warm-up: {r['recompiles_after_warmup']}.")
+    L += ["", "| batch | tau | patience | avg exit layer | ideal ratio | throughput ratio (batched_infer) | "
+          "ratio / ideal | whole-batch loop ratio |", "|---|---|---|---|---|---|---|---|"]
+    for b in r["batched"]:
+        L.append(f"| {b['batch_size']} | {b['tau']:.2g} | {b['patience']} | {b['avg_exit_layer']:.2f} | "
+                 f"{b['ideal_ratio']:.2f} | {b['throughput_ratio']:.2f} | {b['throughput_ratio'] / b['ideal_ratio']:.2f} | "
+                 f"{b['throughput_ratio_whole_batch_loop']:.2f} |")
+    L += ["", "Cost over one layer at batch 1 (vote at the last layer: M-1 comparisons):", "",
+          "| words | subwords | layer ms | exit | exit low-rank | vote kl | vote euclidean | vote cosine | vote edit |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    for c in r["vote_fraction_of_layer"]:
+        L.append(f"| {c['words']} | {c['subwords']} | {c['layer_ms']:.3f} | {c['exit_fraction']:.3f} | "
+                 f"{c['exit_lowrank_fraction']:.3f} | {c['vote_kl_fraction']:.3f} | {c['vote_euclidean_fraction']:.3f} | "
+                 f"{c['vote_cosine_fraction']:.3f} | {c['vote_edit_fraction']:.3f} |")
+    return "\n".join(L) + "\n"
+
+
+if __name__ == "__main__":
+    main()
