@@ -2,8 +2,8 @@
 
 from .bert import BertConfig, embed, encode_layers, layer_step, word_vectors
 from .batched import batched_infer
-from .engine import vee_infer
-from .exits import all_exit_logits, biaffine, exit_logits, init_exits
+from .engine import prepare, vee_infer
+from .exits import all_exit_logits, biaffine, compress_exits, exit_logits, init_exits
 from .loss import exit_losses, valid_cells
 from .measures import (MEASURES, cosine_distance, edit_distance, euclidean_distance, kl_distance, mean_max_prob,
                        normalized_entropy)
@@ -31,6 +31,7 @@ __all__ = [
     "all_exit_logits",
     "batched_infer",
     "biaffine",
+    "compress_exits",
     "cosine_distance",
     "edit_distance",
     "embed",
@@ -51,6 +52,7 @@ __all__ = [
     "make_policy",
     "mean_max_prob",
     "normalized_entropy",
+    "prepare",
     "replay",
     "split_words",
     "train_step",
