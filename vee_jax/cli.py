@@ -212,12 +212,13 @@ def eval_main(argv: list[str] | None = None) -> None:
 # --- predict ---------------------------------------------------------------------------------
 def _policy_or_default(args):
     """The ``--strategy`` policy, or VEE's defaults (kl, tau 0.01, patience 2) without one."""
+    from .config import ConfigError
     from .evaluate_cli import policy_from_args
 
     if args.strategy is None:
         args.strategy = "vee"
     if args.strategy == "budget" and args.layer is None:
-        raise ValueError("--strategy budget needs --layer m (1-based)")
+        raise ConfigError("--strategy budget needs --layer m (1-based)")
     return policy_from_args(args)
 
 
@@ -266,7 +267,7 @@ def predict_main(argv: list[str] | None = None) -> None:
     try:
         predictor = Predictor.from_workdir(args.workdir, _policy_or_default(args), checkpoint=args.checkpoint,
                                            word_rule=args.word_rule, batch_size=args.batch_size)
-    except USER_ERRORS as e:
+    except user_errors() as e:
         _fail(e)
     with contextlib.ExitStack() as stack:
         out = sys.stdout
@@ -365,7 +366,7 @@ def serve_main(argv: list[str] | None = None) -> None:
                         max_queue=args.max_queue)
         app = create_app(predictor, ladder=ladder, target_p95_ms=args.target_p95_ms, limits=limits,
                          max_wait_ms=args.max_wait_ms)
-    except USER_ERRORS as e:
+    except user_errors() as e:
         _fail(e)
     for i, lv in enumerate(ladder):
         log.info("ladder level %d: %s (dev avg exit layer %s, dev F1 %s)", i, policy_to_dict(lv.policy),

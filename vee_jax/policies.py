@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from .config import ConfigError
 from .measures import MEASURES, get_measure, mean_max_prob, normalized_entropy
 
 
@@ -37,7 +38,7 @@ class VeePolicy:
     def __post_init__(self):
         get_measure(self.measure)
         if self.patience < 0:
-            raise ValueError(f"patience must be >= 0, got {self.patience}")
+            raise ConfigError(f"patience must be >= 0, got {self.patience}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +69,7 @@ class BudgetPolicy:
 
     def __post_init__(self):
         if self.layer < 1:
-            raise ValueError(f"budget layer is 1-based, got {self.layer}")
+            raise ConfigError(f"budget layer is 1-based, got {self.layer}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +99,7 @@ def make_policy(strategy: str, **options) -> Policy:
     Options given as None are left at their defaults.
     """
     if strategy not in POLICIES:
-        raise ValueError(f"unknown strategy {strategy!r}; expected one of {sorted(POLICIES)}")
+        raise ConfigError(f"unknown strategy {strategy!r}; expected one of {sorted(POLICIES)}")
     cls = POLICIES[strategy]
     fields = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in options.items() if k in fields and v is not None})
@@ -107,7 +108,7 @@ def make_policy(strategy: str, **options) -> Policy:
 def check_policy(policy: Policy, num_layers: int) -> None:
     """Raise ValueError when ``policy`` cannot run on a model with ``num_layers`` exits."""
     if isinstance(policy, BudgetPolicy) and policy.layer > num_layers:
-        raise ValueError(f"budget layer {policy.layer} > the model's {num_layers} layers")
+        raise ConfigError(f"budget layer {policy.layer} > the model's {num_layers} layers")
     if not isinstance(policy, (VeePolicy, EntropyPolicy, MaxProbPolicy, BudgetPolicy, FullPolicy)):
         raise TypeError(f"not a policy: {policy!r}")
 

@@ -30,7 +30,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .data.features import (SUBWORD_BUCKETS, WORD_BUCKETS, Encoded, batch_plan, bucket, collate,
+from .config import ConfigError
+from .data.features import (SUBWORD_BUCKETS, Encoded, batch_plan, bucket, collate, words_for,
                             encode_sentences)
 from .data.sentence import Sentence
 from .decode import decode_table
@@ -56,15 +57,15 @@ def policy_from_dict(d: Mapping[str, Any]) -> Policy:
     naming what is allowed (the HTTP API returns it as a 422).
     """
     if not isinstance(d, Mapping):
-        raise ValueError(f"a policy is an object like {{\"strategy\": \"vee\", \"tau\": 0.01}}, got {d!r}")
+        raise ConfigError(f"a policy is an object like {{\"strategy\": \"vee\", \"tau\": 0.01}}, got {d!r}")
     strategy = d.get("strategy")
     if strategy not in POLICIES:
-        raise ValueError(f"policy.strategy must be one of {sorted(POLICIES)}, got {strategy!r}")
+        raise ConfigError(f"policy.strategy must be one of {sorted(POLICIES)}, got {strategy!r}")
     cls = POLICIES[strategy]
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - set(fields) - {"strategy"})
     if unknown:
-        raise ValueError(f"policy {strategy!r} has no field(s) {unknown}; its fields are {sorted(fields)}")
+        raise ConfigError(f"policy {strategy!r} has no field(s) {unknown}; its fields are {sorted(fields)}")
     kwargs: dict[str, Any] = {}
     for name, value in d.items():
         if name == "strategy":
@@ -74,7 +75,7 @@ def policy_from_dict(d: Mapping[str, Any]) -> Policy:
               else isinstance(value, (int, float)) and not isinstance(value, bool)
               and (kind is float or float(value).is_integer()))
         if not ok or (kind is float and not math.isfinite(value)):
-            raise ValueError(f"policy.{name} must be {'a finite number' if kind is float else kind.__name__}, "
+            raise ConfigError(f"policy.{name} must be {'a finite number' if kind is float else kind.__name__}, "
                              f"got {value!r}")
         kwargs[name] = kind(value)
     return cls(**kwargs)
@@ -170,11 +171,6 @@ def batch_shape(encoded: Sequence[Encoded]) -> tuple[int, int]:
     """
     T = bucket(max(len(e.input_ids) for e in encoded), SUBWORD_BUCKETS)
     return T, words_for(T)
-
-
-def words_for(T: int) -> int:
-    """The word axis L used with subword bucket T: room for T - 2 words ([CLS] and [SEP] aside)."""
-    return bucket(max(T - 2, 1), WORD_BUCKETS)
 
 
 class Predictor:

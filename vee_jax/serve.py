@@ -38,6 +38,7 @@ from typing import Any, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .config import ConfigError
 from .policies import BudgetPolicy, Policy
 from .predict import Predictor, policy_from_dict, policy_to_dict, to_prediction
 from .words import split_words
@@ -107,13 +108,13 @@ def load_ladder(path: str | Path) -> list[Level]:
     """A ladder from JSON: a list (deepest first) of policy dicts, or of ``{"policy": {...}, ...}``."""
     items = json.loads(Path(path).read_text())
     if not isinstance(items, list) or not items:
-        raise ValueError(f"{path}: expected a non-empty JSON list of policies, deepest first")
+        raise ConfigError(f"{path}: expected a non-empty JSON list of policies, deepest first")
     levels = []
     for i, it in enumerate(items):
         try:
             pol = policy_from_dict(it["policy"] if isinstance(it, dict) and "policy" in it else it)
         except ValueError as e:
-            raise ValueError(f"{path}: policy {i}: {e}") from None
+            raise ConfigError(f"{path}: policy {i}: {e}") from None
         extra = it if isinstance(it, dict) and "policy" in it else {}
         levels.append(Level(pol, extra.get("avg_exit_layer"), extra.get("f1")))
     return levels

@@ -135,17 +135,23 @@ def bucket(n: int, boundaries: Sequence[int]) -> int:
     raise ValueError(f"length {n} exceeds the largest bucket {boundaries[-1]}")
 
 
+def words_for(T: int) -> int:
+    """The word bucket L of subword bucket T: room for T - 2 words ([CLS] and [SEP] aside).
+
+    Every word has at least one subword, so any sentence of T subwords fits. One L per T, the
+    same for every data set: dev evaluation in train.py and eval.py on test compile the same
+    shapes (a second process finds them in JAX's persistent cache).
+    """
+    return bucket(max(T - 2, 1), WORD_BUCKETS)
+
+
 def bucket_shapes(encoded: Sequence[Encoded]) -> dict[int, int]:
-    """Subword bucket T -> word bucket L, one L per T (the longest sentence of that T bucket).
+    """Subword bucket T -> word bucket L (``words_for``) for the T buckets that ``encoded`` uses.
 
     Keying batches on T alone keeps the number of shapes (= compilations) at the number of
-    subword buckets in use; words are never more than subwords, so L stays close to T.
+    subword buckets in use.
     """
-    longest: dict[int, int] = defaultdict(int)
-    for e in encoded:
-        T = bucket(len(e.input_ids), SUBWORD_BUCKETS)
-        longest[T] = max(longest[T], e.length, 1)
-    return {T: bucket(n, WORD_BUCKETS) for T, n in longest.items()}
+    return {T: words_for(T) for T in sorted({bucket(len(e.input_ids), SUBWORD_BUCKETS) for e in encoded})}
 
 
 def batch_plan(
