@@ -257,7 +257,7 @@ def main(argv=None):
     ap.add_argument("--data", default=None, help="default: GENIA test from ../shared/data, else the config's test")
     ap.add_argument("--sentences", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=3, help="timed passes over the sentences at batch 1")
-    ap.add_argument("--exit-rank", type=int, default=64)
+    ap.add_argument("--exit-rank", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--out", default=None, help="default bench/results/cpu.json (gpu-<name>.json on a GPU)")
     ap.add_argument("--skip-peers", action="store_true", help="no PyTorch / ONNX Runtime")
