@@ -249,6 +249,6 @@ def test_eval_with_replaced_weights(tmp_path, backbone, monkeypatch):
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(tokenizer / f, backbone / f)
     r = _eval(wd)
-    _assert_one_line_error(r, f"{wd / 'checkpoints' / 'latest' / '1'}: the checkpoint does not match the model "
-                              f"built from the workdir's config and backbone (Requested shape: (1200, 64) is not "
-                              f"compatible with the stored shape: (1000, 64)); was the backbone folder replaced?")
+    _assert_one_line_error(r, f"{wd} was trained with encoder tensor ['embeddings']['word'] of shape [1000, 64], "
+                              f"but backbone {str(backbone)!r} now gives [1200, 64]: restore the backbone folder it "
+                              f"was trained with")

@@ -16,7 +16,7 @@ from .evaluation import evaluate_exits, evaluate_policy, plot_per_exit
 from .policies import check_policy, make_policy
 from .trainer import build_optimizer, build_spec
 from .training import init_state
-from .weights import BackboneError, load_backbone, tokenizer_fingerprint
+from .weights import BackboneError, load_backbone, param_shapes, tokenizer_fingerprint
 from .workdir import WorkdirError, checkpoint_manager, load_run_info, restore_checkpoint
 
 log = logging.getLogger("vee_jax")
@@ -40,6 +40,13 @@ def _load_trained(workdir: str | Path, checkpoint: str):
         raise WorkdirError(f"{workdir} was trained with a {info['num_layers']}-layer backbone, but "
                            f"{info['backbone']} has {bert_cfg.num_layers} layers")
     check_tokenizer(workdir, info, tokenizer)
+    saved = info.get("encoder_shapes")  # absent in workdirs written before it was saved
+    if saved is not None and saved != param_shapes(encoder_params):
+        now = param_shapes(encoder_params)
+        diff = next((k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)), "?")
+        raise WorkdirError(f"{workdir} was trained with encoder tensor {diff} of shape {saved.get(diff)}, but backbone "
+                           f"{info['backbone']!r} now gives {now.get(diff)}: restore the backbone folder it was "
+                           f"trained with")
     spec = build_spec(config, bert_cfg, len(info["labels"]) + 1)
     like = init_state(spec, encoder_params, build_optimizer(config, max(1, info.get("total_steps", 1))), config.seed)
     mngr = checkpoint_manager(workdir, checkpoint)

@@ -25,7 +25,7 @@ from .data.features import SUBWORD_BUCKETS, batch_plan, encode_sentences, iterat
 from .data.splits import check_labels, label_set, label_source, load_split
 from .evaluation import evaluate_exits
 from .training import ModelSpec, init_state, make_optimizer, train_step
-from .weights import load_backbone, tokenizer_fingerprint
+from .weights import load_backbone, param_shapes, tokenizer_fingerprint
 from .workdir import (
     WorkdirError, append_metrics, checkpoint_manager, load_run_info, restore_checkpoint, save_checkpoint,
     save_run_info,
@@ -156,7 +156,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     # --- Workdir: refuse to resume a different run ---------------------------------------
     info = {"labels": labels, "nested": bool(config.data.nested), "backbone": str(config.model.backbone),
             "tokenizer": str(tokenizer.name_or_path), "num_layers": bert_cfg.num_layers,
-            "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer), "total_steps": total_steps}
+            "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer), "total_steps": total_steps,
+            "encoder_shapes": param_shapes(encoder_params)}
     if (workdir / "vee_format.json").exists():
         old_config, old = load_run_info(workdir)
         for k in ("labels", "backbone", "num_layers", "tokenizer_fingerprint"):

@@ -267,3 +267,11 @@ def state_from_params(config: BertConfig, params: Params) -> dict[str, np.ndarra
                 sd[key + ".weight"] = np.asarray(entry["kernel"][m], np.float32).T.copy()
             sd[key + ".bias"] = np.asarray(entry["bias"][m], np.float32)
     return sd
+
+
+def param_shapes(params: Params) -> dict[str, list[int]]:
+    """``{tensor path: shape}`` of a pytree: saved with a run so that a backbone folder replaced
+    by one of other shapes is named before a checkpoint restore fails inside Orbax."""
+    import jax
+
+    return {jax.tree_util.keystr(k): list(np.shape(v)) for k, v in jax.tree_util.tree_leaves_with_path(params)}
