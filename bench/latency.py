@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import jax  # noqa: E402
+from _common import cpu_name, write_results  # noqa: E402  (bench/ is on sys.path when run as a script)
 import jax.numpy as jnp  # noqa: E402
 
 from vee_jax import engine  # noqa: E402
@@ -79,12 +78,7 @@ def pick_data(arg: str | None, config) -> Path:
 
 
 def machine() -> str:
-    cpu = platform.processor()
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        cpu = next(l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name"))
-    except Exception:  # noqa: BLE001 - best effort description
-        pass
+    cpu = cpu_name()
     dev = jax.devices()[0]
     return f"{cpu}, {os.cpu_count()} cores, jax {jax.__version__} on {dev.platform} ({dev.device_kind})"
 
@@ -436,11 +430,7 @@ def main(argv=None):
         result["peers_note"] = peers_note
     out = Path(args.out) if args.out else ROOT / "bench" / "results" / (
         "cpu.json" if dev.platform == "cpu" else f"gpu-{dev.device_kind.replace(' ', '_')}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
-    print(f"wrote {out} and {out.with_suffix('.md')}")
+    write_results(out, result, markdown(result))
 
 
 def markdown(r: dict) -> str:

@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import jax  # noqa: E402
+from _common import cpu_name, write_results  # noqa: E402  (bench/ is on sys.path when run as a script)
 import jax.numpy as jnp  # noqa: E402
 
 from vee_jax.loss import exit_losses  # noqa: E402
@@ -51,12 +50,7 @@ LR, WEIGHT_DECAY, CLIP = 1e-4, 0.01, 1.0
 def machine() -> dict:
     import torch
 
-    cpu = platform.processor()
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        cpu = next(l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name"))
-    except Exception:  # noqa: BLE001 - best effort description
-        pass
+    cpu = cpu_name()
     dev = jax.devices()[0]
     return {"cpu": cpu, "cores": os.cpu_count(), "jax": jax.__version__, "jax_device": f"{dev.platform} ({dev.device_kind})",
             "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
@@ -275,11 +269,7 @@ def main(argv=None):
                   "make_optimizer (exit lr 1e-3, decay on matrices only, warmup schedule). Neither matters for speed."),
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
-    print(f"wrote {out} and {out.with_suffix('.md')}")
+    write_results(out, result, markdown(result))
 
 
 def markdown(r: dict) -> str:
