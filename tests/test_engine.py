@@ -245,3 +245,16 @@ def test_new_thresholds_do_not_recompile(offline):
     assert compilations() == before
     assert (outs[2]["exit_layer"][:N] == 3).all() and (outs[3]["exit_layer"][:N] == 4).all()
     assert (outs[1]["exit_layer"][:N] >= 4).all()  # patience 3: exit at layer 4 at the earliest
+
+
+def test_prepared_low_rank_exits_equal_stacked_compressed_exits(offline):
+    """prepare(exit_rank=r) (per-exit low-rank pytrees under lax.switch) == the stacked low-rank exits."""
+    from vee_jax.engine import prepare
+    from vee_jax.exits import compress_exits
+
+    model = prepare(CFG, PARAMS, EXITS, exit_rank=8)
+    assert model["exits"][0]["U"].shape == (8, K, 8)
+    fast = as_numpy(vee_infer(CFG, model["encoder"], model["exits"], BATCH, FullPolicy()))
+    ref = as_numpy(vee_infer(CFG, PARAMS, compress_exits(EXITS, 8), BATCH, FullPolicy()))
+    assert_same(fast, ref, list(range(N)), LENGTHS, "low rank, full")
+    assert not np.allclose(fast["probs"][:N], as_numpy(vee_infer(CFG, PARAMS, EXITS, BATCH, FullPolicy()))["probs"][:N])
