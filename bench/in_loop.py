@@ -1,0 +1,104 @@
+"""What an exit and a vote cost inside the engine's loop, as fractions of one layer (batch 1).
+
+    python bench/in_loop.py [--exit-rank 128] [--out bench/results/in_loop_cpu.json]
+
+bench/latency.py times the exit and the vote as standalone jitted calls, which include a
+call's dispatch. Here everything runs inside one ``vee_infer`` call over all M layers, with
+policies that never exit early, and the costs are differences:
+
+    full          M layers + 1 exact exit                  (FullPolicy)
+    exits         M layers + M exits (+ running sum)       (BudgetPolicy(M, ensemble=True))
+    vote_<ms>     M layers + M exits + M votes + history   (VeePolicy(ms, tau=-1, patience=1))
+
+exit share = (exits - full + exact exit) / M / layer, vote share = (vote - exits) / M / layer,
+with the layer's time = (full - one exact exit) / M and the exact exit timed alone. The MiniLM
+backbone with random exits (timing does not depend on the weights' values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+from _common import cpu_name, write_results  # noqa: E402
+
+from vee_jax import engine  # noqa: E402
+from vee_jax.data.features import SUBWORD_BUCKETS, bucket  # noqa: E402
+from vee_jax.exits import biaffine, init_exits  # noqa: E402
+from vee_jax.policies import BudgetPolicy, FullPolicy, VeePolicy  # noqa: E402
+from vee_jax.weights import load_backbone  # noqa: E402
+
+
+def median_ms(fn, reps: int) -> float:
+    jax.block_until_ready(fn())
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts)) * 1e3
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--exit-rank", type=int, default=128)
+    ap.add_argument("--reps", type=int, default=150)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "in_loop_cpu.json"))
+    args = ap.parse_args(argv)
+    cfg, params, _ = load_backbone("minilm")
+    M = cfg.num_layers
+    ex = init_exits(jax.random.PRNGKey(0), cfg, 6)
+    model = engine.prepare(cfg, params, ex, exit_rank=args.exit_rank)
+    exact = engine.prepare(cfg, params, ex)
+    one_exit = jax.jit(lambda ep, w: jax.nn.softmax(biaffine(ep, w), -1))
+    rows = []
+    for L in (16, 32, 48, 64):
+        T = bucket(int(L * 1.25) + 2, SUBWORD_BUCKETS)
+        rng = np.random.default_rng(L)
+        b = engine.infer_inputs({"input_ids": rng.integers(1000, 20000, (1, T)).astype(np.int32),
+                                 "attention_mask": np.ones((1, T), np.int32),
+                                 "word_index": np.arange(1, L + 1)[None].astype(np.int32),
+                                 "word_mask": np.ones((1, L), np.int32), "lengths": np.array([L], np.int32)})
+        run = lambda m, p: (lambda: engine.vee_infer(cfg, m["encoder"], m["exits"], b, p))  # noqa: E731
+        variants = {"full": run(exact, FullPolicy()), "exits": run(model, BudgetPolicy(M, ensemble=True))}
+        variants.update({f"vote_{ms}": run(model, VeePolicy(ms, -1.0, 1)) for ms in ("kl", "euclidean", "cosine")})
+        w = jax.numpy.zeros((1, L, cfg.hidden_size))
+        variants["exact_exit"] = lambda: one_exit(exact["exits"][0], w)
+        for f in variants.values():
+            jax.block_until_ready(f())
+        ts = {k: [] for k in variants}
+        for _ in range(args.reps):  # interleaved: drift hits all alike
+            for k, f in variants.items():
+                t = time.perf_counter()
+                jax.block_until_ready(f())
+                ts[k].append(time.perf_counter() - t)
+        ms = {k: float(np.median(v)) * 1e3 for k, v in ts.items()}
+        layer = (ms["full"] - ms["exact_exit"]) / M
+        row = {"words": L, "subwords": T, "layer_ms": layer, "full_ms": ms["full"],
+               "exit_fraction": (ms["exits"] - ms["full"] + ms["exact_exit"]) / M / layer}
+        for k in ms:
+            if k.startswith("vote_"):
+                row[f"{k}_fraction"] = (ms[k] - ms["exits"]) / M / layer
+        rows.append(row)
+        print(row, flush=True)
+    dev = jax.devices()[0]
+    result = {"machine": f"{cpu_name()}, jax {jax.__version__} on {dev.platform}", "exit_rank": args.exit_rank,
+              "command": "python bench/in_loop.py " + " ".join(argv or sys.argv[1:]), "rows": rows}
+    md = [f"Machine: {result['machine']}  ", f"Command: `{result['command']}`", "",
+          "| words | subwords | layer ms | exit (rank %d) | vote kl | vote euclidean | vote cosine |" % args.exit_rank,
+          "|---|---|---|---|---|---|---|"]
+    md += [f"| {r['words']} | {r['subwords']} | {r['layer_ms']:.3f} | {r['exit_fraction']:.3f} | "
+           f"{r['vote_kl_fraction']:.3f} | {r['vote_euclidean_fraction']:.3f} | {r['vote_cosine_fraction']:.3f} |"
+           for r in rows]
+    write_results(args.out, result, "\n".join(md) + "\n")
+
+
+if __name__ == "__main__":
+    main()
