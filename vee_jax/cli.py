@@ -30,29 +30,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (DataError, WorkdirError, BackboneError, CacheError, ConfigError, FileNotFoundError)
 
 
-def _quiet_orbax_teardown() -> None:
-    """Log, instead of printing a traceback for, one known background-thread error.
-
-    When Orbax's restore fails (a checkpoint that does not fit the model: a user error we
-    report in one line), its event loop closes while a reader thread still schedules a
-    callback, which raises ``RuntimeError('Event loop is closed')`` in that thread. Every
-    other exception in any thread keeps Python's default report.
-    """
-    import threading
-
-    default = threading.excepthook
-
-    def hook(args):
-        if args.exc_type is RuntimeError and str(args.exc_value) == "Event loop is closed":
-            logging.getLogger("vee_jax").debug("ignored in thread %s: %s", args.thread, args.exc_value)
-            return
-        default(args)
-
-    threading.excepthook = hook
-
-
 def _setup_logging() -> None:
-    _quiet_orbax_teardown()
     _enable_compilation_cache()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("absl", "orbax", "jax._src"):

@@ -90,6 +90,20 @@ def _layer_and_exit(config: BertConfig, encoder: Params, exits: Any, bias: jax.A
     return step
 
 
+def _layer_vote(step: Callable, policy: Policy, m: jax.Array, hidden: jax.Array, history: jax.Array | None,
+                lengths: jax.Array, knobs: dict, num_layers: int):
+    """Layer m, its exit's softmax, the table into the history (VEE), the vote: one iteration.
+
+    Returns ``(hidden, probs [B, L, L, K], history, stop [B], count [B])``.
+    """
+    hidden, logits = step(m, hidden, True)
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    if history is not None:
+        history = lax.dynamic_update_index_in_dim(history, probs, m, 0)
+    stop, count = vote_step(policy, history, probs, m, lengths, num_layers=num_layers, knobs=knobs)
+    return hidden, probs, history, stop, count
+
+
 def _exit_only(exits: Any, m: jax.Array, words: jax.Array) -> jax.Array:
     """Exit m's logits alone (for ``full``/``budget``, computed once after the loop)."""
     if isinstance(exits, tuple):
@@ -142,12 +156,8 @@ def _infer(config: BertConfig, encoder: Params, exits: Any, batch: dict, knobs: 
 
     def body(c):
         m = c["m"]
-        hidden, logits = step(m, c["hidden"], True)
-        probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-        history = c["history"]
-        if vee:
-            history = lax.dynamic_update_index_in_dim(history, probs, m, 0)
-        stop, count = vote_step(policy, history, probs, m, lengths, num_layers=M, knobs=knobs)
+        hidden, probs, history, stop, count = _layer_vote(step, policy, m, c["hidden"], c["history"], lengths,
+                                                          knobs, M)
         acc, out = c["acc"], probs
         if policy.ensemble:  # Sec. 5.5.1: mean of the tables of layers 1..m (a running sum)
             acc = acc + probs
@@ -186,12 +196,8 @@ def layer_vote_step(config: BertConfig, encoder: Params, exits: Any, m: jax.Arra
     """
     bias = attention_bias(inputs["attention_mask"], hidden.dtype)
     words_of = lambda h: word_vectors(h, inputs["word_index"], inputs["word_mask"], pooling, inputs.get("word_end"))
-    hidden, logits = _layer_and_exit(config, encoder, exits, bias, words_of)(m, hidden, True)
-    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-    if history is not None:
-        history = lax.dynamic_update_index_in_dim(history, probs, m, 0)
-    stop, count = vote_step(policy, history, probs, m, inputs["lengths"], num_layers=config.num_layers, knobs=knobs)
-    return hidden, probs, history, stop, count
+    step = _layer_and_exit(config, encoder, exits, bias, words_of)
+    return _layer_vote(step, policy, m, hidden, history, inputs["lengths"], knobs, config.num_layers)
 
 
 def infer_inputs(batch: dict[str, Any], pooling: str = "first") -> dict[str, jax.Array]:

@@ -158,7 +158,8 @@ def evaluate_policy(
     M, N = spec.num_exits, len(encoded)
     check_policy(policy, M)
     params = state["params"]
-    model = prepare(spec.bert, params["encoder"], params["exits"], exit_rank=exit_rank)
+    exits_used = compress_exits(params["exits"], exit_rank) if exit_rank else params["exits"]
+    model = prepare(spec.bert, params["encoder"], exits_used)
     exact = prepare(spec.bert, params["encoder"], params["exits"]) if exit_rank else model
     batches = list(iterate_batches(encoded, batch_size))
     _warm_up(spec, model, batches, policy)
@@ -167,7 +168,6 @@ def evaluate_policy(
     seconds, _ = _engine_pass(spec, model, batches, policy, keep=False)
     full_seconds, _ = _engine_pass(spec, exact, batches, FullPolicy(), keep=False)
     _, outs = _engine_pass(spec, model, batches, policy, keep=True)
-    exits_used = compress_exits(params["exits"], exit_rank) if exit_rank else params["exits"]
 
     exit_layers = np.zeros(N, np.int64)
     pred: list[list[tuple[int, int, str]]] = [[] for _ in range(N)]

@@ -46,10 +46,7 @@ def _n_valid(lengths: jax.Array) -> jax.Array:
 
 def _mean_over_valid(cell_values: jax.Array, lengths: jax.Array) -> jax.Array:
     """``[..., L, L]`` per-cell values -> their mean over valid cells ``[...]``; 0 when n = 0."""
-    mask = valid_mask(lengths, cell_values.shape[-1])
-    n = _n_valid(lengths)
-    total = jnp.where(mask, cell_values, 0.0).sum((-1, -2))
-    return jnp.where(n > 0, total / jnp.maximum(n, 1.0), 0.0)
+    return _mean_over_valid_cells(cell_values[..., None], lengths)
 
 
 def _mean_over_valid_cells(values: jax.Array, lengths: jax.Array) -> jax.Array:
