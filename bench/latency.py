@@ -27,12 +27,10 @@ warm-up. Writes ``bench/results/cpu.json`` (``gpu-<name>.json`` on a GPU) and a 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 

@@ -22,7 +22,6 @@ Writes ``--out`` (JSON) and the Markdown table beside it (``.md``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys

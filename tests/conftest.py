@@ -149,3 +149,18 @@ def tiny_workdir(tmp_path_factory) -> Path:
     wd = write_untrained_workdir(root / "wd", backbone, data, labels)
     shutil.copyfile(data, wd / "data.json")
     return wd
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """24 / 8 / 8 shipped GENIA sentences of 12-20 words: few length buckets, so few compilations."""
+    import json
+
+    from vee_jax.config import DEMO
+
+    d = tmp_path_factory.mktemp("tiny_genia")
+    for split, n in (("train", 24), ("dev", 8), ("test", 8)):
+        recs = [r for r in json.loads((DEMO / f"{split}.json").read_text()) if 12 <= len(r["sentence"]) <= 20][:n]
+        assert len(recs) == n
+        (d / f"{split}.json").write_text(json.dumps(recs))
+    return d

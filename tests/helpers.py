@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 
@@ -30,3 +35,22 @@ def random_params(cfg: BertConfig, seed: int = 7) -> dict:
         "layers": {"query": lin(d, d), "key": lin(d, d), "value": lin(d, d), "attn_out": lin(d, d),
                    "attn_ln": ln(d), "ffn_in": lin(d, F), "ffn_out": lin(F, d), "ffn_ln": ln(d)},
     }
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(args: list[str], cwd: Path = ROOT, timeout: int = 600, env: dict | None = None):
+    """``python *args`` in a fresh process (progress bars off); extra ``env`` entries on top of ours."""
+    full = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_DISABLE="1", **(env or {}))
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout)
+
+
+def train_args(workdir: Path, data: Path, backbone: Path, *extra: str) -> list[str]:
+    """train.py on the ``tiny_data`` fixture's files: 2 epochs, batches of 4, a loss logged every step."""
+    return ["train.py", "--config", "configs/demo.py", "--workdir", str(workdir),
+            f"--config.model.backbone={backbone}", f"--config.data.train={data / 'train.json'}",
+            f"--config.data.dev={data / 'dev.json'}", f"--config.data.test={data / 'test.json'}",
+            "--config.data.labels=('DNA','RNA','cell_line','cell_type','protein')",
+            "--config.train.epochs=2", "--config.train.batch_size=4", "--config.train.log_every_steps=1",
+            "--config.train.checkpoint_every_steps=0", *extra]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vee_jax.measures import (MEASURES, cosine_distance, edit_distance, euclidean_distance, kl_distance,
+from vee_jax.measures import (MEASURES, edit_distance, kl_distance,
                               levenshtein, mean_max_prob, normalized_entropy, triangle_labels)
 
 

@@ -12,37 +12,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "vee_jax" / "data" / "demo"
-
-
-def _run(args, cwd=ROOT, timeout=600):
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    """Sentences of 12-20 words: few length buckets, so few compilations per process."""
-    d = tmp_path_factory.mktemp("tiny_genia")
-    for split, n in (("train", 24), ("dev", 8), ("test", 8)):
-        recs = [r for r in json.loads((DEMO / f"{split}.json").read_text()) if 12 <= len(r["sentence"]) <= 20][:n]
-        assert len(recs) == n
-        (d / f"{split}.json").write_text(json.dumps(recs))
-    return d
-
-
-def _train_args(workdir, data, backbone, *extra):
-    return ["train.py", "--config", "configs/demo.py", "--workdir", str(workdir),
-            f"--config.model.backbone={backbone}", f"--config.data.train={data / 'train.json'}",
-            f"--config.data.dev={data / 'dev.json'}", f"--config.data.test={data / 'test.json'}",
-            "--config.data.labels=('DNA','RNA','cell_line','cell_type','protein')",
-            "--config.train.epochs=2", "--config.train.batch_size=4", "--config.train.log_every_steps=1",
-            "--config.train.checkpoint_every_steps=0", *extra]
+from helpers import ROOT, run_script as _run, train_args as _train_args  # noqa: E402
 
 
 def _start(args):

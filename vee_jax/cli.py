@@ -142,6 +142,9 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, help="draw F1 and entropy per exit (Figure 1) as a PNG here")
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--mesh-data", type=int, default=1,
+                   help="split every batch over this many devices (-1: all; README 'Several devices and hosts'); "
+                        "--batch-size must be a multiple")
     g = p.add_argument_group("early exiting (Sec. 4.2, 5.2): evaluate one exit policy with the online engine")
     add_policy_args(g, strategy_help="exit policy; without it, the per-exit table")
     g.add_argument("--exit-rank", type=int, default=0,

@@ -17,6 +17,7 @@ from .policies import check_policy, make_policy
 from .trainer import build_optimizer, build_spec
 from .training import init_state
 from .weights import BackboneError, load_backbone, param_shapes, tokenizer_fingerprint
+from . import distributed
 from .workdir import WorkdirError, checkpoint_manager, load_run_info, restore_checkpoint
 
 log = logging.getLogger("vee_jax")
@@ -105,9 +106,15 @@ def _load_eval_data(args):
 
 def run_eval(args) -> dict[str, Any]:
     """Exit by exit (no ``--strategy``): the per-exit table of P/R/F1 and entropy."""
+    mesh = _eval_mesh(args)
     config, info, spec, state, sentences, encoded, name = _load_eval_data(args)
+    step = None
+    if mesh is not None:
+        params = distributed.place(state["params"], distributed.state_shardings(state["params"], mesh))
+        eval_step = distributed.make_eval_step(spec, mesh, distributed.state_shardings(params, mesh))
+        step = lambda st, b: distributed.to_host(eval_step(params, distributed.shard_batch(b, mesh)))  # noqa: E731
     result = evaluate_exits(state, spec, sentences, encoded, info["labels"], info["nested"], args.batch_size,
-                            progress=not args.quiet)
+                            progress=not args.quiet, step=step)
     result.update(split=args.split if not args.data else args.data, checkpoint=args.checkpoint,
                   workdir=str(args.workdir))
     if args.plot:
@@ -133,18 +140,28 @@ def policy_from_args(args, num_layers: int | None = None):
     return policy
 
 
+def _eval_mesh(args):
+    """The ``--mesh-data`` mesh (None for one device), checked against ``--batch-size``."""
+    if args.mesh_data == 1:
+        return None
+    mesh = distributed.data_mesh(args.mesh_data)
+    distributed.check_batch_size(mesh, args.batch_size, "--batch-size")
+    return mesh
+
+
 def run_policy_eval(args) -> dict[str, Any]:
     """One exit policy (``--strategy``) with the online engine: P/R/F1, exit layers, timings."""
     policy = policy_from_args(args, load_run_info(Path(args.workdir).expanduser())[1]["num_layers"])
+    mesh = _eval_mesh(args)
     config, info, spec, state, sentences, encoded, name = _load_eval_data(args)
     if spec.exits == "last" and args.strategy not in ("full",):
         log.warning("this model was trained with model.exits='last': only the last exit is trained")
     log.info("evaluating %s on %s", policy, name)
     result = evaluate_policy(state, spec, sentences, encoded, info["labels"], info["nested"], policy,
                              args.batch_size, dump_tables=args.dump_tables, progress=not args.quiet,
-                             exit_rank=args.exit_rank)
+                             exit_rank=args.exit_rank, mesh=mesh)
     result.update(split=args.split if not args.data else args.data, checkpoint=args.checkpoint,
-                  workdir=str(args.workdir), backend=jax.default_backend())
+                  workdir=str(args.workdir), backend=jax.default_backend(), devices=mesh.size if mesh else 1)
     return result
 
 

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from .data.features import Encoded, iterate_batches
 from .data.sentence import Sentence
 from .decode import decode_table
+from .distributed import to_host
 from .measures import normalized_entropy
 from .metrics import span_prf
 from .training import ModelSpec, eval_step
@@ -20,26 +21,31 @@ from .training import ModelSpec, eval_step
 _entropy = jax.jit(normalized_entropy)
 
 
-def exit_table_batches(state: Any, spec: ModelSpec, encoded: Sequence[Encoded], batch_size: int, *, progress: bool = False):
-    """Yield ``(sentence indices, lengths [B], probs [M, B, L, L, K] numpy, entropy [M, B])`` per batch."""
+def exit_table_batches(state: Any, spec: ModelSpec, encoded: Sequence[Encoded], batch_size: int, *,
+                       progress: bool = False, step=None):
+    """Yield ``(sentence indices, lengths [B], probs [M, B, L, L, K] numpy, entropy [M, B])`` per batch.
+
+    ``step(state, batch) -> probs``: default ``eval_step`` on one device; the trainer passes a
+    mesh-sharded one (``distributed.make_eval_step``).
+    """
     batches = iterate_batches(encoded, batch_size)
     if progress:
         batches = tqdm(list(batches), desc="eval", unit="batch", leave=False)
     for idx, batch in batches:
-        probs = eval_step(state, batch, spec=spec)
+        probs = step(state, batch) if step is not None else eval_step(state, batch, spec=spec)
         ent = _entropy(probs, batch["lengths"])
         yield idx, batch["lengths"], np.asarray(probs), np.asarray(ent)
 
 
 def predict_exits(
     state: Any, spec: ModelSpec, encoded: Sequence[Encoded], labels: Sequence[str], nested: bool,
-    batch_size: int = 32, *, progress: bool = False,
+    batch_size: int = 32, *, progress: bool = False, step=None,
 ) -> tuple[list[list[set]], np.ndarray]:
     """Decoded spans of every exit: ``(pred[m][i] = {(start, end, type)}, entropy [M, N])``."""
     M, N = spec.num_exits, len(encoded)
     pred: list[list[set]] = [[set() for _ in range(N)] for _ in range(M)]
     entropy = np.zeros((M, N), np.float32)
-    for idx, lengths, probs, ent in exit_table_batches(state, spec, encoded, batch_size, progress=progress):
+    for idx, lengths, probs, ent in exit_table_batches(state, spec, encoded, batch_size, progress=progress, step=step):
         for r, i in enumerate(idx):
             entropy[:, i] = ent[:, r]
             for m in range(M):
@@ -49,14 +55,14 @@ def predict_exits(
 
 def evaluate_exits(
     state: Any, spec: ModelSpec, sentences: Sequence[Sentence], encoded: Sequence[Encoded],
-    labels: Sequence[str], nested: bool, batch_size: int = 32, *, progress: bool = False,
+    labels: Sequence[str], nested: bool, batch_size: int = 32, *, progress: bool = False, step=None,
 ) -> dict[str, Any]:
     """Per-exit micro P/R/F1 (with per-type scores) and mean normalised entropy.
 
     Gold spans come from ``sentences`` themselves, so entities past the model's length limit
     (not in ``encoded``) count as missed rather than disappearing.
     """
-    pred, entropy = predict_exits(state, spec, encoded, labels, nested, batch_size, progress=progress)
+    pred, entropy = predict_exits(state, spec, encoded, labels, nested, batch_size, progress=progress, step=step)
     gold = [s.span_set() for s in sentences]
     rows = []
     for m in range(spec.num_exits):
@@ -102,7 +108,11 @@ NO_ENTITY = "O"  # the name of class 0 in outputs
 
 
 def _engine_pass(spec: ModelSpec, model: Any, batches: list, policy, *, keep: bool):
-    """Run ``vee_infer`` over batches with ``engine.prepare``'s model; (seconds, numpy outputs when ``keep``)."""
+    """Run ``vee_infer`` over batches with ``engine.prepare``'s model; (seconds, numpy outputs when ``keep``).
+
+    Batches already split over a mesh (``distributed.shard_batch``) run sharded: each device
+    holds its rows, the loop stops when every row of every device has exited.
+    """
     import time
 
     from .engine import vee_infer
@@ -113,7 +123,7 @@ def _engine_pass(spec: ModelSpec, model: Any, batches: list, policy, *, keep: bo
         out = vee_infer(spec.bert, model["encoder"], model["exits"], batch, policy, pooling=spec.pooling)
         jax.block_until_ready(out)
         if keep:
-            outs.append({k: np.asarray(v) for k, v in out.items()})
+            outs.append(to_host(out))
     return time.perf_counter() - t0, outs
 
 
@@ -132,9 +142,12 @@ def _warm_up(spec: ModelSpec, model: Any, batches: list, policy) -> None:
 def evaluate_policy(
     state: Any, spec: ModelSpec, sentences: Sequence[Sentence], encoded: Sequence[Encoded],
     labels: Sequence[str], nested: bool, policy, batch_size: int = 32, *,
-    dump_tables: str | None = None, progress: bool = False, exit_rank: int = 0,
+    dump_tables: str | None = None, progress: bool = False, exit_rank: int = 0, mesh=None,
 ) -> dict[str, Any]:
     """Evaluate one exit policy with the online engine; time it against the full model.
+
+    ``mesh``: a ``(data, fsdp)`` mesh (``distributed.data_mesh``): the engine runs on batches
+    split over its devices, the weights replicated (``eval.py --mesh-data``).
 
     ``exit_rank`` > 0: the policy runs on low-rank exits (``exits.compress_exits``; the
     offline replay uses the same exits), the full model on the exact ones.
@@ -161,7 +174,13 @@ def evaluate_policy(
     exits_used = compress_exits(params["exits"], exit_rank) if exit_rank else params["exits"]
     model = prepare(spec.bert, params["encoder"], exits_used)
     exact = prepare(spec.bert, params["encoder"], params["exits"]) if exit_rank else model
-    batches = list(iterate_batches(encoded, batch_size))
+    host_batches = list(iterate_batches(encoded, batch_size))
+    batches = host_batches
+    if mesh is not None:
+        from .distributed import place, replicated, shard_batch
+
+        model, exact = (place(m, jax.tree.map(lambda _: replicated(mesh), m)) for m in (model, exact))
+        batches = [(idx, shard_batch(b, mesh)) for idx, b in host_batches]
     _warm_up(spec, model, batches, policy)
     _warm_up(spec, exact, batches, FullPolicy())
     # Both timed passes do the same work (no host copies); the outputs come from an untimed pass.
@@ -173,7 +192,7 @@ def evaluate_policy(
     pred: list[list[tuple[int, int, str]]] = [[] for _ in range(N)]
     near_ties = disagree = 0
     tables = {}
-    it = zip(batches, outs)
+    it = zip(host_batches, outs)
     if progress:
         it = tqdm(list(it), desc="decode + replay", unit="batch", leave=False)
     for (idx, batch), out in it:

@@ -442,7 +442,7 @@ def format_table1(t1: dict[str, Any]) -> str:
             vals.append("n/a" if not e or e["config"] is None else f"{100 * e['test_f1']:.2f} ({e['test_avg_exit_layer']:.2f})")
         lines.append(f"| {name} | " + " | ".join(vals) + " |")
     M = t1["num_layers"]
-    lines.append(f"| full model | " + " | ".join(f"{100 * t1['full']['test_f1']:.2f} ({M})" for _ in targets) + " |")
+    lines.append("| full model | " + " | ".join(f"{100 * t1['full']['test_f1']:.2f} ({M})" for _ in targets) + " |")
     lines += ["", "Test F1 x 100 (test average exit layer). Each method's tau and patience are chosen on dev: the "
               "best dev F1 among configurations whose dev average exit layer is <= the target (the paper varied "
               "them on test). Test average exit layers can exceed the target slightly.", "",

@@ -20,11 +20,12 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
+from . import distributed
 from .config import ConfigError
 from .data.features import SUBWORD_BUCKETS, batch_plan, encode_sentences, iterate_batches, num_shapes
 from .data.splits import check_labels, label_set, label_source, load_split
 from .evaluation import evaluate_exits
-from .training import ModelSpec, init_state, make_optimizer, train_step
+from .training import ModelSpec, init_state, make_optimizer
 from .weights import load_backbone, param_shapes, tokenizer_fingerprint
 from .workdir import (
     WorkdirError, append_metrics, checkpoint_manager, load_run_info, restore_checkpoint, save_checkpoint,
@@ -131,6 +132,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     workdir = Path(workdir).expanduser()
     validate_config(config)
     tc = config.train
+    distributed.initialize(config.mesh)  # multi-host: join before any JAX computation
+    mesh = distributed.make_mesh(config.mesh)
+    distributed.check_batch_size(mesh, tc.batch_size, "config.train.batch_size")
+    distributed.check_batch_size(mesh, tc.eval_batch_size, "config.train.eval_batch_size")
+    writer = distributed.is_writer()  # process 0 writes metrics, logs and bars
+    if not writer:
+        log.setLevel(logging.WARNING)
 
     # --- Data (read first: a bad file fails in a second), then the backbone ---------------
     train = load_split(config.data, "train")
@@ -147,6 +155,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     log.info(rep.summary("train"))
     log.info(dev_rep.summary("dev"))
     log.info("labels: %s; train batch shapes (compilations per epoch): %d", labels, num_shapes(train_enc))
+    log.info("mesh: data=%d x fsdp=%d over %d %s device(s) in %d process(es)", mesh.shape["data"],
+             mesh.shape["fsdp"], mesh.size, mesh.devices.flat[0].platform, jax.process_count())
 
     spec = build_spec(config, bert_cfg, len(labels) + 1)
     steps_per_epoch = len(batch_plan(train_enc, tc.batch_size, shuffle=True, seed=config.seed, epoch=0))
@@ -171,11 +181,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             raise WorkdirError(f"{workdir} holds a run with another configuration ({'; '.join(changed)}); "
                                f"resuming it would change its schedule or data order: repeat the original "
                                f"command (see {workdir / 'config.json'}) or use another --workdir")
-    else:
+    elif writer:
         save_run_info(workdir, config, info)
+    distributed.sync("run info written")
 
-    # --- State: fresh, or the latest checkpoint ------------------------------------------
+    # --- State: fresh, or the latest checkpoint (resharded onto this mesh) ---------------
     state = init_state(spec, encoder_params, optimizer, config.seed)
+    state_sh = distributed.state_shardings(state, mesh, config.mesh.fsdp_min_size)
+    state = distributed.place(state, state_sh)
+    train_step = distributed.make_train_step(spec, optimizer, mesh, state_sh)
+    eval_step = distributed.make_eval_step(spec, mesh, state_sh["params"])
     latest, best = checkpoint_manager(workdir, "latest"), checkpoint_manager(workdir, "best")
     meta = {"epoch": 0, "batch": 0, "step": 0, "best_score": -1.0, "best_epoch": -1, "bad_epochs": 0,
             "done": False}
@@ -197,13 +212,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         # --- Loop ----------------------------------------------------------------------------
         for epoch in range(int(meta["epoch"]), tc.epochs):
             bar = tqdm(total=steps_per_epoch, initial=int(meta["batch"]), desc=f"epoch {epoch + 1}/{tc.epochs}",
-                       unit="batch", dynamic_ncols=True)
+                       unit="batch", dynamic_ncols=True, disable=not writer or None)
             t0, seen, pos = time.time(), 0, int(meta["batch"])
             for idx, batch in iterate_batches(train_enc, tc.batch_size, shuffle=True, seed=config.seed,
                                               epoch=epoch, skip=pos):
                 if tc.max_steps and step >= tc.max_steps:  # a rerun of a stopped run adds no step
                     break
-                state, metrics = train_step(state, batch, spec=spec, optimizer=optimizer)
+                state, metrics = train_step(state, distributed.shard_batch(batch, mesh))
                 loss = float(metrics["loss"])
                 step, pos, seen = step + 1, pos + 1, seen + len(idx)
                 if not (math.isfinite(loss) and math.isfinite(float(metrics["grad_norm"]))):
@@ -213,7 +228,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                         f"{latest.directory} (step {latest.latest_step()})")
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", sent_s=f"{seen / max(time.time() - t0, 1e-9):.1f}")
-                if step % tc.log_every_steps == 0:
+                if writer and step % tc.log_every_steps == 0:
                     append_metrics(workdir, {"step": step, "epoch": epoch + 1, "loss": loss,
                                              "per_exit": np.asarray(metrics["per_exit"]).round(6).tolist(),
                                              "grad_norm": float(metrics["grad_norm"]),
@@ -239,7 +254,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
             # --- Dev evaluation, best checkpoint, early stopping -------------------------
             t1 = time.time()
-            res = evaluate_exits(state, spec, dev, dev_enc, labels, config.data.nested, tc.eval_batch_size)
+            res = evaluate_exits(state, spec, dev, dev_enc, labels, config.data.nested, tc.eval_batch_size,
+                                 step=lambda st, b: distributed.to_host(
+                                     eval_step(st["params"], distributed.shard_batch(b, mesh))))
             score = dev_score(res, tc.select_by)
             improved = score > meta["best_score"]
             if improved:
@@ -256,7 +273,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                       "dev_entropy_per_exit": [round(r["entropy"], 6) for r in res["per_exit"]],
                       "train_seconds": round(train_time, 1), "eval_seconds": round(time.time() - t1, 1),
                       "compilations": train_step._cache_size()}
-            append_metrics(workdir, record)
+            if writer:
+                append_metrics(workdir, record)
             log.info("epoch %d: dev F1 per exit %s (score %.4f, best %.4f at epoch %d)", epoch + 1,
                      record["dev_f1_per_exit"], score, meta["best_score"], meta["best_epoch"] + 1)
             if flag.signum and not meta["done"]:  # the signal came during the evaluation: saved above

@@ -18,7 +18,6 @@ after the new checkpoint is complete, so a kill never leaves a half-deleted step
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
