@@ -77,6 +77,10 @@ def _train(argv) -> None:
         sys.exit(3)
     except user_errors() as e:
         _fail(e)
+    import jax
+
+    if jax.process_index() != 0:  # multi-host: process 0 speaks for all
+        return
     if not meta.get("done"):
         print(f"stopped at step {meta['step']} (config.train.max_steps); the same command resumes")
         return
