@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vee_jax.measures import (MEASURES, edit_distance, kl_distance, kl_distance_from_self, kl_self_term,
+from vee_jax.measures import (MEASURES, edit_distance, kl_distance,
                               levenshtein, mean_max_prob, normalized_entropy, triangle_labels)
 
 
@@ -144,23 +144,6 @@ def test_kl_is_finite_on_one_hot_tables_and_directional():
     np.testing.assert_allclose(pq, np.log(2) / np.log(3), rtol=1e-5)  # KL(one-hot || half-half) = log 2
     np.testing.assert_allclose(qp, ref_kl(q[0], p[0]), rtol=1e-5)  # clipped at 1e-12, large
     assert qp > 5
-
-
-def test_kl_from_cached_self_term_matches_numpy():
-    """The engine's KL (self term cached per layer, cross term per vote) against the cell-by-cell reference."""
-    rng = np.random.default_rng(3)
-    M, B, L, K = 4, 3, 7, 5
-    hist = np.array(jax.nn.softmax(jnp.asarray(rng.normal(size=(M, B, L, L, K)) * 4), -1))
-    hist[0, 0, :, :, :] = np.eye(K)[0]  # one-hot: clipped logs
-    cur = np.asarray(jax.nn.softmax(jnp.asarray(rng.normal(size=(B, L, L, K)) * 4), -1))
-    lengths = np.asarray([7, 4, 0])
-    self_terms = kl_self_term(jnp.asarray(hist), jnp.asarray(lengths)[None])  # [M, B]
-    got = np.asarray(kl_distance_from_self(jnp.asarray(hist), self_terms, jnp.asarray(cur)[None],
-                                           jnp.asarray(lengths)[None]))
-    for i in range(M):
-        for b in range(B):
-            n = lengths[b]
-            np.testing.assert_allclose(got[i, b], ref_kl(hist[i, b, :n, :n], cur[b, :n, :n]), rtol=1e-5, atol=2e-6)
 
 
 def test_edit_distance_is_levenshtein_not_hamming():

@@ -208,7 +208,6 @@ class _Group:
         T, L = shape
         self.hidden = np.zeros((self.cap, T, config.hidden_size), config.jnp_dtype)
         self.history = np.zeros((self.M, self.cap, L, L, self.K), np.float32) if self.vee else None
-        self.kl_self = np.zeros((self.M, self.cap), np.float32) if engine.uses_kl_self(step_policy) else None
         self.acc = np.zeros((self.cap, L, L, self.K), np.float32) if ensemble else None
         self.buf: dict[int, dict] = {}  # padded size -> host buffers (inputs' padding rows stay zero)
         self.zero_history: dict[int, jax.Array] = {}
@@ -236,7 +235,6 @@ class _Group:
                 "inputs": {k: np.zeros((size,) + v.shape[1:], v.dtype) for k, v in self.inputs.items()},
                 "hidden": np.zeros((size,) + self.hidden.shape[1:], self.hidden.dtype),
                 "history": np.zeros((self.M, size, L, L, self.K), np.float32) if self.vee else None,
-                "kl_self": np.zeros((self.M, size), np.float32) if self.kl_self is not None else None,
             }
         return self.buf[size]
 
@@ -253,27 +251,20 @@ class _Group:
             inputs = jax.device_put(buf["inputs"])
             hidden = engine.embed_step(self.config, self.model["encoder"], inputs)
             self.stats.embed_calls += 1
-            history = kl_self = None
+            history = None
             if self.vee:
                 if size not in self.zero_history:
-                    self.zero_history[size] = (jnp.zeros(buf["history"].shape, jnp.float32),
-                                               jnp.zeros((self.M, size), jnp.float32))
-                history, kl_self = self.zero_history[size]
-                kl_self = kl_self if self.kl_self is not None else None
+                    self.zero_history[size] = jnp.zeros(buf["history"].shape, jnp.float32)
+                history = self.zero_history[size]
         else:
             np.take(self.hidden, slots, axis=0, out=buf["hidden"][:n], mode="clip")
             if self.vee:
                 np.take(self.history, slots, axis=1, out=buf["history"][:, :n], mode="clip")
-            if self.kl_self is not None:
-                np.take(self.kl_self, slots, axis=1, out=buf["kl_self"][:, :n], mode="clip")
-            inputs, hidden, history, kl_self = jax.device_put((buf["inputs"], buf["hidden"], buf["history"],
-                                                               buf["kl_self"]))
-        hidden, probs, _, stop, count, kl_self = engine.layer_vote_step(
+            inputs, hidden, history = jax.device_put((buf["inputs"], buf["hidden"], buf["history"]))
+        hidden, probs, _, stop, count = engine.layer_vote_step(
             self.config, self.model["encoder"], self.model["exits"], self.layer_index[m], hidden, history,
-            inputs, self.knobs, policy=self.policy, pooling=self.pooling, kl_self=kl_self)
-        hidden, probs, stop, count, kl_self = jax.device_get((hidden, probs, stop, count, kl_self))
-        if kl_self is not None:
-            kl_self = kl_self[m, :n]  # this layer's self terms; the earlier ones are in the pool
+            inputs, self.knobs, policy=self.policy, pooling=self.pooling)
+        hidden, probs, stop, count = jax.device_get((hidden, probs, stop, count))
         self.stats._count(n, size)
         hidden, probs, stop, count = hidden[:n], probs[:n], stop[:n], count[:n]
 
@@ -297,8 +288,6 @@ class _Group:
         self.hidden[dest] = hidden[go]
         if self.vee:
             self.history[m, dest] = probs[go]
-        if self.kl_self is not None:
-            self.kl_self[m, dest] = kl_self[go]
         if self.ensemble:
             self.acc[dest] = acc[go]
         self.queues[m + 1].extend(moving.tolist())

@@ -45,7 +45,6 @@ from jax import lax
 
 from .bert import BertConfig, Params, attention_bias, embed, stacked_index, transformer_layer, word_vectors
 from .exits import biaffine, compress_exits, select_exit
-from .measures import kl_self_term
 from .policies import BudgetPolicy, FullPolicy, Policy, VeePolicy, check_policy, split_policy, vote_step
 
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids", "word_index", "word_mask", "word_end", "lengths")
@@ -92,26 +91,17 @@ def _layer_and_exit(config: BertConfig, encoder: Params, exits: Any, bias: jax.A
 
 
 def _layer_vote(step: Callable, policy: Policy, m: jax.Array, hidden: jax.Array, history: jax.Array | None,
-                lengths: jax.Array, knobs: dict, num_layers: int, kl_self: jax.Array | None = None):
+                lengths: jax.Array, knobs: dict, num_layers: int):
     """Layer m, its exit's softmax, the table into the history (VEE), the vote: one iteration.
 
-    ``kl_self`` [M, B] (VEE with KL): each table's ``kl_self_term``, written at its layer, so
-    the vote never takes the log of an earlier table again.
-    Returns ``(hidden, probs [B, L, L, K], history, stop [B], count [B], kl_self)``.
+    Returns ``(hidden, probs [B, L, L, K], history, stop [B], count [B])``.
     """
     hidden, logits = step(m, hidden, True)
     probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
     if history is not None:
         history = lax.dynamic_update_index_in_dim(history, probs, m, 0)
-    if kl_self is not None:
-        kl_self = lax.dynamic_update_index_in_dim(kl_self, kl_self_term(probs, lengths), m, 0)
-    stop, count = vote_step(policy, history, probs, m, lengths, num_layers=num_layers, knobs=knobs, kl_self=kl_self)
-    return hidden, probs, history, stop, count, kl_self
-
-
-def uses_kl_self(policy: Policy) -> bool:
-    """Whether the engine carries ``kl_self`` [M, B] for ``policy`` (VEE with the KL measure)."""
-    return isinstance(policy, VeePolicy) and policy.measure == "kl"
+    stop, count = vote_step(policy, history, probs, m, lengths, num_layers=num_layers, knobs=knobs)
+    return hidden, probs, history, stop, count
 
 
 def _exit_only(exits: Any, m: jax.Array, words: jax.Array) -> jax.Array:
@@ -154,7 +144,6 @@ def _infer(config: BertConfig, encoder: Params, exits: Any, batch: dict, knobs: 
         "hidden": h0,
         "m": jnp.int32(0),
         "history": jnp.zeros((M, B, L, L, K), jnp.float32) if vee else None,
-        "kl_self": jnp.zeros((M, B), jnp.float32) if uses_kl_self(policy) else None,
         "acc": zeros if policy.ensemble else None,
         "count": jnp.zeros(B, jnp.int32),
         "exited": padding_row,
@@ -167,8 +156,8 @@ def _infer(config: BertConfig, encoder: Params, exits: Any, batch: dict, knobs: 
 
     def body(c):
         m = c["m"]
-        hidden, probs, history, stop, count, kl_self = _layer_vote(step, policy, m, c["hidden"], c["history"],
-                                                                   lengths, knobs, M, c["kl_self"])
+        hidden, probs, history, stop, count = _layer_vote(step, policy, m, c["hidden"], c["history"], lengths,
+                                                          knobs, M)
         acc, out = c["acc"], probs
         if policy.ensemble:  # Sec. 5.5.1: mean of the tables of layers 1..m (a running sum)
             acc = acc + probs
@@ -178,7 +167,6 @@ def _infer(config: BertConfig, encoder: Params, exits: Any, batch: dict, knobs: 
             "hidden": hidden,
             "m": m + 1,
             "history": history,
-            "kl_self": kl_self,
             "acc": acc,
             "count": jnp.where(new, count, c["count"]),
             "exited": c["exited"] | stop,
@@ -198,21 +186,18 @@ def embed_step(config: BertConfig, encoder: Params, inputs: dict) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=("config", "policy", "pooling"))
 def layer_vote_step(config: BertConfig, encoder: Params, exits: Any, m: jax.Array, hidden: jax.Array,
-                    history: jax.Array | None, inputs: dict, knobs: dict, policy: Policy, pooling: str = "first",
-                    kl_self: jax.Array | None = None):
+                    history: jax.Array | None, inputs: dict, knobs: dict, policy: Policy, pooling: str = "first"):
     """One iteration of ``vee_infer``'s loop as its own jitted call (host-driven loops, batching).
 
-    m: 0-based layer (traced); hidden [B, T, d]; history [M, B, L, L, K] (VEE; else None);
-    kl_self [M, B] (VEE with KL, optional: the earlier tables' ``kl_self_term``, as returned by
-    the previous call; None recomputes them from the history).
-    Returns ``(hidden, probs [B, L, L, K], history, stop [B] bool, count [B] int32, kl_self)``,
-    where ``probs`` is layer m's own table (no ensemble). The same functions as the fused loop,
-    so the decisions are the same; what differs is a host round trip per layer.
+    m: 0-based layer (traced); hidden [B, T, d]; history [M, B, L, L, K] (VEE; else None).
+    Returns ``(hidden, probs [B, L, L, K], history, stop [B] bool, count [B] int32)``, where
+    ``probs`` is layer m's own table (no ensemble). The same functions as the fused loop, so
+    the decisions are the same; what differs is a host round trip per layer.
     """
     bias = attention_bias(inputs["attention_mask"], hidden.dtype)
     words_of = lambda h: word_vectors(h, inputs["word_index"], inputs["word_mask"], pooling, inputs.get("word_end"))
     step = _layer_and_exit(config, encoder, exits, bias, words_of)
-    return _layer_vote(step, policy, m, hidden, history, inputs["lengths"], knobs, config.num_layers, kl_self)
+    return _layer_vote(step, policy, m, hidden, history, inputs["lengths"], knobs, config.num_layers)
 
 
 def infer_inputs(batch: dict[str, Any], pooling: str = "first") -> dict[str, jax.Array]:

@@ -92,29 +92,6 @@ def kl_distance(p_i: jax.Array, p_m: jax.Array, lengths: jax.Array) -> jax.Array
     return _mean_over_valid_cells(a * (jnp.log(a) - jnp.log(b)), lengths) / jnp.log(K)
 
 
-def kl_self_term(p: jax.Array, lengths: jax.Array) -> jax.Array:
-    """The part of ``kl_distance(p, ., lengths)`` that depends on p alone: ``sum_valid p log p / (log K n)``.
-
-    KL(p_i || p_m) = S(p_i) - C(p_i, p_m): an engine computes S once per layer (its table never
-    changes) and at every later layer pays only the cross term C (``kl_distance_from_self``), a
-    multiply-add over the history instead of a log of every earlier table. Equals
-    ``-normalized_entropy(p, lengths)``. [...].
-    """
-    return -normalized_entropy(p, lengths)
-
-
-def kl_distance_from_self(p_i: jax.Array, self_i: jax.Array, p_m: jax.Array, lengths: jax.Array) -> jax.Array:
-    """``kl_distance(p_i, p_m, lengths)`` given ``self_i = kl_self_term(p_i, lengths)``: ``S_i - C``.
-
-    C = sum_valid p_i log p_m / (log K n), both clipped as in ``kl_distance``. Equal to it up to
-    float rounding (about 1e-6 here, below the offline replay's near-tie band). [...].
-    """
-    K = p_i.shape[-1]
-    a = jnp.clip(p_i.astype(jnp.float32), EPS, 1.0)
-    log_b = jnp.log(jnp.clip(p_m.astype(jnp.float32), EPS, 1.0))
-    return self_i - _mean_over_valid_cells(a * log_b, lengths) / jnp.log(K)
-
-
 def euclidean_distance(p_i: jax.Array, p_m: jax.Array, lengths: jax.Array) -> jax.Array:
     """sqrt(sum_valid ||p_i(s,e) - p_m(s,e)||^2 / n) (NOTES item 1; not divided by K). [...]."""
     sq = jnp.square(p_i.astype(jnp.float32) - p_m.astype(jnp.float32))

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from .config import ConfigError
-from .measures import MEASURES, get_measure, kl_distance_from_self, mean_max_prob, normalized_entropy
+from .measures import MEASURES, get_measure, mean_max_prob, normalized_entropy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,8 +129,7 @@ def split_policy(policy: Policy) -> tuple[Policy, dict[str, float | int]]:
 
 
 def vote_count(
-    measure: str, history: jax.Array, probs_m: jax.Array, m: jax.Array | int, lengths: jax.Array, tau: float,
-    *, kl_self: jax.Array | None = None,
+    measure: str, history: jax.Array, probs_m: jax.Array, m: jax.Array | int, lengths: jax.Array, tau: float
 ) -> jax.Array:
     """VEE's counter at layer m: #{i < m : D(T_i, T_m) <= tau} (Sec. 4.2, NOTES items 1, 4).
 
@@ -140,15 +139,8 @@ def vote_count(
     computation and mask i >= m: at most M small tables, cheaper than a loop of dynamic slices
     (bench/latency.py). The edit distance (a dynamic programme, O(L^4)) loops over the m
     earlier tables only, so an early layer does not pay for later ones.
-
-    kl_self: [M, B] ``measures.kl_self_term`` of the history's tables (entries i < m read), as
-    the engine carries them: KL then costs a multiply-add over the history, no logs of it.
     """
     dist = get_measure(measure)
-    if measure == "kl" and kl_self is not None:
-        d = kl_distance_from_self(history, kl_self, probs_m[None], lengths[None])  # [M, B]
-        earlier = jnp.arange(history.shape[0])[:, None] < m
-        return jnp.sum((d <= tau) & earlier, axis=0).astype(jnp.int32)
     if measure != "edit":
         d = dist(history, probs_m[None], lengths[None])  # [M, B]; KL(p_i || p_m), i the earlier layer
         earlier = jnp.arange(history.shape[0])[:, None] < m
@@ -170,7 +162,6 @@ def vote_step(
     *,
     num_layers: int | None = None,
     knobs: dict[str, jax.Array] | None = None,
-    kl_self: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """The exit decision of every sentence at layer m (0-based index; layer m+1 in the paper).
 
@@ -184,7 +175,6 @@ def vote_step(
       num_layers: M; defaults to ``history.shape[0]``.
       knobs: tau / patience / layer values (may be traced) that replace the policy's own
         (``split_policy``); None: the policy's fields.
-      kl_self: [M, B] cached ``measures.kl_self_term`` of the history (VEE with KL; optional).
     Returns:
       ``(exit [B] bool, count [B] int32)``: exit is True when the sentence stops at this layer
       (always at the last layer); count is VEE's vote count (0 for other policies).
@@ -195,7 +185,7 @@ def vote_step(
     count = jnp.zeros(B, jnp.int32)
     knob = {k: getattr(policy, k) for k in KNOBS if hasattr(policy, k)} | (knobs or {})
     if isinstance(policy, VeePolicy):
-        count = vote_count(policy.measure, history, probs_m, m, lengths, knob["tau"], kl_self=kl_self)
+        count = vote_count(policy.measure, history, probs_m, m, lengths, knob["tau"])
         stop = count >= knob["patience"]  # NOTES item 4
     elif isinstance(policy, EntropyPolicy):
         stop = normalized_entropy(probs_m, lengths) < knob["tau"]  # Eq. 6, NOTES item 2
