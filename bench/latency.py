@@ -146,9 +146,10 @@ def python_loop(config, model, inputs, policy):
     K = model["exits"][0]["b"].shape[-1]
     h = engine.embed_step(config, model["encoder"], inputs)
     history = jnp.zeros((M, B, L, L, K), jnp.float32)
+    kl_self = jnp.zeros((M, B), jnp.float32) if engine.uses_kl_self(static) else None
     for m in range(M):
-        h, probs, history, stop, _ = engine.layer_vote_step(config, model["encoder"], model["exits"], m, h, history,
-                                                            inputs, knobs, static)
+        h, probs, history, stop, _, kl_self = engine.layer_vote_step(
+            config, model["encoder"], model["exits"], m, h, history, inputs, knobs, static, kl_self=kl_self)
         if bool(stop[0]):  # the host round trip each layer
             return probs, m + 1
     return probs, M
@@ -165,6 +166,10 @@ def torch_model(config, backbone_dir, encoder, exit_params):
     bert = BertModel(hf, add_pooling_layer=False).eval()
     bert.load_state_dict({k: torch.from_numpy(v) for k, v in state_from_params(config, encoder).items()}, strict=True)
     last = {k: torch.from_numpy(np.asarray(v[-1], np.float32)) for k, v in exit_params.items() if k != "ffnn"}
+    if "ffnn" in exit_params:  # Yu et al.'s start/end projections (model.ffnn_size)
+        for side in ("start", "end"):
+            for k in ("kernel", "bias"):
+                last[f"ffnn_{side}_{k}"] = torch.from_numpy(np.asarray(exit_params["ffnn"][side][k][-1], np.float32))
 
     class WithExit(torch.nn.Module):
         def __init__(self):
@@ -176,8 +181,12 @@ def torch_model(config, backbone_dir, encoder, exit_params):
         def forward(self, input_ids, attention_mask, word_index):
             h = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[0]
             w = h[word_index]  # [n, d]
-            bil = torch.einsum("si,ikj,ej->sek", w, self.U, w)
-            lin = (w @ self.W_start)[:, None, :] + (w @ self.W_end)[None, :, :]
+            ws = we = w
+            if hasattr(self, "ffnn_start_kernel"):
+                ws = torch.relu(w @ self.ffnn_start_kernel + self.ffnn_start_bias)
+                we = torch.relu(w @ self.ffnn_end_kernel + self.ffnn_end_bias)
+            bil = torch.einsum("si,ikj,ej->sek", ws, self.U, we)
+            lin = (ws @ self.W_start)[:, None, :] + (we @ self.W_end)[None, :, :]
             return torch.softmax(bil + lin + self.b, dim=-1)
 
     return WithExit().eval()
@@ -368,8 +377,9 @@ def main(argv=None):
             rows[-1]["wall_over_layer_speedup"] = rows[-1]["wall_speedup"] / rows[-1]["layer_speedup"]
         return rows
 
-    points = point_rows("vee", pts_low, f"rank {args.exit_rank}")
-    loop_points = point_rows("loop", pts_low, f"rank {args.exit_rank}")
+    low_name = f"rank {args.exit_rank}" if args.exit_rank else "exits as trained"
+    points = point_rows("vee", pts_low, low_name)
+    loop_points = point_rows("loop", pts_low, low_name)
     for a, b in zip(points, loop_points):
         assert (a["exit_layers"] == b["exit_layers"]).all(), "the Python loop must make the engine's decisions"
     exact_points = point_rows("exact", pts_exact, "exact")
