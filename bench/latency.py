@@ -146,10 +146,9 @@ def python_loop(config, model, inputs, policy):
     K = model["exits"][0]["b"].shape[-1]
     h = engine.embed_step(config, model["encoder"], inputs)
     history = jnp.zeros((M, B, L, L, K), jnp.float32)
-    kl_self = jnp.zeros((M, B), jnp.float32) if engine.uses_kl_self(static) else None
     for m in range(M):
-        h, probs, history, stop, _, kl_self = engine.layer_vote_step(
-            config, model["encoder"], model["exits"], m, h, history, inputs, knobs, static, kl_self=kl_self)
+        h, probs, history, stop, _ = engine.layer_vote_step(config, model["encoder"], model["exits"], m, h, history,
+                                                            inputs, knobs, static)
         if bool(stop[0]):  # the host round trip each layer
             return probs, m + 1
     return probs, M
