@@ -1,6 +1,7 @@
 """What an exit and a vote cost inside the engine's loop, as fractions of one layer (batch 1).
 
     python bench/in_loop.py [--exit-rank 128] [--out bench/results/in_loop_cpu.json]
+    python bench/in_loop.py --exit-rank 0 --ffnn-size 64 --out bench/results/in_loop_ffnn64_cpu.json
 
 bench/latency.py times the exit and the vote as standalone jitted calls, which include a
 call's dispatch. Here everything runs inside one ``vee_infer`` call over all M layers, with
@@ -49,12 +50,14 @@ def median_ms(fn, reps: int) -> float:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--exit-rank", type=int, default=128)
+    ap.add_argument("--ffnn-size", type=int, default=0,
+                    help="exits with start/end projections of this size (model.ffnn_size), as trained")
     ap.add_argument("--reps", type=int, default=150)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "in_loop_cpu.json"))
     args = ap.parse_args(argv)
     cfg, params, _ = load_backbone("minilm")
     M = cfg.num_layers
-    ex = init_exits(jax.random.PRNGKey(0), cfg, 6)
+    ex = init_exits(jax.random.PRNGKey(0), cfg, 6, ffnn_size=args.ffnn_size or None)
     model = engine.prepare(cfg, params, ex, exit_rank=args.exit_rank)
     exact = engine.prepare(cfg, params, ex)
     one_exit = jax.jit(lambda ep, w: jax.nn.softmax(biaffine(ep, w), -1))
@@ -90,9 +93,11 @@ def main(argv=None):
         print(row, flush=True)
     dev = jax.devices()[0]
     result = {"machine": f"{cpu_name()}, jax {jax.__version__} on {dev.platform}", "exit_rank": args.exit_rank,
+              "ffnn_size": args.ffnn_size,
               "command": "python bench/in_loop.py " + " ".join(argv or sys.argv[1:]), "rows": rows}
+    exit_name = (f"ffnn {args.ffnn_size}" if args.ffnn_size else "exact") + (f", rank {args.exit_rank}" if args.exit_rank else "")
     md = [f"Machine: {result['machine']}  ", f"Command: `{result['command']}`", "",
-          "| words | subwords | layer ms | exit (rank %d) | vote kl | vote euclidean | vote cosine |" % args.exit_rank,
+          f"| words | subwords | layer ms | exit ({exit_name}) | vote kl | vote euclidean | vote cosine |",
           "|---|---|---|---|---|---|---|"]
     md += [f"| {r['words']} | {r['subwords']} | {r['layer_ms']:.3f} | {r['exit_fraction']:.3f} | "
            f"{r['vote_kl_fraction']:.3f} | {r['vote_euclidean_fraction']:.3f} | {r['vote_cosine_fraction']:.3f} |"

@@ -167,7 +167,7 @@ def _make_workdir(tmp_path: Path, backbone: Path, monkeypatch) -> Path:
     c.data.train = c.data.dev = c.data.test = str(data)
     c.model.backbone = str(backbone)
     c.train.batch_size, c.train.max_steps = 2, 1
-    monkeypatch.setattr(trainer, "train_step", lambda state, batch, **kw: (
+    monkeypatch.setattr(trainer.distributed, "make_train_step", lambda *a, **k: lambda state, batch: (
         state, {"loss": 1.0, "grad_norm": 1.0, "per_exit": [1.0, 1.0, 1.0]}))
     wd = tmp_path / "wd"
     trainer.train_and_evaluate(c, wd)

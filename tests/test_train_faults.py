@@ -26,15 +26,21 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, ti
     c.train.checkpoint_every_steps = 2
     c.train.log_every_steps = 1
 
-    real_step = trainer.train_step
+    real_make = trainer.distributed.make_train_step
 
-    def faulty_step(state, batch, **kw):
-        state, metrics = real_step(state, batch, **kw)
-        if int(state["step"]) == 5:  # inject a non-finite loss at step 5
-            metrics = dict(metrics, loss=jnp.float32(jnp.nan))
-        return state, metrics
+    def make_faulty_step(*args, **kwargs):
+        real_step = real_make(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "train_step", faulty_step)
+        def faulty_step(state, batch):
+            state, metrics = real_step(state, batch)
+            if int(state["step"]) == 5:  # inject a non-finite loss at step 5
+                metrics = dict(metrics, loss=jnp.float32(jnp.nan))
+            return state, metrics
+
+        faulty_step._cache_size = real_step._cache_size
+        return faulty_step
+
+    monkeypatch.setattr(trainer.distributed, "make_train_step", make_faulty_step)
     with pytest.raises(trainer.TrainingError, match=r"non-finite loss \(nan\).* at step 5 .*last good checkpoint"):
         trainer.train_and_evaluate(c, tmp_path / "wd")
     assert checkpoint_manager(tmp_path / "wd", "latest").latest_step() == 4
@@ -65,7 +71,7 @@ def test_signal_during_dev_evaluation_stops_right_after_it(tmp_path, monkeypatch
         evaluated.append(True)
         return {"per_exit": [{"f1": 0.5, "entropy": 0.1}] * 3}
 
-    monkeypatch.setattr(trainer, "train_step", unchanged_step)
+    monkeypatch.setattr(trainer.distributed, "make_train_step", lambda *a, **k: unchanged_step)
     monkeypatch.setattr(trainer, "evaluate_exits", evaluate_with_a_signal)
     wd = tmp_path / "wd"
     with pytest.raises(KeyboardInterrupt, match=r"stopped by signal 15 at the end of epoch 1 \(step 4\)"):
