@@ -2,6 +2,7 @@
 
     python bench/in_loop.py [--exit-rank 128] [--out bench/results/in_loop_cpu.json]
     python bench/in_loop.py --exit-rank 0 --ffnn-size 64 --out bench/results/in_loop_ffnn64_cpu.json
+    python bench/in_loop.py --shape bert-base --exit-rank 0 --out bench/results/in_loop_bert_base_cpu.json
 
 bench/latency.py times the exit and the vote as standalone jitted calls, which include a
 call's dispatch. Here everything runs inside one ``vee_infer`` call over all M layers, with
@@ -10,6 +11,9 @@ policies that never exit early, and the costs are differences:
     full          M layers + 1 exact exit                  (FullPolicy)
     exits         M layers + M exits (+ running sum)       (BudgetPolicy(M, ensemble=True))
     vote_<ms>     M layers + M exits + M votes + history   (VeePolicy(ms, tau=-1, patience=1))
+
+``--shape bert-base``: a random encoder of bert-base's shape (12 layers, hidden 768), the
+paper's model size, to see how the shares scale with the layer.
 
 exit share = (exits - full + exact exit) / M / layer, vote share = (vote - exits) / M / layer,
 with the layer's time = (full - one exact exit) / M and the exact exit timed alone. The MiniLM
@@ -47,15 +51,65 @@ def median_ms(fn, reps: int) -> float:
     return float(np.median(ts)) * 1e3
 
 
+def random_encoder(shape: str):
+    """``(config, params)``: the shipped MiniLM, or random weights of bert-base's shape."""
+    if shape == "minilm":
+        cfg, params, _ = load_backbone("minilm")
+        return cfg, params
+    from vee_jax import BertConfig
+
+    cfg = BertConfig(vocab_size=30522, hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072)
+    keys = iter(jax.random.split(jax.random.PRNGKey(1), 32))
+    d, F, M = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers
+    rnd = lambda *shape: 0.02 * jax.random.normal(next(keys), shape)  # noqa: E731
+    lin = lambda i, o: {"kernel": rnd(M, i, o), "bias": rnd(M, o)}  # noqa: E731
+    ln = lambda n: {"scale": 1 + rnd(M, n), "bias": rnd(M, n)}  # noqa: E731
+    params = {"embeddings": {"word": rnd(cfg.vocab_size, d), "position": rnd(cfg.max_position, d),
+                             "token_type": rnd(2, d), "ln": {"scale": jax.numpy.ones(d), "bias": jax.numpy.zeros(d)}},
+              "layers": {"query": lin(d, d), "key": lin(d, d), "value": lin(d, d), "attn_out": lin(d, d),
+                         "attn_ln": ln(d), "ffn_in": lin(d, F), "ffn_out": lin(F, d), "ffn_ln": ln(d)}}
+    return cfg, params
+
+
+def forced_exit_rows(cfg, exact, model, b, M: int, reps: int) -> list[dict]:
+    """The engine end to end with every sentence exiting at layer k, against the full model.
+
+    ``VeePolicy("kl", tau=1e9, patience=k-1)``: every earlier layer agrees, so the vote passes
+    exactly at layer k, after k layers, k exits and k votes, as a real exit at k would. Timing
+    does not depend on the weights, so this holds for any trained model of this shape.
+    """
+    ks = sorted({2, M // 3, M // 2, (2 * M) // 3, M - 1} - {0, 1})
+    fns = {"full": lambda: engine.vee_infer(cfg, exact["encoder"], exact["exits"], b, FullPolicy())}
+    for k in ks:
+        fns[k] = lambda k=k: engine.vee_infer(cfg, model["encoder"], model["exits"], b, VeePolicy("kl", 1e9, k - 1))
+    for k in ks:
+        assert int(fns[k]()["exit_layer"][0]) == k
+    ts = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, f in fns.items():
+            t = time.perf_counter()
+            jax.block_until_ready(f())
+            ts[k].append(time.perf_counter() - t)
+    full = float(np.median(ts["full"]))
+    out = []
+    for k in ks:
+        wall = full / float(np.median(ts[k]))
+        out.append({"exit_layer": k, "layer_speedup": M / k, "wall_speedup": wall, "wall_over_layer": wall * k / M})
+        print(out[-1], flush=True)
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--exit-rank", type=int, default=128)
     ap.add_argument("--ffnn-size", type=int, default=0,
                     help="exits with start/end projections of this size (model.ffnn_size), as trained")
+    ap.add_argument("--shape", choices=["minilm", "bert-base"], default="minilm",
+                    help="the shipped MiniLM, or random weights of bert-base's shape (timing only)")
     ap.add_argument("--reps", type=int, default=150)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "in_loop_cpu.json"))
     args = ap.parse_args(argv)
-    cfg, params, _ = load_backbone("minilm")
+    cfg, params = random_encoder(args.shape)
     M = cfg.num_layers
     ex = init_exits(jax.random.PRNGKey(0), cfg, 6, ffnn_size=args.ffnn_size or None)
     model = engine.prepare(cfg, params, ex, exit_rank=args.exit_rank)
@@ -91,17 +145,26 @@ def main(argv=None):
                 row[f"{k}_fraction"] = (ms[k] - ms["exits"]) / M / layer
         rows.append(row)
         print(row, flush=True)
+        if L == 32:  # GENIA's mean sentence: end to end at forced exit layers
+            forced = forced_exit_rows(cfg, exact, model, b, M, args.reps)
     dev = jax.devices()[0]
     result = {"machine": f"{cpu_name()}, jax {jax.__version__} on {dev.platform}", "exit_rank": args.exit_rank,
-              "ffnn_size": args.ffnn_size,
-              "command": "python bench/in_loop.py " + " ".join(argv or sys.argv[1:]), "rows": rows}
-    exit_name = (f"ffnn {args.ffnn_size}" if args.ffnn_size else "exact") + (f", rank {args.exit_rank}" if args.exit_rank else "")
-    md = [f"Machine: {result['machine']}  ", f"Command: `{result['command']}`", "",
+              "ffnn_size": args.ffnn_size, "shape": args.shape, "num_layers": M, "hidden_size": cfg.hidden_size,
+              "command": "python bench/in_loop.py " + " ".join(argv or sys.argv[1:]), "rows": rows,
+              "forced_exit_32_words": forced}
+    exit_name = ", ".join([f"ffnn {args.ffnn_size}"] * bool(args.ffnn_size) + [f"rank {args.exit_rank}"] * bool(args.exit_rank)) or "exact"
+    md = [f"Machine: {result['machine']}  ", f"Command: `{result['command']}`  ",
+          f"Encoder: {args.shape} ({M} layers, hidden {cfg.hidden_size})", "",
           f"| words | subwords | layer ms | exit ({exit_name}) | vote kl | vote euclidean | vote cosine |",
           "|---|---|---|---|---|---|---|"]
     md += [f"| {r['words']} | {r['subwords']} | {r['layer_ms']:.3f} | {r['exit_fraction']:.3f} | "
            f"{r['vote_kl_fraction']:.3f} | {r['vote_euclidean_fraction']:.3f} | {r['vote_cosine_fraction']:.3f} |"
            for r in rows]
+    md += ["", "End to end at 32 words (48 subwords), every sentence exiting at layer k (VEE-KL, all exits and votes "
+           "computed), against the full model:", "", "| exit layer | layer speed-up | wall speed-up | wall / layer |",
+           "|---|---|---|---|"]
+    md += [f"| {r['exit_layer']} | {r['layer_speedup']:.2f} | {r['wall_speedup']:.2f} | {r['wall_over_layer']:.2f} |"
+           for r in forced]
     write_results(args.out, result, "\n".join(md) + "\n")
 
 
