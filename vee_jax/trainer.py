@@ -212,7 +212,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         # --- Loop ----------------------------------------------------------------------------
         for epoch in range(int(meta["epoch"]), tc.epochs):
             bar = tqdm(total=steps_per_epoch, initial=int(meta["batch"]), desc=f"epoch {epoch + 1}/{tc.epochs}",
-                       unit="batch", dynamic_ncols=True, disable=not writer or None)
+                       unit="batch", dynamic_ncols=True, **({} if writer else {"disable": True}))
             t0, seen, pos = time.time(), 0, int(meta["batch"])
             for idx, batch in iterate_batches(train_enc, tc.batch_size, shuffle=True, seed=config.seed,
                                               epoch=epoch, skip=pos):
