@@ -2,6 +2,8 @@
 
     python bench/latency.py                                  # GENIA model if trained, else the demo
     python bench/latency.py --workdir ~/vee_runs/genia --sentences 400 --exit-rank 64
+    python bench/latency.py --workdir ~/vee_runs/genia_ffnn64 --exit-rank 0 --out bench/results/cpu_ffnn64.json
+    (a model trained with model.ffnn_size=64: its exits are small as trained, nothing to truncate)
 
 Variants, all on the same sentences with the same trained weights, interleaved sentence by
 sentence so that machine noise hits them alike (ratios within this run are what to trust):
