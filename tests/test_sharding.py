@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import pytest
 from helpers import ROOT, run_script, train_args
 from jax.sharding import PartitionSpec as P
@@ -28,6 +29,20 @@ def test_param_spec_shards_the_largest_divisible_dimension():
     assert param_spec((384,), 2, 1024) == P()  # under min_size: replicated
     assert param_spec((7, 5, 3), 2, 1) == P()  # no dimension divisible
     assert param_spec((3, 384, 1536), 1, 1) == P()  # fsdp=1: replicated
+
+
+def test_mesh_that_does_not_fit_the_devices_is_a_clear_error():
+    import ml_collections
+
+    from vee_jax.config import ConfigError
+    from vee_jax.distributed import make_mesh
+
+    one = jax.devices()[:1]
+    with pytest.raises(ConfigError, match=r"config.mesh.data=2 x config.mesh.fsdp=1 = 2 devices, but 1 are available"):
+        make_mesh(ml_collections.ConfigDict({"data": 2, "fsdp": 1}), one)
+    with pytest.raises(ConfigError, match=r"config.mesh.fsdp=3 must be >= 1 and divide the 1 devices"):
+        make_mesh(ml_collections.ConfigDict({"data": -1, "fsdp": 3}), one)
+    assert make_mesh(ml_collections.ConfigDict({"data": -1, "fsdp": 1}), one).shape == {"data": 1, "fsdp": 1}
 
 
 def test_train_steps_on_meshes_match_one_device():
