@@ -72,7 +72,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh.data = -1  # devices on the data axis; -1 = every device / fsdp
     c.mesh.fsdp = 1  # > 1: shard parameters and optimiser state over this many devices
     c.mesh.fsdp_min_size = 16384  # arrays with fewer elements stay replicated
-    c.mesh.coordinator = ""  # host:port of process 0 for multi-host ("" = $JAX_COORDINATOR_ADDRESS or one process)
+    c.mesh.coordinator = ""  # multi-host: host:port of process 0, or "auto" (Slurm, Open MPI, TPU); "" = $JAX_COORDINATOR_ADDRESS or one process
     c.mesh.num_processes = 0  # 0 = $JAX_NUM_PROCESSES (or JAX's own detection: Slurm, Open MPI, TPU)
     c.mesh.process_id = -1  # -1 = $JAX_PROCESS_ID
     return c

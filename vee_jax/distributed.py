@@ -45,11 +45,17 @@ def initialize(mesh_config: ml_collections.ConfigDict) -> None:
     Asked when ``mesh.coordinator`` or the environment variable ``JAX_COORDINATOR_ADDRESS``
     names the coordinator (``host:port`` of process 0). The process count and this process's
     id come from ``mesh.num_processes`` / ``mesh.process_id`` or ``JAX_NUM_PROCESSES`` /
-    ``JAX_PROCESS_ID``; on Slurm, Open MPI and TPU pods JAX finds them itself. Must run before
-    any JAX computation; a second call in the same process does nothing.
+    ``JAX_PROCESS_ID``. ``mesh.coordinator = "auto"``: JAX detects all three (Slurm, Open MPI,
+    TPU pods). Must run before any JAX computation; a second call in the same process does
+    nothing.
     """
     coordinator = mesh_config.get("coordinator", "") or os.environ.get("JAX_COORDINATOR_ADDRESS", "")
     if not coordinator or _initialized():
+        return
+    if coordinator == "auto":
+        jax.distributed.initialize()
+        log.info("process %d of %d joined (cluster detected by JAX): %d local / %d global devices",
+                 jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count())
         return
     num = int(mesh_config.get("num_processes", 0) or os.environ.get("JAX_NUM_PROCESSES", 0) or 0) or None
     pid = mesh_config.get("process_id", -1)
