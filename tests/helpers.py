@@ -46,6 +46,14 @@ def run_script(args: list[str], cwd: Path = ROOT, timeout: int = 600, env: dict 
     return subprocess.run([sys.executable, *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout)
 
 
+def logged_losses(workdir: Path) -> dict[int, float]:
+    """``{step: loss}`` from a workdir's metrics.jsonl (the per-step records)."""
+    import json
+
+    return {r["step"]: r["loss"] for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())
+            if "loss" in r}
+
+
 def train_args(workdir: Path, data: Path, backbone: Path, *extra: str) -> list[str]:
     """train.py on the ``tiny_data`` fixture's files: 2 epochs, batches of 4, a loss logged every step."""
     return ["train.py", "--config", "configs/demo.py", "--workdir", str(workdir),

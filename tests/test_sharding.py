@@ -10,7 +10,7 @@ import json
 
 import jax
 import pytest
-from helpers import ROOT, run_script, train_args
+from helpers import ROOT, logged_losses, run_script, train_args
 from jax.sharding import PartitionSpec as P
 
 from vee_jax.distributed import param_spec
@@ -71,11 +71,6 @@ def test_checkpoint_restores_across_meshes(tmp_path):
     assert out["meta_8"]["step"] == 1 and out["meta_1"]["step"] == 2
 
 
-def _losses(workdir):
-    return {r["step"]: r["loss"] for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())
-            if "loss" in r}
-
-
 def test_train_py_on_eight_devices_resumes_on_one_and_eval_shards(tmp_path, tiny_data, tiny_minilm_vocab_dir):
     """train.py on data=4 x fsdp=2 for 3 steps, resumed on 1 device to the end of epoch 1: the same
     losses as a run on 1 device; eval.py --mesh-data 8 gives the same results as on 1 device."""
@@ -90,7 +85,7 @@ def test_train_py_on_eight_devices_resumes_on_one_and_eval_shards(tmp_path, tiny
     r = run_script(train_args(run, tiny_data, tiny_minilm_vocab_dir, *one))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resumed from" in r.stderr and "mesh: data=1 x fsdp=1 over 1 cpu" in r.stderr
-    want, got = _losses(ref), _losses(run)
+    want, got = logged_losses(ref), logged_losses(run)
     assert sorted(got) == sorted(want) and len(want) >= 4
     for step in want:
         assert got[step] == pytest.approx(want[step], rel=1e-5), step

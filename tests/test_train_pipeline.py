@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from helpers import ROOT, run_script as _run, train_args as _train_args  # noqa: E402
+from helpers import ROOT, logged_losses as _losses, run_script as _run, train_args as _train_args  # noqa: E402
 
 
 def _start(args):
@@ -45,11 +45,6 @@ def _wait_for_step(workdir, step, proc, timeout=400):
 
 def _checkpoint_steps(workdir):
     return sorted(int(x.name) for x in (workdir / "checkpoints" / "latest").iterdir() if x.name.isdigit())
-
-
-def _losses(workdir):
-    return {r["step"]: r["loss"] for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())
-            if "loss" in r}
 
 
 def test_train_resume_eval(tmp_path, tiny_data, tiny_minilm_vocab_dir):

@@ -208,12 +208,15 @@ def make_train_step(spec, optimizer, mesh: Mesh, state_sh: Any):
 
 
 def make_eval_step(spec, mesh: Mesh, params_sh: Any):
-    """``training._eval_step`` jitted for ``mesh``: ``(params, batch) -> [M, B, L, L, K]``,
-    replicated so that every process can decode every sentence."""
+    """``training._eval_step`` for ``mesh``: ``(state, batch) -> probs [M, B, L, L, K]`` numpy.
+
+    ``state["params"]`` laid out as ``params_sh``; ``batch`` a host batch (``data.collate``),
+    split over ``(data, fsdp)`` here; the tables come back replicated, so every process can
+    decode every sentence. The ``step`` that ``evaluation.evaluate_exits`` takes.
+    """
     from .training import _eval_step
 
-    def step(params, batch):
-        return _eval_step({"params": params}, batch, spec=spec)
-
-    return jax.jit(step, in_shardings=(params_sh, NamedSharding(mesh, BATCH)), out_shardings=replicated(mesh))
+    jitted = jax.jit(lambda params, batch: _eval_step({"params": params}, batch, spec=spec),
+                     in_shardings=(params_sh, NamedSharding(mesh, BATCH)), out_shardings=replicated(mesh))
+    return lambda state, batch: to_host(jitted(state["params"], shard_batch(batch, mesh)))
 

@@ -9,6 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from . import distributed
 from .config import ConfigError
 from .data.features import encode_sentences
 from .data.splits import check_labels, load_split, read_file, require_sentences
@@ -17,7 +18,6 @@ from .policies import check_policy, make_policy
 from .trainer import build_optimizer, build_spec
 from .training import init_state
 from .weights import BackboneError, load_backbone, param_shapes, tokenizer_fingerprint
-from . import distributed
 from .workdir import WorkdirError, checkpoint_manager, load_run_info, restore_checkpoint
 
 log = logging.getLogger("vee_jax")
@@ -110,9 +110,9 @@ def run_eval(args) -> dict[str, Any]:
     config, info, spec, state, sentences, encoded, name = _load_eval_data(args)
     step = None
     if mesh is not None:
-        params = distributed.place(state["params"], distributed.state_shardings(state["params"], mesh))
-        eval_step = distributed.make_eval_step(spec, mesh, distributed.state_shardings(params, mesh))
-        step = lambda st, b: distributed.to_host(eval_step(params, distributed.shard_batch(b, mesh)))  # noqa: E731
+        params_sh = distributed.state_shardings(state["params"], mesh)
+        state = {"params": distributed.place(state["params"], params_sh)}
+        step = distributed.make_eval_step(spec, mesh, params_sh)
     result = evaluate_exits(state, spec, sentences, encoded, info["labels"], info["nested"], args.batch_size,
                             progress=not args.quiet, step=step)
     result.update(split=args.split if not args.data else args.data, checkpoint=args.checkpoint,

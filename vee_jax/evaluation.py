@@ -179,7 +179,10 @@ def evaluate_policy(
     if mesh is not None:
         from .distributed import place, replicated, shard_batch
 
-        model, exact = (place(m, jax.tree.map(lambda _: replicated(mesh), m)) for m in (model, exact))
+        on_every_device = lambda m: place(m, jax.tree.map(lambda _: replicated(mesh), m))  # noqa: E731
+        same = exact is model  # exit_rank 0: the policy runs the exact exits, one copy
+        model = on_every_device(model)
+        exact = model if same else on_every_device(exact)
         batches = [(idx, shard_batch(b, mesh)) for idx, b in host_batches]
     _warm_up(spec, model, batches, policy)
     _warm_up(spec, exact, batches, FullPolicy())

@@ -255,8 +255,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             # --- Dev evaluation, best checkpoint, early stopping -------------------------
             t1 = time.time()
             res = evaluate_exits(state, spec, dev, dev_enc, labels, config.data.nested, tc.eval_batch_size,
-                                 step=lambda st, b: distributed.to_host(
-                                     eval_step(st["params"], distributed.shard_batch(b, mesh))))
+                                 step=eval_step)
             score = dev_score(res, tc.select_by)
             improved = score > meta["best_score"]
             if improved:
