@@ -147,7 +147,7 @@ def python_loop(config, model, inputs, policy):
     B, L = inputs["word_index"].shape
     K = model["exits"][0]["b"].shape[-1]
     h = engine.embed_step(config, model["encoder"], inputs)
-    history = jnp.zeros((M, B, L, L, K), jnp.float32)
+    history = engine.empty_history(static, M, B, L, K)
     for m in range(M):
         h, probs, history, stop, _ = engine.layer_vote_step(config, model["encoder"], model["exits"], m, h, history,
                                                             inputs, knobs, static)

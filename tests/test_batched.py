@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ import pytest
 from vee_jax import BertConfig, batched_infer, init_exits, vee_infer
 from vee_jax.batched import batch_sizes
 from vee_jax.data.features import SUBWORD_BUCKETS, Encoded, bucket, bucket_shapes, collate
-from vee_jax.engine import embed_step, layer_vote_step, prepare
+from vee_jax.engine import embed_step, layer_exit_step, prepare, vote_on_earlier
 from vee_jax.offline import exit_probs, layer_distances, layer_signals
 from vee_jax.policies import EntropyPolicy, FullPolicy, MaxProbPolicy, VeePolicy
 
@@ -125,17 +127,27 @@ def test_schedule_runs_full_batches_and_bounds_the_state(policies):
 
 
 def test_compilations_bounded_by_shapes_times_batch_sizes(policies):
-    """The layer index, tau and patience are traced: one compilation per (shape, padded size)."""
+    """One layer program per (shape, padded size) for all M layers; votes per number of earlier tables.
+
+    The layer's weights are arguments, so every layer shares a compilation; the vote reads the
+    m earlier tables (m = 1..M-1), so it compiles per m, a small program. Tau, patience and
+    the layer index are traced: new numbers or the ensemble compile nothing.
+    """
     size = 3  # padded sizes (1, 2, 3): 3 is new to this module, so something compiles here
     bound = len(SHAPES) * len(batch_sizes(size))
-    before, embeds = layer_vote_step._cache_size(), embed_step._cache_size()
+    before, embeds, votes = layer_exit_step._cache_size(), embed_step._cache_size(), vote_on_earlier._cache_size()
     batched_infer(CFG, MODEL, ENCODED, policies["vee-kl-p1"], batch_size=size)
-    after = layer_vote_step._cache_size()
+    after, votes_after = layer_exit_step._cache_size(), vote_on_earlier._cache_size()
     assert 1 <= after - before <= bound
     assert embed_step._cache_size() - embeds <= bound
-    for policy in (policies["vee-kl-p2"], policies["vee-kl-p2-ensemble"]):
+    assert 1 <= votes_after - votes <= bound * (CFG.num_layers - 1)
+    # Other numbers with the same decisions (safe_tau keeps 1e-3 from every distance), and the
+    # ensemble: the same schedule, so the same shapes, and nothing new compiles.
+    p1 = policies["vee-kl-p1"]
+    for policy in (dataclasses.replace(p1, tau=p1.tau + 1e-4), policies["vee-kl-p1-ensemble"]):
         batched_infer(CFG, MODEL, ENCODED, policy, batch_size=size)
-    assert layer_vote_step._cache_size() == after  # new numbers or the ensemble: no new compilation
+    assert layer_exit_step._cache_size() == after
+    assert vote_on_earlier._cache_size() == votes_after
 
 
 def test_empty_input():

@@ -2,8 +2,9 @@
 
 ``engine.vee_infer`` runs a batch in one ``lax.while_loop`` until its slowest sentence exits,
 so at batch 32 a batch costs about as much as the full model. ``batched_infer`` instead drives
-the layers from the host, one jitted ``engine.layer_vote_step`` call per (layer, batch), and
-refills every batch with sentences that are still running:
+the layers from the host, one jitted ``engine.layer_exit_step`` (the layer, its exit, softmax)
+and one ``engine.vote_on_earlier`` call per (layer, batch), and refills every batch with
+sentences that are still running:
 
 - Sentences are grouped by their padded shape (T, L) (``data.features.bucket_shapes``). Each
   group has a queue per layer m (0-based): the sentences whose next layer is m. Queue 0 holds
@@ -17,15 +18,21 @@ refills every batch with sentences that are still running:
   lives in a fixed pool of ``M * batch_size`` slots per group whatever the data size; rules 1
   and 2 run full batches, and padding is only paid at a group's tail.
 - A batch of n sentences is padded to the smallest size >= n in ``batch_sizes(batch_size)``
-  (the powers of two below ``batch_size``, and ``batch_size``): ``layer_vote_step`` compiles
-  at most once per (shape, padded batch size) per policy kind, since the layer index, tau and
-  patience are traced. Padding rows have an all-zero ``attention_mask`` and length 0; their
-  outputs are never read.
+  (the powers of two below ``batch_size``, and ``batch_size``): ``layer_exit_step`` compiles
+  at most once per (shape, padded batch size), for all layers (their weights are arguments);
+  the vote at layer m reads only the m earlier tables (with their KL self terms), so it
+  compiles per (shape, padded size, m), a small program; tau and patience are traced.
+  Padding rows have an all-zero ``attention_mask`` and length 0; their outputs are never read.
 - After each call, a sentence whose ``stop`` is set records its exit (layer m's table, or with
   ``policy.ensemble`` the mean of the tables of layers 1..m as in ``vee_infer``), the others
   move to queue m + 1 with their new hidden state, their table written into their history
   (VEE) and added to their running sum (ensemble). So no sentence runs a layer past its exit,
   and the decisions are those of ``vee_infer`` on each sentence alone (tested).
+- Why it is fast (bench/latency.py, README "Performance"): a vote over all M history slots,
+  as ``vee_infer`` carries them, cost about a layer at batch 32 and 96 words; over the m
+  earlier tables with cached KL self terms it costs a tenth of that. And the process keeps
+  freed memory (``allocator.keep_freed_memory``): with glibc's defaults every per-layer call
+  page-faulted its temporaries in again (a layer cost 1.24x what it costs inside one call).
 
 ``FullPolicy`` and ``BudgetPolicy`` without ensemble exit every sentence at the same layer, so
 nothing is gained by scheduling: they run ``vee_infer`` on whole batches.
@@ -42,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import engine
+from .allocator import keep_freed_memory
 from .bert import BertConfig
 from .data.features import SUBWORD_BUCKETS, Encoded, bucket, bucket_shapes, collate
 from .policies import BudgetPolicy, FullPolicy, Policy, VeePolicy, check_policy
@@ -54,7 +62,7 @@ _WORD_KEYS = ("word_index", "word_mask")
 class BatchStats:
     """What a ``batched_infer`` run computed.
 
-    layer_calls: layer executions on a padded batch (one ``layer_vote_step`` call each; with
+    layer_calls: layer executions on a padded batch (one ``layer_exit_step`` call each; with
       the ``vee_infer`` path of full/budget, the layers each batch ran).
     embed_calls: embedding calls (one per batch of new sentences).
     sentence_layers: layers run by real sentences (= the sum of their exit layers).
@@ -133,21 +141,23 @@ def batched_infer(
       ``"exit_layer": int`` 1-based, ``"votes": int`` VEE's count at the exit (0 for other
       policies)``}``; ``stats`` a ``BatchStats``.
 
-    Cost of one layer call (b real sentences padded to B' rows; shape (T, L), d hidden, M
-    layers, K classes): one ``layer_vote_step`` (plus one ``embed_step`` when it starts new
-    sentences, whose hidden state stays on the device); on the host, numpy gathers of the b
-    rows into preallocated buffers (T x 3 + L x 2 ints, T x d hidden, and for VEE the
-    M x L x L x K history floats per row), one ``device_put`` of them, one ``device_get`` of
-    the new hidden state [B', T, d], the tables [B', L, L, K] and two [B'] vectors, and
-    scatters of the survivors' rows back into the pool (their table into the history, not the
-    whole history back). Python work per sentence is only its result (a copy of its
-    [n, n, K] table). The history is the largest transfer: cheap on CPU, where the device's
-    memory is the host's, but on a GPU a device-resident pool would avoid it. Measured on 2
-    busy CPU cores, a MiniLM-sized random encoder (d 384, M 6, K 6) at B 32, T 48, L 48:
-    about 6 ms of host work per call against about 65 ms in ``layer_vote_step``.
+    Cost of one layer call at layer m (b real sentences padded to B' rows; shape (T, L), d
+    hidden, K classes): one ``layer_exit_step`` and one ``vote_on_earlier`` (plus one
+    ``embed_step`` when it starts new sentences, whose hidden state stays on the device); on
+    the host, numpy gathers of the b rows into preallocated buffers (T x 3 + L x 2 ints, T x d
+    hidden, and for VEE the m x L x L x K earlier tables and m KL self terms per row), one
+    ``device_put`` of them, one ``device_get`` of the new hidden state [B', T, d], the tables
+    [B', L, L, K] and three [B'] vectors, and scatters of the survivors' rows back into the pool
+    (their table into the history, not the whole history back). Python work per sentence is
+    only its result (a copy of its [n, n, K] table). The earlier tables are the largest
+    transfer: cheap on CPU, where the device's memory is the host's, but on a GPU a
+    device-resident pool would avoid it. Profile (GENIA test, MiniLM, batch 32, VEE-KL at 5.0
+    layers on average, 2 CPU cores): 80% of the time in ``layer_exit_step``, 7% in votes,
+    12% on the host.
     """
     M = config.num_layers
     check_policy(policy, M)
+    keep_freed_memory()  # one call per layer and batch: large temporaries must not page-fault each time
     stats = BatchStats()
     results: list[dict[str, Any] | None] = [None] * len(encoded)
     if not encoded:
@@ -207,7 +217,10 @@ class _Group:
         self.slot = np.full(N, -1)
         T, L = shape
         self.hidden = np.zeros((self.cap, T, config.hidden_size), config.jnp_dtype)
-        self.history = np.zeros((self.M, self.cap, L, L, self.K), np.float32) if self.vee else None
+        # Layer m's table waits here for the votes of layers m+1..M-1 (the last one's is never read).
+        self.history = np.zeros((max(self.M - 1, 1), self.cap, L, L, self.K), np.float32) if self.vee else None
+        self.kl = self.vee and step_policy.measure == "kl"  # each table's KL self term rides along
+        self.history_kl = np.zeros(self.history.shape[:2], np.float32) if self.kl else None
         self.acc = np.zeros((self.cap, L, L, self.K), np.float32) if ensemble else None
         self.buf: dict[int, dict] = {}  # padded size -> host buffers (inputs' padding rows stay zero)
         self.zero_history: dict[int, jax.Array] = {}
@@ -234,7 +247,8 @@ class _Group:
             self.buf[size] = {
                 "inputs": {k: np.zeros((size,) + v.shape[1:], v.dtype) for k, v in self.inputs.items()},
                 "hidden": np.zeros((size,) + self.hidden.shape[1:], self.hidden.dtype),
-                "history": np.zeros((self.M, size, L, L, self.K), np.float32) if self.vee else None,
+                "history": np.zeros((max(self.M - 1, 1), size, L, L, self.K), np.float32) if self.vee else None,
+                "history_kl": np.zeros((max(self.M - 1, 1), size), np.float32) if self.kl else None,
             }
         return self.buf[size]
 
@@ -251,20 +265,25 @@ class _Group:
             inputs = jax.device_put(buf["inputs"])
             hidden = engine.embed_step(self.config, self.model["encoder"], inputs)
             self.stats.embed_calls += 1
-            history = None
-            if self.vee:
-                if size not in self.zero_history:
-                    self.zero_history[size] = jnp.zeros(buf["history"].shape, jnp.float32)
-                history = self.zero_history[size]
         else:
             np.take(self.hidden, slots, axis=0, out=buf["hidden"][:n], mode="clip")
-            if self.vee:
-                np.take(self.history, slots, axis=1, out=buf["history"][:, :n], mode="clip")
-            inputs, hidden, history = jax.device_put((buf["inputs"], buf["hidden"], buf["history"]))
-        hidden, probs, _, stop, count = engine.layer_vote_step(
-            self.config, self.model["encoder"], self.model["exits"], self.layer_index[m], hidden, history,
-            inputs, self.knobs, policy=self.policy, pooling=self.pooling)
-        hidden, probs, stop, count = jax.device_get((hidden, probs, stop, count))
+            inputs, hidden = jax.device_put((buf["inputs"], buf["hidden"]))
+        earlier = earlier_kl = None
+        if self.vee and m == 0:  # nothing to compare with: one unread table (vote_on_earlier)
+            if size not in self.zero_history:
+                self.zero_history[size] = (jnp.zeros(buf["history"][:1].shape, jnp.float32),
+                                           jnp.zeros((1, size), jnp.float32) if self.kl else None)
+            earlier, earlier_kl = self.zero_history[size]
+        elif self.vee:  # only the m tables before layer m, not the whole history
+            np.take(self.history[:m], slots, axis=1, out=buf["history"][:m, :n], mode="clip")
+            if self.kl:
+                np.take(self.history_kl[:m], slots, axis=1, out=buf["history_kl"][:m, :n], mode="clip")
+            earlier, earlier_kl = jax.device_put((buf["history"][:m], buf["history_kl"][:m] if self.kl else None))
+        hidden, probs = engine.layer_exit_step(self.config, self.model["encoder"]["layers"][m],
+                                               self.model["exits"][m], hidden, inputs, pooling=self.pooling)
+        stop, count, kl = engine.vote_on_earlier(self.policy, earlier, earlier_kl, probs, self.layer_index[m],
+                                                 inputs["lengths"], self.knobs, num_layers=self.M)
+        hidden, probs, stop, count, kl = jax.device_get((hidden, probs, stop, count, kl))
         self.stats._count(n, size)
         hidden, probs, stop, count = hidden[:n], probs[:n], stop[:n], count[:n]
 
@@ -286,8 +305,10 @@ class _Group:
             self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.cap - len(self.free))
         dest = self.slot[moving]
         self.hidden[dest] = hidden[go]
-        if self.vee:
+        if self.vee and m < self.M - 1:
             self.history[m, dest] = probs[go]
+            if self.kl:
+                self.history_kl[m, dest] = kl[:n][go]
         if self.ensemble:
             self.acc[dest] = acc[go]
         self.queues[m + 1].extend(moving.tolist())

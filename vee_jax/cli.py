@@ -12,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .allocator import keep_freed_memory
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -183,6 +184,7 @@ def eval_main(argv: list[str] | None = None) -> None:
     figures, Table 1 chosen on dev with paired bootstraps) under ``workdir/sweeps``.
     """
     args = eval_parser().parse_args(argv)
+    keep_freed_memory()  # many jitted calls on large batches: no page faults at each (allocator.py)
     _setup_logging()
     from .evaluate_cli import run_eval, run_policy_eval
 
@@ -266,6 +268,7 @@ def predict_main(argv: list[str] | None = None) -> None:
     import contextlib
 
     args = predict_parser().parse_args(argv)
+    keep_freed_memory()  # many jitted calls on large batches: no page faults at each (allocator.py)
     _setup_logging()
     if args.quiet:
         logging.getLogger("vee_jax").setLevel(logging.WARNING)
@@ -360,6 +363,7 @@ def serve_main(argv: list[str] | None = None) -> None:
     import time
 
     args = serve_parser().parse_args(argv)
+    keep_freed_memory()  # many jitted calls on large batches: no page faults at each (allocator.py)
     _setup_logging()
     log = logging.getLogger("vee_jax")
     from .predict import Predictor, policy_to_dict

@@ -5,7 +5,8 @@ Each iteration runs one transformer layer (``transformer_layer``), that layer's 
 
     hidden     [B, T, d]        the current hidden state
     m          int32 []         the next layer to run (0-based)
-    history    [M, B, L, L, K]  every layer's table so far (VEE only; others carry none)
+    history    {"tables": [M, B, L, L, K], "kl": [M, B]}  every layer's table so far and, for
+                                the KL measure, its self term (VEE only; others carry none)
     acc        [B, L, L, K]     running sum of the tables (cross-layer ensemble only)
     count      [B] int32        the vote count at the exit layer (VEE)
     exited     [B] bool         sentences that have stopped
@@ -46,6 +47,7 @@ from jax import lax
 
 from .bert import BertConfig, Params, attention_bias, embed, stacked_index, transformer_layer, word_vectors
 from .exits import biaffine, compress_exits, select_exit
+from .measures import kl_self_term
 from .policies import BudgetPolicy, FullPolicy, Policy, VeePolicy, check_policy, split_policy, vote_step
 
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids", "word_index", "word_mask", "word_end", "lengths")
@@ -91,7 +93,19 @@ def _layer_and_exit(config: BertConfig, encoder: Params, exits: Any, bias: jax.A
     return step
 
 
-def _layer_vote(step: Callable, policy: Policy, m: jax.Array, hidden: jax.Array, history: jax.Array | None,
+def empty_history(policy: Policy, M: int, B: int, L: int, K: int) -> dict | None:
+    """VEE's history before layer 1: ``{"tables": [M, B, L, L, K]}`` zeros, plus ``"kl": [M, B]``
+    (each table's ``measures.kl_self_term``, written with the table) for the KL measure;
+    None for the other policies."""
+    if not isinstance(policy, VeePolicy):
+        return None
+    history = {"tables": jnp.zeros((M, B, L, L, K), jnp.float32)}
+    if policy.measure == "kl":
+        history["kl"] = jnp.zeros((M, B), jnp.float32)
+    return history
+
+
+def _layer_vote(step: Callable, policy: Policy, m: jax.Array, hidden: jax.Array, history: dict | None,
                 lengths: jax.Array, knobs: dict, num_layers: int):
     """Layer m, its exit's softmax, the table into the history (VEE), the vote: one iteration.
 
@@ -99,9 +113,13 @@ def _layer_vote(step: Callable, policy: Policy, m: jax.Array, hidden: jax.Array,
     """
     hidden, logits = step(m, hidden, True)
     probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    tables = kl = None
     if history is not None:
-        history = lax.dynamic_update_index_in_dim(history, probs, m, 0)
-    stop, count = vote_step(policy, history, probs, m, lengths, num_layers=num_layers, knobs=knobs)
+        tables = lax.dynamic_update_index_in_dim(history["tables"], probs, m, 0)
+        if "kl" in history:  # the new table's self term, once; later votes reuse it
+            kl = lax.dynamic_update_index_in_dim(history["kl"], kl_self_term(probs, lengths), m, 0)
+        history = {"tables": tables} | ({"kl": kl} if kl is not None else {})
+    stop, count = vote_step(policy, tables, probs, m, lengths, num_layers=num_layers, knobs=knobs, history_kl=kl)
     return hidden, probs, history, stop, count
 
 
@@ -119,7 +137,6 @@ def _infer(config: BertConfig, encoder: Params, exits: Any, batch: dict, knobs: 
     lengths = batch["lengths"]
     B, L = batch["word_index"].shape
     K = (exits[0] if isinstance(exits, tuple) else exits)["b"].shape[-1]
-    vee = isinstance(policy, VeePolicy)
 
     h0 = embed(config, encoder, ids, mask, batch.get("token_type_ids"))
     bias = attention_bias(mask, h0.dtype)
@@ -144,7 +161,7 @@ def _infer(config: BertConfig, encoder: Params, exits: Any, batch: dict, knobs: 
     init = {
         "hidden": h0,
         "m": jnp.int32(0),
-        "history": jnp.zeros((M, B, L, L, K), jnp.float32) if vee else None,
+        "history": empty_history(policy, M, B, L, K),
         "acc": zeros if policy.ensemble else None,
         "count": jnp.zeros(B, jnp.int32),
         "exited": padding_row,
@@ -190,7 +207,8 @@ def layer_vote_step(config: BertConfig, encoder: Params, exits: Any, m: jax.Arra
                     history: jax.Array | None, inputs: dict, knobs: dict, policy: Policy, pooling: str = "first"):
     """One iteration of ``vee_infer``'s loop as its own jitted call (host-driven loops, batching).
 
-    m: 0-based layer (traced); hidden [B, T, d]; history [M, B, L, L, K] (VEE; else None).
+    m: 0-based layer (traced); hidden [B, T, d]; history: ``empty_history(...)`` before
+    layer 1, then this function's output (VEE; else None).
     Returns ``(hidden, probs [B, L, L, K], history, stop [B] bool, count [B] int32)``, where
     ``probs`` is layer m's own table (no ensemble). The same functions as the fused loop, so
     the decisions are the same; what differs is a host round trip per layer.
@@ -199,6 +217,41 @@ def layer_vote_step(config: BertConfig, encoder: Params, exits: Any, m: jax.Arra
     words_of = lambda h: word_vectors(h, inputs["word_index"], inputs["word_mask"], pooling, inputs.get("word_end"))
     step = _layer_and_exit(config, encoder, exits, bias, words_of)
     return _layer_vote(step, policy, m, hidden, history, inputs["lengths"], knobs, config.num_layers)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "pooling"))
+def layer_exit_step(config: BertConfig, layer: Params, exit: Params, hidden: jax.Array, inputs: dict,
+                    pooling: str = "first") -> tuple[jax.Array, jax.Array]:
+    """One layer and its exit's softmax, with that layer's weights passed in (``batched_infer``).
+
+    layer, exit: one layer's and one exit's pytree (``prepare(...)["encoder"]["layers"][m]``,
+    ``["exits"][m]``); hidden [B, T, d]. Returns ``(hidden [B, T, d], probs [B, L, L, K])``.
+    Every layer has the same shapes, so one compilation per batch shape serves all M layers,
+    and the program holds one layer, not ``lax.switch``'s M branches.
+    """
+    bias = attention_bias(inputs["attention_mask"], hidden.dtype)
+    hidden = transformer_layer(config, layer, hidden, bias)
+    words = word_vectors(hidden, inputs["word_index"], inputs["word_mask"], pooling, inputs.get("word_end"))
+    return hidden, jax.nn.softmax(biaffine(exit, words).astype(jnp.float32), axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames=("policy", "num_layers"))
+def vote_on_earlier(policy: Policy, earlier: jax.Array | None, earlier_kl: jax.Array | None, probs: jax.Array,
+                    m: jax.Array, lengths: jax.Array, knobs: dict, num_layers: int):
+    """``policies.vote_step`` on layer m's table against only the tables before it.
+
+    earlier: [E, B, L, L, K] with E = max(m, 1): the tables of layers 0..m-1 (at m = 0 one
+    unread table); None for policies without a vote. earlier_kl: [E, B] their
+    ``measures.kl_self_term`` (VEE with KL; else None). probs: [B, L, L, K] layer m's table;
+    m: 0-based (traced); lengths [B]. Returns ``(stop [B] bool, count [B] int32, kl [B])``
+    with ``kl`` the self term of ``probs`` for later votes (None unless VEE with KL).
+    A vote at layer m reads m tables instead of the M slots ``vee_infer`` carries: with all
+    M, a vote cost about as much as a layer at batch 32 and 96 words (bench/latency.py).
+    """
+    kl = kl_self_term(probs, lengths) if earlier_kl is not None else None
+    stop, count = vote_step(policy, earlier, probs, m, lengths, num_layers=num_layers, knobs=knobs,
+                            history_kl=earlier_kl)
+    return stop, count, kl
 
 
 def infer_inputs(batch: dict[str, Any], pooling: str = "first") -> dict[str, jax.Array]:

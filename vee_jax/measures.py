@@ -80,16 +80,45 @@ def mean_max_prob(probs: jax.Array, lengths: jax.Array) -> jax.Array:
 
 
 # --- distances between two tables (Sec. 4.1, NOTES item 1) ----------------------------------
+def kl_self_term(p: jax.Array, lengths: jax.Array) -> jax.Array:
+    """sum_valid sum_k a log a with a = clip(p, 1e-12): the part of KL(p || .) that is p's own.
+
+    p: [..., L, L, K]; lengths [...]. Returns [...] (<= 0; 0 for an empty sentence). A table's
+    self term is fixed once the table is written, so the engine computes it once per layer
+    and every later vote against that table skips its logarithms (``kl_from_self_term``).
+    """
+    a = jnp.clip(p.astype(jnp.float32), EPS, 1.0)
+    mask = valid_mask(lengths, p.shape[-2]).astype(jnp.float32)[..., None]
+    return (a * jnp.log(a) * mask).sum((-1, -2, -3))
+
+
+def kl_from_self_term(p_i: jax.Array, self_i: jax.Array, p_m: jax.Array, lengths: jax.Array) -> jax.Array:
+    """``kl_distance(p_i, p_m)`` given p_i's ``kl_self_term``: (self_i - sum_valid a_i log b) / (log K n).
+
+    p_i: [..., L, L, K] earlier tables with self_i [...]; p_m: [..., L, L, K] (broadcasts,
+    e.g. [1, B, L, L, K] against [M, B, L, L, K]); lengths [...]. The logarithm is taken of
+    p_m alone, and the mask is folded into it, so a vote over m earlier tables is one
+    multiply-add pass over them: 5x faster than logs of every table (5 tables of 96 words at
+    batch 32 on XLA:CPU; bench/latency.py).
+    """
+    K, L = p_i.shape[-1], p_i.shape[-2]
+    mask = valid_mask(lengths, L).astype(jnp.float32)[..., None]
+    log_b = jnp.log(jnp.clip(p_m.astype(jnp.float32), EPS, 1.0)) * mask  # 0 outside the valid cells
+    cross = (jnp.clip(p_i.astype(jnp.float32), EPS, 1.0) * log_b).sum((-1, -2, -3))
+    n = _n_valid(lengths)
+    kl = jnp.maximum(self_i - cross, 0.0)  # >= 0 as KL is; a difference of sums can round below
+    return jnp.where(n > 0, kl / jnp.maximum(n, 1.0), 0.0) / jnp.log(K)
+
+
 def kl_distance(p_i: jax.Array, p_m: jax.Array, lengths: jax.Array) -> jax.Array:
     """Normalised KL, Eq. 7 with the sign fixed: sum_valid KL(p_i || p_m) / (log K * n).
 
     p_i (the earlier layer, NOTES item 5), p_m: [..., L, L, K] probabilities; lengths [...].
-    Both are clipped at 1e-12 and not renormalised. Returns [...] >= 0; 0 for an empty sentence.
+    Both are clipped at 1e-12 and not renormalised. Returns [...] >= 0;
+    0 for an empty sentence. Computed as self term minus cross term (``kl_from_self_term``),
+    so the offline tables and the engine, which caches self terms, compute the same numbers.
     """
-    K = p_i.shape[-1]
-    a = jnp.clip(p_i.astype(jnp.float32), EPS, 1.0)
-    b = jnp.clip(p_m.astype(jnp.float32), EPS, 1.0)
-    return _mean_over_valid_cells(a * (jnp.log(a) - jnp.log(b)), lengths) / jnp.log(K)
+    return kl_from_self_term(p_i, kl_self_term(p_i, lengths), p_m, lengths)
 
 
 def euclidean_distance(p_i: jax.Array, p_m: jax.Array, lengths: jax.Array) -> jax.Array:

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from .config import ConfigError
-from .measures import MEASURES, get_measure, mean_max_prob, normalized_entropy
+from .measures import MEASURES, get_measure, kl_from_self_term, kl_self_term, mean_max_prob, normalized_entropy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,20 +129,29 @@ def split_policy(policy: Policy) -> tuple[Policy, dict[str, float | int]]:
 
 
 def vote_count(
-    measure: str, history: jax.Array, probs_m: jax.Array, m: jax.Array | int, lengths: jax.Array, tau: float
+    measure: str, history: jax.Array, probs_m: jax.Array, m: jax.Array | int, lengths: jax.Array, tau: float,
+    history_kl: jax.Array | None = None,
 ) -> jax.Array:
     """VEE's counter at layer m: #{i < m : D(T_i, T_m) <= tau} (Sec. 4.2, NOTES items 1, 4).
 
-    history: [M, B, L, L, K], the tables of layers 0..M-1 (0-based); only entries i < m count.
+    history: [E, B, L, L, K], the tables of layers 0..E-1 (0-based); only entries i < m count
+    (E = M in ``vee_infer``; ``batched_infer`` passes just the m earlier ones).
     probs_m: [B, L, L, K], layer m's table; m: 0-based index (may be traced); lengths: [B].
-    Returns [B] int32. KL, Euclidean and cosine compare all M history entries in one fused
+    history_kl: [E, B] the tables' ``measures.kl_self_term`` (KL only), which an engine
+    computes once per table; None: computed here.
+    Returns [B] int32. KL, Euclidean and cosine compare all E history entries in one fused
     computation and mask i >= m: at most M small tables, cheaper than a loop of dynamic slices
     (bench/latency.py). The edit distance (a dynamic programme, O(L^4)) loops over the m
     earlier tables only, so an early layer does not pay for later ones.
     """
     dist = get_measure(measure)
     if measure != "edit":
-        d = dist(history, probs_m[None], lengths[None])  # [M, B]; KL(p_i || p_m), i the earlier layer
+        if measure == "kl":  # KL(p_i || p_m), i the earlier layer
+            if history_kl is None:
+                history_kl = kl_self_term(history, lengths[None])
+            d = kl_from_self_term(history, history_kl, probs_m[None], lengths[None])  # [E, B]
+        else:
+            d = dist(history, probs_m[None], lengths[None])  # [E, B]
         earlier = jnp.arange(history.shape[0])[:, None] < m
         return jnp.sum((d <= tau) & earlier, axis=0).astype(jnp.int32)
 
@@ -162,6 +171,7 @@ def vote_step(
     *,
     num_layers: int | None = None,
     knobs: dict[str, jax.Array] | None = None,
+    history_kl: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """The exit decision of every sentence at layer m (0-based index; layer m+1 in the paper).
 
@@ -175,6 +185,7 @@ def vote_step(
       num_layers: M; defaults to ``history.shape[0]``.
       knobs: tau / patience / layer values (may be traced) that replace the policy's own
         (``split_policy``); None: the policy's fields.
+      history_kl: [M, B] the history's ``measures.kl_self_term`` (VEE with KL; None: computed).
     Returns:
       ``(exit [B] bool, count [B] int32)``: exit is True when the sentence stops at this layer
       (always at the last layer); count is VEE's vote count (0 for other policies).
@@ -185,7 +196,7 @@ def vote_step(
     count = jnp.zeros(B, jnp.int32)
     knob = {k: getattr(policy, k) for k in KNOBS if hasattr(policy, k)} | (knobs or {})
     if isinstance(policy, VeePolicy):
-        count = vote_count(policy.measure, history, probs_m, m, lengths, knob["tau"])
+        count = vote_count(policy.measure, history, probs_m, m, lengths, knob["tau"], history_kl)
         stop = count >= knob["patience"]  # NOTES item 4
     elif isinstance(policy, EntropyPolicy):
         stop = normalized_entropy(probs_m, lengths) < knob["tau"]  # Eq. 6, NOTES item 2
