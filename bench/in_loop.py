@@ -35,6 +35,7 @@ import jax  # noqa: E402
 from _common import cpu_name, write_results  # noqa: E402
 
 from vee_jax import engine  # noqa: E402
+from vee_jax.allocator import keep_freed_memory  # noqa: E402
 from vee_jax.data.features import SUBWORD_BUCKETS, bucket  # noqa: E402
 from vee_jax.exits import biaffine, init_exits  # noqa: E402
 from vee_jax.policies import BudgetPolicy, FullPolicy, VeePolicy  # noqa: E402
@@ -109,6 +110,7 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=150)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "in_loop_cpu.json"))
     args = ap.parse_args(argv)
+    keep_freed_memory()  # as eval.py and predict.py do (vee_jax/allocator.py)
     cfg, params = random_encoder(args.shape)
     M = cfg.num_layers
     ex = init_exits(jax.random.PRNGKey(0), cfg, 6, ffnn_size=args.ffnn_size or None)

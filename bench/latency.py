@@ -45,6 +45,7 @@ from _common import cpu_name, write_results  # noqa: E402  (bench/ is on sys.pat
 import jax.numpy as jnp  # noqa: E402
 
 from vee_jax import engine  # noqa: E402
+from vee_jax.allocator import keep_freed_memory  # noqa: E402
 from vee_jax.batched import batched_infer  # noqa: E402
 from vee_jax.bert import transformer_layer, attention_bias  # noqa: E402
 from vee_jax.data.features import (SUBWORD_BUCKETS, WORD_BUCKETS, bucket, collate, encode_sentences,  # noqa: E402
@@ -264,6 +265,7 @@ def main(argv=None):
     ap.add_argument("--out", default=None, help="default bench/results/cpu.json (gpu-<name>.json on a GPU)")
     ap.add_argument("--skip-peers", action="store_true", help="no PyTorch / ONNX Runtime")
     args = ap.parse_args(argv)
+    keep_freed_memory()  # as eval.py and predict.py do (vee_jax/allocator.py)
 
     workdir = pick_workdir(args.workdir)
     config, info, spec, state, tokenizer = load_trained(workdir)

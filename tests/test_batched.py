@@ -10,7 +10,7 @@ import pytest
 
 from vee_jax import BertConfig, batched_infer, init_exits, vee_infer
 from vee_jax.batched import batch_sizes
-from vee_jax.data.features import SUBWORD_BUCKETS, Encoded, bucket, bucket_shapes, collate
+from vee_jax.data.features import SUBWORD_BUCKETS, WORD_BUCKETS, Encoded, bucket, bucket_shapes, collate
 from vee_jax.engine import embed_step, layer_exit_step, prepare, vote_on_earlier
 from vee_jax.offline import exit_probs, layer_distances, layer_signals
 from vee_jax.policies import EntropyPolicy, FullPolicy, MaxProbPolicy, VeePolicy
@@ -42,7 +42,13 @@ def make_encoded():
 
 
 ENCODED = make_encoded()
-SHAPES = bucket_shapes(ENCODED)  # T -> L: {16: 8, 24: 16}
+# T -> L, batched_infer's groups: the subword bucket, and the word bucket of its longest sentence.
+SHAPES = {}
+for _e in ENCODED:
+    _T = bucket(len(_e.input_ids), SUBWORD_BUCKETS)
+    SHAPES[_T] = max(SHAPES.get(_T, 1), bucket(max(_e.length, 1), WORD_BUCKETS))
+assert SHAPES == {16: 8, 24: 16}, SHAPES  # tighter than bucket_shapes' room for T - 2 words: {16: 16, 24: 24}
+assert bucket_shapes(ENCODED) == {16: 16, 24: 24}
 N = len(ENCODED)
 assert len(SHAPES) == 2
 

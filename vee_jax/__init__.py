@@ -5,8 +5,8 @@ from .batched import batched_infer
 from .engine import prepare, vee_infer
 from .exits import all_exit_logits, biaffine, compress_exits, exit_logits, init_exits
 from .loss import exit_losses, valid_cells
-from .measures import (MEASURES, cosine_distance, edit_distance, euclidean_distance, kl_distance, mean_max_prob,
-                       normalized_entropy)
+from .measures import (MEASURES, cosine_distance, edit_distance, euclidean_distance, kl_distance, kl_self_term,
+                       mean_max_prob, normalized_entropy)
 from .offline import exit_probs, layer_distances, layer_signals, replay
 from .policies import (BudgetPolicy, EntropyPolicy, FullPolicy, MaxProbPolicy, VeePolicy, make_policy,
                        vote_step)
@@ -44,6 +44,7 @@ __all__ = [
     "init_exits",
     "init_state",
     "kl_distance",
+    "kl_self_term",
     "layer_distances",
     "layer_signals",
     "layer_step",
