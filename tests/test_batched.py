@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from vee_jax import BertConfig, batched_infer, init_exits, vee_infer
-from vee_jax.batched import batch_sizes
+from vee_jax.batched import batch_sizes, pool_layer_step, pool_vote_step
 from vee_jax.data.features import SUBWORD_BUCKETS, WORD_BUCKETS, Encoded, bucket, bucket_shapes, collate
-from vee_jax.engine import embed_step, layer_exit_step, prepare, vote_on_earlier
+from vee_jax.engine import prepare
 from vee_jax.offline import exit_probs, layer_distances, layer_signals
 from vee_jax.policies import EntropyPolicy, FullPolicy, MaxProbPolicy, VeePolicy
 
@@ -121,6 +121,46 @@ def test_batched_equals_one_sentence_at_a_time(policies, name):
     assert set(stats.batch_sizes) <= set(batch_sizes(B))
 
 
+def many_short(count: int, seed: int) -> list[Encoded]:
+    """``count`` random sentences of 1-7 words, one subword each: all in the 16-subword group."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        n = int(rng.integers(1, 8))
+        ids = np.asarray([2] + rng.integers(5, CFG.vocab_size, n).tolist() + [3], np.int32)
+        starts = np.arange(1, n + 1, dtype=np.int32)
+        out.append(Encoded(ids, starts, starts + 1, (), n))
+    return out
+
+
+@pytest.mark.parametrize("batch_size", [6, 7])
+def test_any_batch_size_gives_the_same_decisions(policies, batch_size, monkeypatch):
+    """Many sentences in one group: slots are reused and padded calls follow fuller ones at the
+    same padded size; the device pools must keep every sentence's own state, so a padding row
+    (all-zero attention mask) must never carry a sentence's slot (it would overwrite it)."""
+    import vee_jax.batched as batched
+
+    seen = []
+
+    def spy(config, encoder, layer, exit, pool, slots, inputs, **kw):
+        mask, ids = np.asarray(inputs["attention_mask"]), np.asarray(slots)
+        seen.append((ids[mask.sum(-1) == 0], pool.shape[0]))
+        return original(config, encoder, layer, exit, pool, slots, inputs, **kw)
+
+    original = batched.pool_layer_step
+    monkeypatch.setattr(batched, "pool_layer_step", spy)
+    policy = policies["vee-kl-p2"]
+    encoded = many_short(90, batch_size)
+    results, stats = batched_infer(CFG, MODEL, encoded, policy, batch_size=batch_size)
+    assert stats.padded_sentence_layers > 0 and stats.peak_in_flight < len(encoded)
+    assert all((padding == cap).all() for padding, cap in seen)
+    assert sum(len(padding) for padding, _ in seen) == stats.padded_sentence_layers
+    for i, (e, res) in enumerate(zip(encoded, results)):
+        out = jax.device_get(vee_infer(CFG, MODEL["encoder"], MODEL["exits"], collate([e], (16, 8), 1), policy))
+        assert (res["exit_layer"], res["votes"]) == (out["exit_layer"][0], out["votes"][0]), (batch_size, i)
+        np.testing.assert_allclose(res["probs"], out["probs"][0, :e.length, :e.length], atol=2e-6)
+
+
 def test_schedule_runs_full_batches_and_bounds_the_state(policies):
     """Rule 1 (deepest full queue first) keeps <= (M-1)(B-1)+B sentences in flight; only a group's
     tail and its last admission run short batches (at most M per group)."""
@@ -133,27 +173,26 @@ def test_schedule_runs_full_batches_and_bounds_the_state(policies):
 
 
 def test_compilations_bounded_by_shapes_times_batch_sizes(policies):
-    """One layer program per (shape, padded size) for all M layers; votes per number of earlier tables.
+    """One layer program per (shape, padded size, first layer or not) for all M layers; votes per m.
 
     The layer's weights are arguments, so every layer shares a compilation; the vote reads the
-    m earlier tables (m = 1..M-1), so it compiles per m, a small program. Tau, patience and
-    the layer index are traced: new numbers or the ensemble compile nothing.
+    m earlier tables (m static, 0..M-1), a small program each. Tau and patience are traced:
+    new numbers or the ensemble compile nothing.
     """
     size = 3  # padded sizes (1, 2, 3): 3 is new to this module, so something compiles here
     bound = len(SHAPES) * len(batch_sizes(size))
-    before, embeds, votes = layer_exit_step._cache_size(), embed_step._cache_size(), vote_on_earlier._cache_size()
+    before, votes = pool_layer_step._cache_size(), pool_vote_step._cache_size()
     batched_infer(CFG, MODEL, ENCODED, policies["vee-kl-p1"], batch_size=size)
-    after, votes_after = layer_exit_step._cache_size(), vote_on_earlier._cache_size()
-    assert 1 <= after - before <= bound
-    assert embed_step._cache_size() - embeds <= bound
-    assert 1 <= votes_after - votes <= bound * (CFG.num_layers - 1)
+    after, votes_after = pool_layer_step._cache_size(), pool_vote_step._cache_size()
+    assert 1 <= after - before <= 2 * bound
+    assert 1 <= votes_after - votes <= bound * CFG.num_layers
     # Other numbers with the same decisions (safe_tau keeps 1e-3 from every distance), and the
     # ensemble: the same schedule, so the same shapes, and nothing new compiles.
     p1 = policies["vee-kl-p1"]
     for policy in (dataclasses.replace(p1, tau=p1.tau + 1e-4), policies["vee-kl-p1-ensemble"]):
         batched_infer(CFG, MODEL, ENCODED, policy, batch_size=size)
-    assert layer_exit_step._cache_size() == after
-    assert vote_on_earlier._cache_size() == votes_after
+    assert pool_layer_step._cache_size() == after
+    assert pool_vote_step._cache_size() == votes_after
 
 
 def test_empty_input():

@@ -2,9 +2,9 @@
 
 ``engine.vee_infer`` runs a batch in one ``lax.while_loop`` until its slowest sentence exits,
 so at batch 32 a batch costs about as much as the full model. ``batched_infer`` instead drives
-the layers from the host, one jitted ``engine.layer_exit_step`` (the layer, its exit, softmax)
-and one ``engine.vote_on_earlier`` call per (layer, batch), and refills every batch with
-sentences that are still running:
+the layers from the host, one jitted ``pool_layer_step`` (the layer, its exit, softmax) and
+one ``pool_vote_step`` call per (layer, batch), and refills every batch with sentences that
+are still running:
 
 - Sentences are grouped by their padded shape (T, L) (``_groups``: T the subword bucket, L the
   word bucket of the group's longest sentence). Each group has a queue per layer m (0-based):
@@ -18,21 +18,24 @@ sentences that are still running:
   lives in a fixed pool of ``M * batch_size`` slots per group whatever the data size; rules 1
   and 2 run full batches, and padding is only paid at a group's tail.
 - A batch of n sentences is padded to the smallest size >= n in ``batch_sizes(batch_size)``
-  (the powers of two below ``batch_size``, and ``batch_size``): ``layer_exit_step`` compiles
-  at most once per (shape, padded batch size), for all layers (their weights are arguments);
-  the vote at layer m reads only the m earlier tables (with their KL self terms), so it
-  compiles per (shape, padded size, m), a small program; tau and patience are traced.
+  (the powers of two below ``batch_size``, and ``batch_size``): ``pool_layer_step`` compiles
+  at most twice per (shape, padded batch size) (layer 1 embeds first), for all layers (their
+  weights are arguments); the vote at layer m reads only the m earlier tables (with their KL
+  self terms), so it compiles per (shape, padded size, m), a small program; tau and
+  patience are traced.
   Padding rows have an all-zero ``attention_mask`` and length 0; their outputs are never read.
 - After each call, a sentence whose ``stop`` is set records its exit (layer m's table, or with
   ``policy.ensemble`` the mean of the tables of layers 1..m as in ``vee_infer``), the others
-  move to queue m + 1 with their new hidden state, their table written into their history
-  (VEE) and added to their running sum (ensemble). So no sentence runs a layer past its exit,
+  move to queue m + 1, their new hidden state and table (VEE) kept in the group's pools on the
+  device, their table added to their running sum (ensemble, on the host). So no sentence runs a layer past its exit,
   and the decisions are those of ``vee_infer`` on each sentence alone (tested).
 - Why it is fast (bench/latency.py, README "Performance"): a vote over all M history slots,
   as ``vee_infer`` carries them, cost about a layer at batch 32 and 96 words; over the m
-  earlier tables with cached KL self terms it costs a tenth of that. And the process keeps
-  freed memory (``allocator.keep_freed_memory``): with glibc's defaults every per-layer call
-  page-faulted its temporaries in again (a layer cost 1.24x what it costs inside one call).
+  earlier tables with cached KL self terms it costs a tenth of that. Per-sentence state stays
+  on the device, in pools updated in place (donated), so the host copies only inputs, slots
+  and each call's tables. And the process keeps freed memory (``allocator.keep_freed_memory``):
+  with glibc's defaults every per-layer call page-faulted its temporaries in again (a layer
+  cost 1.24x what it costs inside one call).
 
 ``FullPolicy`` and ``BudgetPolicy`` without ensemble exit every sentence at the same layer, so
 nothing is gained by scheduling: they run ``vee_infer`` on whole batches.
@@ -41,6 +44,7 @@ nothing is gained by scheduling: they run ``vee_infer`` on whole batches.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import Counter
 from typing import Any, Sequence
 
@@ -50,9 +54,11 @@ import numpy as np
 
 from . import engine
 from .allocator import keep_freed_memory
-from .bert import BertConfig
+from .bert import BertConfig, attention_bias, embed, transformer_layer, word_vectors
 from .data.features import SUBWORD_BUCKETS, WORD_BUCKETS, Encoded, bucket, collate
-from .policies import BudgetPolicy, FullPolicy, Policy, VeePolicy, check_policy
+from .exits import biaffine
+from .measures import kl_self_term
+from .policies import BudgetPolicy, FullPolicy, Policy, VeePolicy, check_policy, vote_step
 
 _TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 _WORD_KEYS = ("word_index", "word_mask")
@@ -62,7 +68,7 @@ _WORD_KEYS = ("word_index", "word_mask")
 class BatchStats:
     """What a ``batched_infer`` run computed.
 
-    layer_calls: layer executions on a padded batch (one ``layer_exit_step`` call each; with
+    layer_calls: layer executions on a padded batch (one ``pool_layer_step`` call each; with
       the ``vee_infer`` path of full/budget, the layers each batch ran).
     embed_calls: embedding calls (one per batch of new sentences).
     sentence_layers: layers run by real sentences (= the sum of their exit layers).
@@ -146,18 +152,13 @@ def batched_infer(
       policies)``}``; ``stats`` a ``BatchStats``.
 
     Cost of one layer call at layer m (b real sentences padded to B' rows; shape (T, L), d
-    hidden, K classes): one ``layer_exit_step`` and one ``vote_on_earlier`` (plus one
-    ``embed_step`` when it starts new sentences, whose hidden state stays on the device); on
-    the host, numpy gathers of the b rows into preallocated buffers (T x 3 + L x 2 ints, T x d
-    hidden, and for VEE the m x L x L x K earlier tables and m KL self terms per row), one
-    ``device_put`` of them, one ``device_get`` of the new hidden state [B', T, d], the tables
-    [B', L, L, K] and three [B'] vectors, and scatters of the survivors' rows back into the pool
-    (their table into the history, not the whole history back). Python work per sentence is
-    only its result (a copy of its [n, n, K] table). The earlier tables are the largest
-    transfer: cheap on CPU, where the device's memory is the host's, but on a GPU a
-    device-resident pool would avoid it. Profile (GENIA test, MiniLM, batch 32, VEE-KL at 5.0
-    layers on average, 2 CPU cores): 80% of the time in ``layer_exit_step``, 7% in votes,
-    12% on the host.
+    hidden, K classes): one ``pool_layer_step`` (gathers the rows' hidden states from the pool,
+    or embeds at layer 1; the layer, its exit, softmax; writes the hidden states back) and one
+    ``pool_vote_step`` (the vote against the m earlier tables of those rows; writes the new
+    tables); on the host, numpy gathers of the b rows' inputs into preallocated buffers (T x 3
+    + L x 2 ints), one ``device_put`` of them with the slots, one ``device_get`` of the tables
+    [B', L, L, K] and two [B'] vectors. Python work per sentence is only its result (a copy of
+    its [n, n, K] table).
     """
     M = config.num_layers
     check_policy(policy, M)
@@ -195,8 +196,63 @@ def batched_infer(
     return results, stats
 
 
+@functools.partial(jax.jit, static_argnames=("config", "pooling", "start"), donate_argnames=("pool",))
+def pool_layer_step(config: BertConfig, encoder: dict, layer: dict, exit: dict, pool: jax.Array, slots: jax.Array,
+                    inputs: dict, *, pooling: str, start: bool) -> tuple[jax.Array, jax.Array]:
+    """One layer and its exit on the rows ``slots`` of a device-resident pool of hidden states.
+
+    pool: [C, T, d] the hidden states of the group's sentences in flight (donated: updated in
+    place); slots: [B'] int32 their rows (C for padding rows: read clamped, written nowhere);
+    layer, exit: that layer's weights (arguments, so one compilation serves all layers);
+    ``start``: embed the inputs instead of reading the pool (layer 1). Returns ``(pool, probs
+    [B', L, L, K])`` with the new hidden states written to their rows.
+    """
+    if start:
+        hidden = embed(config, encoder, inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids"))
+    else:
+        hidden = jnp.take(pool, slots, axis=0, mode="clip")
+    hidden = transformer_layer(config, layer, hidden, attention_bias(inputs["attention_mask"], hidden.dtype))
+    words = word_vectors(hidden, inputs["word_index"], inputs["word_mask"], pooling, inputs.get("word_end"))
+    probs = jax.nn.softmax(biaffine(exit, words).astype(jnp.float32), axis=-1)
+    return pool.at[slots].set(hidden, mode="drop"), probs
+
+
+@functools.partial(jax.jit, static_argnames=("policy", "m", "num_layers"), donate_argnames=("tables", "kl"))
+def pool_vote_step(policy: Policy, tables: jax.Array | None, kl: jax.Array | None, slots: jax.Array,
+                   probs: jax.Array, lengths: jax.Array, knobs: dict, *, m: int, num_layers: int):
+    """The vote at layer m against the m earlier tables of the rows ``slots``, then the table kept.
+
+    tables: [M-1, C, L, L, K] the pool of earlier tables and kl: [M-1, C] their
+    ``measures.kl_self_term`` (KL only, else None), both donated (updated in place); slots
+    [B'] as in ``pool_layer_step``; probs [B', L, L, K] layer m's tables; lengths [B'].
+    Only tables[:m] of those rows are read (at m = 0 one unread table), so an early layer
+    pays for few comparisons; m is static (one small program per layer). Layer m's tables
+    and self terms go to tables[m] unless m is the last layer. Returns ``(tables, kl, stop
+    [B'], count [B'])``; tables and kl are None for policies without a vote.
+    """
+    if tables is None:
+        stop, count = vote_step(policy, None, probs, m, lengths, num_layers=num_layers, knobs=knobs)
+        return None, None, stop, count
+    E = max(m, 1)
+    earlier = jnp.take(tables[:E], slots, axis=1, mode="clip")  # [E, B', L, L, K]
+    earlier_kl = None if kl is None else jnp.take(kl[:E], slots, axis=1, mode="clip")
+    stop, count = vote_step(policy, earlier, probs, m, lengths, num_layers=num_layers, knobs=knobs,
+                            history_kl=earlier_kl)
+    if m < num_layers - 1:
+        tables = tables.at[m, slots].set(probs, mode="drop")
+        if kl is not None:
+            kl = kl.at[m, slots].set(kl_self_term(probs, lengths), mode="drop")
+    return tables, kl, stop, count
+
+
 class _Group:
-    """The scheduler of one (T, L) shape group: its queues, its slot pool and its host buffers."""
+    """The scheduler of one (T, L) shape group: its queues, its slot pool and its buffers.
+
+    Per-sentence state lives on the device, in pools of ``cap`` rows updated in place by the
+    two jitted steps: hidden states [cap, T, d], and for VEE the earlier tables [M-1, cap, L,
+    L, K] with their KL self terms. The host holds the inputs, the slots and (ensemble) the
+    running sums, and reads back only each call's tables and decisions.
+    """
 
     def __init__(self, config, model, encoded, members, shape, step_policy, knobs, ensemble, pooling,
                  batch_size, sizes, stats, results):
@@ -215,20 +271,18 @@ class _Group:
         batch = collate([encoded[i] for i in members], shape, N)
         keys = _TOKEN_KEYS + _WORD_KEYS + (("word_end",) if pooling == "mean" else ()) + ("lengths",)
         self.inputs = {k: batch[k] for k in keys}
-        # Per-sentence state in a pool of slots: rule 1 keeps at most M * B sentences in flight.
+        # Slots: a sentence takes one when it starts and frees it when it exits. Rule 1 keeps at
+        # most (M - 1)(B - 1) + B <= M * B sentences in flight.
         self.cap = min(N, self.M * batch_size)
         self.free = list(range(self.cap - 1, -1, -1))
         self.slot = np.full(N, -1)
         T, L = shape
-        self.hidden = np.zeros((self.cap, T, config.hidden_size), config.jnp_dtype)
-        # Layer m's table waits here for the votes of layers m+1..M-1 (the last one's is never read).
-        self.history = np.zeros((max(self.M - 1, 1), self.cap, L, L, self.K), np.float32) if self.vee else None
-        self.kl = self.vee and step_policy.measure == "kl"  # each table's KL self term rides along
-        self.history_kl = np.zeros(self.history.shape[:2], np.float32) if self.kl else None
+        self.pool = jnp.zeros((self.cap, T, config.hidden_size), config.jnp_dtype)
+        E = max(self.M - 1, 1)  # layer m's table waits for the votes of layers m+1..M-1
+        self.tables = jnp.zeros((E, self.cap, L, L, self.K), jnp.float32) if self.vee else None
+        self.kl = jnp.zeros((E, self.cap), jnp.float32) if self.vee and step_policy.measure == "kl" else None
         self.acc = np.zeros((self.cap, L, L, self.K), np.float32) if ensemble else None
-        self.buf: dict[int, dict] = {}  # padded size -> host buffers (inputs' padding rows stay zero)
-        self.zero_history: dict[int, jax.Array] = {}
-        self.layer_index = [jnp.int32(m) for m in range(self.M)]
+        self.buf: dict[int, dict] = {}  # padded size -> host input buffers (padding rows stay zero)
         self.queues: list[list[int]] = [list(range(N))] + [[] for _ in range(self.M - 1)]
 
     def run(self) -> None:
@@ -247,13 +301,8 @@ class _Group:
 
     def buffers(self, size: int) -> dict:
         if size not in self.buf:
-            T, L = self.shape
-            self.buf[size] = {
-                "inputs": {k: np.zeros((size,) + v.shape[1:], v.dtype) for k, v in self.inputs.items()},
-                "hidden": np.zeros((size,) + self.hidden.shape[1:], self.hidden.dtype),
-                "history": np.zeros((max(self.M - 1, 1), size, L, L, self.K), np.float32) if self.vee else None,
-                "history_kl": np.zeros((max(self.M - 1, 1), size), np.float32) if self.kl else None,
-            }
+            self.buf[size] = {k: np.zeros((size,) + v.shape[1:], v.dtype) for k, v in self.inputs.items()}
+            self.buf[size]["slots"] = np.full(size, self.cap, np.int32)
         return self.buf[size]
 
     def step(self, m: int, js: np.ndarray) -> None:
@@ -262,34 +311,25 @@ class _Group:
         size = _pad_to(n, self.sizes)
         buf = self.buffers(size)
         for k, src in self.inputs.items():  # mode="clip": no bounds-check copy (indices are valid)
-            np.take(src, js, axis=0, out=buf["inputs"][k][:n], mode="clip")
-            buf["inputs"][k][n:] = 0
-        slots = self.slot[js]
-        if m == 0:
-            inputs = jax.device_put(buf["inputs"])
-            hidden = engine.embed_step(self.config, self.model["encoder"], inputs)
+            np.take(src, js, axis=0, out=buf[k][:n], mode="clip")
+            buf[k][n:] = 0
+        if m == 0:  # sentences take a slot as they start
+            self.slot[js] = [self.free.pop() for _ in range(n)]
+            self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.cap - len(self.free))
             self.stats.embed_calls += 1
-        else:
-            np.take(self.hidden, slots, axis=0, out=buf["hidden"][:n], mode="clip")
-            inputs, hidden = jax.device_put((buf["inputs"], buf["hidden"]))
-        earlier = earlier_kl = None
-        if self.vee and m == 0:  # nothing to compare with: one unread table (vote_on_earlier)
-            if size not in self.zero_history:
-                self.zero_history[size] = (jnp.zeros(buf["history"][:1].shape, jnp.float32),
-                                           jnp.zeros((1, size), jnp.float32) if self.kl else None)
-            earlier, earlier_kl = self.zero_history[size]
-        elif self.vee:  # only the m tables before layer m, not the whole history
-            np.take(self.history[:m], slots, axis=1, out=buf["history"][:m, :n], mode="clip")
-            if self.kl:
-                np.take(self.history_kl[:m], slots, axis=1, out=buf["history_kl"][:m, :n], mode="clip")
-            earlier, earlier_kl = jax.device_put((buf["history"][:m], buf["history_kl"][:m] if self.kl else None))
-        hidden, probs = engine.layer_exit_step(self.config, self.model["encoder"]["layers"][m],
-                                               self.model["exits"][m], hidden, inputs, pooling=self.pooling)
-        stop, count, kl = engine.vote_on_earlier(self.policy, earlier, earlier_kl, probs, self.layer_index[m],
-                                                 inputs["lengths"], self.knobs, num_layers=self.M)
-        hidden, probs, stop, count, kl = jax.device_get((hidden, probs, stop, count, kl))
+        slots = self.slot[js]
+        buf["slots"][:n] = slots
+        buf["slots"][n:] = self.cap  # padding rows write nowhere (a stale slot would overwrite a sentence's state)
+        inputs = jax.device_put(buf)
+        ids = inputs.pop("slots")
+        self.pool, probs = pool_layer_step(self.config, self.model["encoder"], self.model["encoder"]["layers"][m],
+                                           self.model["exits"][m], self.pool, ids, inputs, pooling=self.pooling,
+                                           start=m == 0)
+        self.tables, self.kl, stop, count = pool_vote_step(self.policy, self.tables, self.kl, ids, probs,
+                                                           inputs["lengths"], self.knobs, m=m, num_layers=self.M)
+        probs, stop, count = jax.device_get((probs, stop, count))
         self.stats._count(n, size)
-        hidden, probs, stop, count = hidden[:n], probs[:n], stop[:n], count[:n]
+        probs, stop, count = probs[:n], stop[:n], count[:n]
 
         out = probs
         if self.ensemble:  # Sec. 5.5.1: the running sum of tables 1..m, in float32 as vee_infer
@@ -298,21 +338,9 @@ class _Group:
         for r in np.flatnonzero(stop):
             j = js[r]
             self.results[self.members[j]] = _result(out[r], self.lengths[j], m + 1, count[r])
-        if m > 0:
-            self.free.extend(slots[stop].tolist())
+        self.free.extend(slots[stop].tolist())
         go = ~stop
-        if not go.any():
-            return
-        moving = js[go]
-        if m == 0:  # sentences that go on take a slot
-            self.slot[moving] = [self.free.pop() for _ in range(len(moving))]
-            self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.cap - len(self.free))
-        dest = self.slot[moving]
-        self.hidden[dest] = hidden[go]
-        if self.vee and m < self.M - 1:
-            self.history[m, dest] = probs[go]
-            if self.kl:
-                self.history_kl[m, dest] = kl[:n][go]
         if self.ensemble:
-            self.acc[dest] = acc[go]
-        self.queues[m + 1].extend(moving.tolist())
+            self.acc[slots[go]] = acc[go]
+        if go.any():  # never at the last layer, where every sentence stops
+            self.queues[m + 1].extend(js[go].tolist())

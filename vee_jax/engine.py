@@ -219,41 +219,6 @@ def layer_vote_step(config: BertConfig, encoder: Params, exits: Any, m: jax.Arra
     return _layer_vote(step, policy, m, hidden, history, inputs["lengths"], knobs, config.num_layers)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "pooling"))
-def layer_exit_step(config: BertConfig, layer: Params, exit: Params, hidden: jax.Array, inputs: dict,
-                    pooling: str = "first") -> tuple[jax.Array, jax.Array]:
-    """One layer and its exit's softmax, with that layer's weights passed in (``batched_infer``).
-
-    layer, exit: one layer's and one exit's pytree (``prepare(...)["encoder"]["layers"][m]``,
-    ``["exits"][m]``); hidden [B, T, d]. Returns ``(hidden [B, T, d], probs [B, L, L, K])``.
-    Every layer has the same shapes, so one compilation per batch shape serves all M layers,
-    and the program holds one layer, not ``lax.switch``'s M branches.
-    """
-    bias = attention_bias(inputs["attention_mask"], hidden.dtype)
-    hidden = transformer_layer(config, layer, hidden, bias)
-    words = word_vectors(hidden, inputs["word_index"], inputs["word_mask"], pooling, inputs.get("word_end"))
-    return hidden, jax.nn.softmax(biaffine(exit, words).astype(jnp.float32), axis=-1)
-
-
-@functools.partial(jax.jit, static_argnames=("policy", "num_layers"))
-def vote_on_earlier(policy: Policy, earlier: jax.Array | None, earlier_kl: jax.Array | None, probs: jax.Array,
-                    m: jax.Array, lengths: jax.Array, knobs: dict, num_layers: int):
-    """``policies.vote_step`` on layer m's table against only the tables before it.
-
-    earlier: [E, B, L, L, K] with E = max(m, 1): the tables of layers 0..m-1 (at m = 0 one
-    unread table); None for policies without a vote. earlier_kl: [E, B] their
-    ``measures.kl_self_term`` (VEE with KL; else None). probs: [B, L, L, K] layer m's table;
-    m: 0-based (traced); lengths [B]. Returns ``(stop [B] bool, count [B] int32, kl [B])``
-    with ``kl`` the self term of ``probs`` for later votes (None unless VEE with KL).
-    A vote at layer m reads m tables instead of the M slots ``vee_infer`` carries: with all
-    M, a vote cost about as much as a layer at batch 32 and 96 words (bench/latency.py).
-    """
-    kl = kl_self_term(probs, lengths) if earlier_kl is not None else None
-    stop, count = vote_step(policy, earlier, probs, m, lengths, num_layers=num_layers, knobs=knobs,
-                            history_kl=earlier_kl)
-    return stop, count, kl
-
-
 def infer_inputs(batch: dict[str, Any], pooling: str = "first") -> dict[str, jax.Array]:
     """The arrays ``vee_infer`` reads from a ``data.collate`` batch (``lengths`` filled in).
 
