@@ -3,8 +3,8 @@
 ``engine.vee_infer`` runs a batch in one ``lax.while_loop`` until its slowest sentence exits,
 so at batch 32 a batch costs about as much as the full model. ``batched_infer`` instead drives
 the layers from the host, one jitted ``pool_layer_step`` (the layer, its exit, softmax) and
-one ``pool_vote_step`` call per (layer, batch), and refills every batch with sentences that
-are still running:
+one ``pool_vote_step`` call per (layer, batch) (and ``pool_write`` to keep the state of the
+sentences that go on), and refills every batch with sentences that are still running:
 
 - Sentences are grouped by their padded shape (T, L) (``_groups``: T the subword bucket, L the
   word bucket of the group's longest sentence). Each group has a queue per layer m (0-based):
@@ -153,9 +153,9 @@ def batched_infer(
 
     Cost of one layer call at layer m (b real sentences padded to B' rows; shape (T, L), d
     hidden, K classes): one ``pool_layer_step`` (gathers the rows' hidden states from the pool,
-    or embeds at layer 1; the layer, its exit, softmax; writes the hidden states back) and one
-    ``pool_vote_step`` (the vote against the m earlier tables of those rows; writes the new
-    tables); on the host, numpy gathers of the b rows' inputs into preallocated buffers (T x 3
+    or embeds at layer 1; the layer, its exit, softmax), one ``pool_vote_step`` (the vote
+    against the m earlier tables of those rows) and one ``pool_write`` (the new hidden states,
+    tables and KL self terms into the pools, in place; not at the last layer); on the host, numpy gathers of the b rows' inputs into preallocated buffers (T x 3
     + L x 2 ints), one ``device_put`` of them with the slots, one ``device_get`` of the tables
     [B', L, L, K] and two [B'] vectors. Python work per sentence is only its result (a copy of
     its [n, n, K] table).
@@ -196,16 +196,15 @@ def batched_infer(
     return results, stats
 
 
-@functools.partial(jax.jit, static_argnames=("config", "pooling", "start"), donate_argnames=("pool",))
+@functools.partial(jax.jit, static_argnames=("config", "pooling", "start"))
 def pool_layer_step(config: BertConfig, encoder: dict, layer: dict, exit: dict, pool: jax.Array, slots: jax.Array,
                     inputs: dict, *, pooling: str, start: bool) -> tuple[jax.Array, jax.Array]:
     """One layer and its exit on the rows ``slots`` of a device-resident pool of hidden states.
 
-    pool: [C, T, d] the hidden states of the group's sentences in flight (donated: updated in
-    place); slots: [B'] int32 their rows (C for padding rows: read clamped, written nowhere);
-    layer, exit: that layer's weights (arguments, so one compilation serves all layers);
-    ``start``: embed the inputs instead of reading the pool (layer 1). Returns ``(pool, probs
-    [B', L, L, K])`` with the new hidden states written to their rows.
+    pool: [C, T, d] the hidden states of the group's sentences in flight (read only);
+    slots: [B'] int32 their rows (C for padding rows: read clamped); layer, exit: that layer's
+    weights (arguments, so one compilation serves all layers); ``start``: embed the inputs
+    instead of reading the pool (layer 1). Returns ``(hidden [B', T, d], probs [B', L, L, K])``.
     """
     if start:
         hidden = embed(config, encoder, inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids"))
@@ -213,43 +212,54 @@ def pool_layer_step(config: BertConfig, encoder: dict, layer: dict, exit: dict, 
         hidden = jnp.take(pool, slots, axis=0, mode="clip")
     hidden = transformer_layer(config, layer, hidden, attention_bias(inputs["attention_mask"], hidden.dtype))
     words = word_vectors(hidden, inputs["word_index"], inputs["word_mask"], pooling, inputs.get("word_end"))
-    probs = jax.nn.softmax(biaffine(exit, words).astype(jnp.float32), axis=-1)
-    return pool.at[slots].set(hidden, mode="drop"), probs
+    return hidden, jax.nn.softmax(biaffine(exit, words).astype(jnp.float32), axis=-1)
 
 
-@functools.partial(jax.jit, static_argnames=("policy", "m", "num_layers"), donate_argnames=("tables", "kl"))
+@functools.partial(jax.jit, static_argnames=("policy", "m", "num_layers"))
 def pool_vote_step(policy: Policy, tables: jax.Array | None, kl: jax.Array | None, slots: jax.Array,
                    probs: jax.Array, lengths: jax.Array, knobs: dict, *, m: int, num_layers: int):
-    """The vote at layer m against the m earlier tables of the rows ``slots``, then the table kept.
+    """The vote at layer m against the m earlier tables of the rows ``slots`` in the pool.
 
     tables: [M-1, C, L, L, K] the pool of earlier tables and kl: [M-1, C] their
-    ``measures.kl_self_term`` (KL only, else None), both donated (updated in place); slots
-    [B'] as in ``pool_layer_step``; probs [B', L, L, K] layer m's tables; lengths [B'].
-    Only tables[:m] of those rows are read (at m = 0 one unread table), so an early layer
-    pays for few comparisons; m is static (one small program per layer). Layer m's tables
-    and self terms go to tables[m] unless m is the last layer. Returns ``(tables, kl, stop
-    [B'], count [B'])``; tables and kl are None for policies without a vote.
+    ``measures.kl_self_term`` (KL only, else None), read only; slots [B'] as in
+    ``pool_layer_step``; probs [B', L, L, K] layer m's tables; lengths [B']. Only tables[:m]
+    of those rows are read (at m = 0 one unread table), so an early layer pays for few
+    comparisons; m is static (one small program per layer). Returns ``(stop [B'], count [B'],
+    kl_m [B'])``, kl_m the self terms of ``probs`` (None unless KL).
     """
     if tables is None:
         stop, count = vote_step(policy, None, probs, m, lengths, num_layers=num_layers, knobs=knobs)
-        return None, None, stop, count
+        return stop, count, None
     E = max(m, 1)
     earlier = jnp.take(tables[:E], slots, axis=1, mode="clip")  # [E, B', L, L, K]
     earlier_kl = None if kl is None else jnp.take(kl[:E], slots, axis=1, mode="clip")
     stop, count = vote_step(policy, earlier, probs, m, lengths, num_layers=num_layers, knobs=knobs,
                             history_kl=earlier_kl)
-    if m < num_layers - 1:
+    return stop, count, None if kl is None else kl_self_term(probs, lengths)
+
+
+@functools.partial(jax.jit, static_argnames=("m",), donate_argnames=("pool", "tables", "kl"))
+def pool_write(pool: jax.Array, tables: jax.Array | None, kl: jax.Array | None, slots: jax.Array, hidden: jax.Array,
+               probs: jax.Array, kl_m: jax.Array | None, *, m: int):
+    """Layer m's hidden states, tables and KL self terms into the pools' rows ``slots``, in place.
+
+    The pools are donated, and this call only writes: a call that also read them made XLA copy
+    the whole table pool (42 MB at L = 48) to keep the reads safe. Rows of slot C (padding) are
+    dropped. Returns the pools ``(pool, tables, kl)``.
+    """
+    pool = pool.at[slots].set(hidden, mode="drop")
+    if tables is not None:
         tables = tables.at[m, slots].set(probs, mode="drop")
-        if kl is not None:
-            kl = kl.at[m, slots].set(kl_self_term(probs, lengths), mode="drop")
-    return tables, kl, stop, count
+    if kl is not None:
+        kl = kl.at[m, slots].set(kl_m, mode="drop")
+    return pool, tables, kl
 
 
 class _Group:
     """The scheduler of one (T, L) shape group: its queues, its slot pool and its buffers.
 
-    Per-sentence state lives on the device, in pools of ``cap`` rows updated in place by the
-    two jitted steps: hidden states [cap, T, d], and for VEE the earlier tables [M-1, cap, L,
+    Per-sentence state lives on the device, in pools of ``cap`` rows updated in place by
+    ``pool_write``: hidden states [cap, T, d], and for VEE the earlier tables [M-1, cap, L,
     L, K] with their KL self terms. The host holds the inputs, the slots and (ensemble) the
     running sums, and reads back only each call's tables and decisions.
     """
@@ -322,11 +332,14 @@ class _Group:
         buf["slots"][n:] = self.cap  # padding rows write nowhere (a stale slot would overwrite a sentence's state)
         inputs = jax.device_put(buf)
         ids = inputs.pop("slots")
-        self.pool, probs = pool_layer_step(self.config, self.model["encoder"], self.model["encoder"]["layers"][m],
-                                           self.model["exits"][m], self.pool, ids, inputs, pooling=self.pooling,
-                                           start=m == 0)
-        self.tables, self.kl, stop, count = pool_vote_step(self.policy, self.tables, self.kl, ids, probs,
-                                                           inputs["lengths"], self.knobs, m=m, num_layers=self.M)
+        hidden, probs = pool_layer_step(self.config, self.model["encoder"], self.model["encoder"]["layers"][m],
+                                        self.model["exits"][m], self.pool, ids, inputs, pooling=self.pooling,
+                                        start=m == 0)
+        stop, count, kl_m = pool_vote_step(self.policy, self.tables, self.kl, ids, probs, inputs["lengths"],
+                                           self.knobs, m=m, num_layers=self.M)
+        if m < self.M - 1:  # every row's state, exited or not: a freed slot is rewritten before it is read
+            self.pool, self.tables, self.kl = pool_write(self.pool, self.tables, self.kl, ids, hidden, probs, kl_m,
+                                                         m=m)
         probs, stop, count = jax.device_get((probs, stop, count))
         self.stats._count(n, size)
         probs, stop, count = probs[:n], stop[:n], count[:n]
