@@ -149,11 +149,21 @@ def test_any_batch_size_gives_the_same_decisions(policies, batch_size, monkeypat
 
     original = batched.pool_layer_step
     monkeypatch.setattr(batched, "pool_layer_step", spy)
+    # Host arrays handed to the device are never reused: the device may still read them after
+    # the call returns (pool_write is not waited for), so a reused buffer races with it.
+    handed, device_put = [], jax.device_put
+
+    def put(x, *a, **kw):
+        handed.extend(v for v in jax.tree.leaves(x) if isinstance(v, np.ndarray))
+        return device_put(x, *a, **kw)
+
+    monkeypatch.setattr(jax, "device_put", put)
     policy = policies["vee-kl-p2"]
     encoded = many_short(90, batch_size)
     results, stats = batched_infer(CFG, MODEL, encoded, policy, batch_size=batch_size)
     assert stats.padded_sentence_layers > 0 and stats.peak_in_flight < len(encoded)
     assert all((padding == cap).all() for padding, cap in seen)
+    assert len({id(v) for v in handed}) == len(handed) > 0  # all kept alive here, so ids are unique
     assert sum(len(padding) for padding, _ in seen) == stats.padded_sentence_layers
     for i, (e, res) in enumerate(zip(encoded, results)):
         out = jax.device_get(vee_infer(CFG, MODEL["encoder"], MODEL["exits"], collate([e], (16, 8), 1), policy))

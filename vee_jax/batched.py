@@ -292,7 +292,6 @@ class _Group:
         self.tables = jnp.zeros((E, self.cap, L, L, self.K), jnp.float32) if self.vee else None
         self.kl = jnp.zeros((E, self.cap), jnp.float32) if self.vee and step_policy.measure == "kl" else None
         self.acc = np.zeros((self.cap, L, L, self.K), np.float32) if ensemble else None
-        self.buf: dict[int, dict] = {}  # padded size -> host input buffers (padding rows stay zero)
         self.queues: list[list[int]] = [list(range(N))] + [[] for _ in range(self.M - 1)]
 
     def run(self) -> None:
@@ -309,28 +308,24 @@ class _Group:
             del q[m][:B]
             self.step(m, np.asarray(take))
 
-    def buffers(self, size: int) -> dict:
-        if size not in self.buf:
-            self.buf[size] = {k: np.zeros((size,) + v.shape[1:], v.dtype) for k, v in self.inputs.items()}
-            self.buf[size]["slots"] = np.full(size, self.cap, np.int32)
-        return self.buf[size]
-
     def step(self, m: int, js: np.ndarray) -> None:
         """Run layer m on the group's sentences ``js`` (local indices), then exit or requeue each."""
         n = len(js)
         size = _pad_to(n, self.sizes)
-        buf = self.buffers(size)
+        # Fresh host arrays at every call: the device may read them after this call returns
+        # (pool_write runs asynchronously; on CPU a device_put can alias the numpy memory), so a
+        # buffer reused across calls raced with it and moved some sentences' state to other slots.
+        host = {k: np.zeros((size,) + src.shape[1:], src.dtype) for k, src in self.inputs.items()}
         for k, src in self.inputs.items():  # mode="clip": no bounds-check copy (indices are valid)
-            np.take(src, js, axis=0, out=buf[k][:n], mode="clip")
-            buf[k][n:] = 0
+            np.take(src, js, axis=0, out=host[k][:n], mode="clip")
         if m == 0:  # sentences take a slot as they start
             self.slot[js] = [self.free.pop() for _ in range(n)]
             self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.cap - len(self.free))
             self.stats.embed_calls += 1
         slots = self.slot[js]
-        buf["slots"][:n] = slots
-        buf["slots"][n:] = self.cap  # padding rows write nowhere (a stale slot would overwrite a sentence's state)
-        inputs = jax.device_put(buf)
+        host["slots"] = np.full(size, self.cap, np.int32)  # padding rows: slot C, written nowhere
+        host["slots"][:n] = slots
+        inputs = jax.device_put(host)
         ids = inputs.pop("slots")
         hidden, probs = pool_layer_step(self.config, self.model["encoder"], self.model["encoder"]["layers"][m],
                                         self.model["exits"][m], self.pool, ids, inputs, pooling=self.pooling,
