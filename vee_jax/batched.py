@@ -238,14 +238,15 @@ def pool_vote_step(policy: Policy, tables: jax.Array | None, kl: jax.Array | Non
     return stop, count, None if kl is None else kl_self_term(probs, lengths)
 
 
-@functools.partial(jax.jit, static_argnames=("m",), donate_argnames=("pool", "tables", "kl"))
+@functools.partial(jax.jit, donate_argnames=("pool", "tables", "kl"))
 def pool_write(pool: jax.Array, tables: jax.Array | None, kl: jax.Array | None, slots: jax.Array, hidden: jax.Array,
-               probs: jax.Array, kl_m: jax.Array | None, *, m: int):
+               probs: jax.Array, kl_m: jax.Array | None, m: jax.Array):
     """Layer m's hidden states, tables and KL self terms into the pools' rows ``slots``, in place.
 
     The pools are donated, and this call only writes: a call that also read them made XLA copy
     the whole table pool (42 MB at L = 48) to keep the reads safe. Rows of slot C (padding) are
-    dropped. Returns the pools ``(pool, tables, kl)``.
+    dropped; m (traced: one compilation for all layers) is the layer. Returns the pools
+    ``(pool, tables, kl)``.
     """
     pool = pool.at[slots].set(hidden, mode="drop")
     if tables is not None:
@@ -334,7 +335,7 @@ class _Group:
                                            self.knobs, m=m, num_layers=self.M)
         if m < self.M - 1:  # every row's state, exited or not: a freed slot is rewritten before it is read
             self.pool, self.tables, self.kl = pool_write(self.pool, self.tables, self.kl, ids, hidden, probs, kl_m,
-                                                         m=m)
+                                                         np.int32(m))
         probs, stop, count = jax.device_get((probs, stop, count))
         self.stats._count(n, size)
         probs, stop, count = probs[:n], stop[:n], count[:n]
