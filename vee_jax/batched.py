@@ -3,8 +3,9 @@
 ``engine.vee_infer`` runs a batch in one ``lax.while_loop`` until its slowest sentence exits,
 so at batch 32 a batch costs about as much as the full model. ``batched_infer`` instead drives
 the layers from the host, one jitted ``pool_layer_step`` (the layer, its exit, softmax) and
-one ``pool_vote_step`` call per (layer, batch) (and ``pool_write`` to keep the state of the
-sentences that go on), and refills every batch with sentences that are still running:
+one ``pool_vote_step`` call per (layer, batch) (none before layer patience + 1, where no vote
+can pass; ``pool_write`` keeps the state of the sentences that go on), and refills every batch
+with sentences that are still running:
 
 - Sentences are grouped by their padded shape (T, L) (``_groups``: T the subword bucket, L the
   word bucket of the group's longest sentence). Each group has a queue per layer m (0-based):
@@ -153,12 +154,13 @@ def batched_infer(
 
     Cost of one layer call at layer m (b real sentences padded to B' rows; shape (T, L), d
     hidden, K classes): one ``pool_layer_step`` (gathers the rows' hidden states from the pool,
-    or embeds at layer 1; the layer, its exit, softmax), one ``pool_vote_step`` (the vote
-    against the m earlier tables of those rows) and one ``pool_write`` (the new hidden states,
-    tables and KL self terms into the pools, in place; not at the last layer); on the host, numpy gathers of the b rows' inputs into preallocated buffers (T x 3
-    + L x 2 ints), one ``device_put`` of them with the slots, one ``device_get`` of the tables
-    [B', L, L, K] and two [B'] vectors. Python work per sentence is only its result (a copy of
-    its [n, n, K] table).
+    or embeds at layer 1; the layer, its exit, softmax, KL self terms), one ``pool_vote_step``
+    (the vote against the m earlier tables of those rows; skipped while m < patience) and one
+    ``pool_write`` (the new hidden states, tables and KL self terms into the pools, in place;
+    not at the last layer); on the host, a numpy gather of the b rows' inputs into fresh arrays (T x 3 + L x 2 ints), one
+    ``device_put`` of them with the slots, one ``device_get`` of the tables [B', L, L, K] and
+    two [B'] vectors. Python work per sentence is only its result (a copy of its [n, n, K]
+    table).
     """
     M = config.num_layers
     check_policy(policy, M)
@@ -187,32 +189,35 @@ def batched_infer(
         return results, stats
 
     static, knobs = engine.traced_policy(policy)
-    # layer_vote_step never reads ``ensemble`` (the mean is taken here): one compilation for both.
+    # The steps never read ``ensemble`` (the mean is taken here): one compilation for both.
     step_policy = dataclasses.replace(static, ensemble=False)
     for shape, members in groups.items():
         stats.shapes.append(shape)
         _Group(config, model, encoded, members, shape, step_policy, knobs, policy.ensemble, pooling,
-               batch_size, sizes, stats, results).run()
+               batch_size, sizes, stats, results, patience=getattr(policy, "patience", 0)).run()
     return results, stats
 
 
-@functools.partial(jax.jit, static_argnames=("config", "pooling", "start"))
-def pool_layer_step(config: BertConfig, encoder: dict, layer: dict, exit: dict, pool: jax.Array, slots: jax.Array,
-                    inputs: dict, *, pooling: str, start: bool) -> tuple[jax.Array, jax.Array]:
+@functools.partial(jax.jit, static_argnames=("config", "pooling", "start", "kl"))
+def pool_layer_step(config: BertConfig, embeddings: dict, layer: dict, exit: dict, pool: jax.Array, slots: jax.Array,
+                    inputs: dict, *, pooling: str, start: bool, kl: bool):
     """One layer and its exit on the rows ``slots`` of a device-resident pool of hidden states.
 
     pool: [C, T, d] the hidden states of the group's sentences in flight (read only);
-    slots: [B'] int32 their rows (C for padding rows: read clamped); layer, exit: that layer's
-    weights (arguments, so one compilation serves all layers); ``start``: embed the inputs
-    instead of reading the pool (layer 1). Returns ``(hidden [B', T, d], probs [B', L, L, K])``.
+    slots: [B'] int32 their rows (C for padding rows: read clamped); embeddings: the encoder
+    without its layers (``embed``'s weights); layer, exit: that layer's weights (arguments,
+    so one compilation serves all layers); ``start``: embed the inputs instead of reading the
+    pool (layer 1); ``kl``: also the tables' ``measures.kl_self_term`` (VEE with KL). Returns
+    ``(hidden [B', T, d], probs [B', L, L, K], kl_m [B'] or None)``.
     """
     if start:
-        hidden = embed(config, encoder, inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids"))
+        hidden = embed(config, embeddings, inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids"))
     else:
         hidden = jnp.take(pool, slots, axis=0, mode="clip")
     hidden = transformer_layer(config, layer, hidden, attention_bias(inputs["attention_mask"], hidden.dtype))
     words = word_vectors(hidden, inputs["word_index"], inputs["word_mask"], pooling, inputs.get("word_end"))
-    return hidden, jax.nn.softmax(biaffine(exit, words).astype(jnp.float32), axis=-1)
+    probs = jax.nn.softmax(biaffine(exit, words).astype(jnp.float32), axis=-1)
+    return hidden, probs, kl_self_term(probs, inputs["lengths"]) if kl else None
 
 
 @functools.partial(jax.jit, static_argnames=("policy", "m", "num_layers"))
@@ -224,18 +229,14 @@ def pool_vote_step(policy: Policy, tables: jax.Array | None, kl: jax.Array | Non
     ``measures.kl_self_term`` (KL only, else None), read only; slots [B'] as in
     ``pool_layer_step``; probs [B', L, L, K] layer m's tables; lengths [B']. Only tables[:m]
     of those rows are read (at m = 0 one unread table), so an early layer pays for few
-    comparisons; m is static (one small program per layer). Returns ``(stop [B'], count [B'],
-    kl_m [B'])``, kl_m the self terms of ``probs`` (None unless KL).
+    comparisons; m is static (one small program per layer). Returns ``(stop [B'], count [B'])``.
     """
     if tables is None:
-        stop, count = vote_step(policy, None, probs, m, lengths, num_layers=num_layers, knobs=knobs)
-        return stop, count, None
+        return vote_step(policy, None, probs, m, lengths, num_layers=num_layers, knobs=knobs)
     E = max(m, 1)
     earlier = jnp.take(tables[:E], slots, axis=1, mode="clip")  # [E, B', L, L, K]
     earlier_kl = None if kl is None else jnp.take(kl[:E], slots, axis=1, mode="clip")
-    stop, count = vote_step(policy, earlier, probs, m, lengths, num_layers=num_layers, knobs=knobs,
-                            history_kl=earlier_kl)
-    return stop, count, None if kl is None else kl_self_term(probs, lengths)
+    return vote_step(policy, earlier, probs, m, lengths, num_layers=num_layers, knobs=knobs, history_kl=earlier_kl)
 
 
 @functools.partial(jax.jit, donate_argnames=("pool", "tables", "kl"))
@@ -266,10 +267,11 @@ class _Group:
     """
 
     def __init__(self, config, model, encoded, members, shape, step_policy, knobs, ensemble, pooling,
-                 batch_size, sizes, stats, results):
+                 batch_size, sizes, stats, results, patience=0):
         self.config, self.model, self.policy, self.knobs = config, model, step_policy, knobs
         self.ensemble, self.pooling, self.B, self.sizes = ensemble, pooling, batch_size, sizes
         self.stats, self.results = stats, results
+        self.patience = patience  # VEE: no vote can pass before layer patience + 1 (count <= m)
         self.members = np.asarray(members)
         self.lengths = np.asarray([encoded[i].length for i in members])
         self.M = config.num_layers
@@ -294,6 +296,8 @@ class _Group:
         self.kl = jnp.zeros((E, self.cap), jnp.float32) if self.vee and step_policy.measure == "kl" else None
         self.acc = np.zeros((self.cap, L, L, self.K), np.float32) if ensemble else None
         self.queues: list[list[int]] = [list(range(N))] + [[] for _ in range(self.M - 1)]
+        # What ``embed`` reads: not the layers (fewer arguments to hand over at every call).
+        self.embeddings = {k: v for k, v in model["encoder"].items() if k != "layers"}
 
     def run(self) -> None:
         B, q = self.B, self.queues
@@ -328,11 +332,14 @@ class _Group:
         host["slots"][:n] = slots
         inputs = jax.device_put(host)
         ids = inputs.pop("slots")
-        hidden, probs = pool_layer_step(self.config, self.model["encoder"], self.model["encoder"]["layers"][m],
-                                        self.model["exits"][m], self.pool, ids, inputs, pooling=self.pooling,
-                                        start=m == 0)
-        stop, count, kl_m = pool_vote_step(self.policy, self.tables, self.kl, ids, probs, inputs["lengths"],
-                                           self.knobs, m=m, num_layers=self.M)
+        hidden, probs, kl_m = pool_layer_step(self.config, self.embeddings, self.model["encoder"]["layers"][m],
+                                              self.model["exits"][m], self.pool, ids, inputs, pooling=self.pooling,
+                                              start=m == 0, kl=self.kl is not None)
+        if m < min(self.patience, self.M - 1):  # fewer earlier tables than votes needed: no exit here
+            stop, count = np.zeros(size, bool), np.zeros(size, np.int32)
+        else:
+            stop, count = pool_vote_step(self.policy, self.tables, self.kl, ids, probs, inputs["lengths"], self.knobs,
+                                         m=m, num_layers=self.M)
         if m < self.M - 1:  # every row's state, exited or not: a freed slot is rewritten before it is read
             self.pool, self.tables, self.kl = pool_write(self.pool, self.tables, self.kl, ids, hidden, probs, kl_m,
                                                          np.int32(m))
