@@ -27,6 +27,9 @@ Speed (bench/latency.py, README "Performance"):
 - ``prepare(..., exit_rank=r)`` swaps the exits for low-rank ones (``exits.compress_exits``):
   the engine pays an exit at every layer it passes, and the exact biaffine exit costs about
   half a MiniLM layer.
+- The KL vote reads each earlier table once, as a multiply-add with the log of the new table:
+  each table's self term sum p log p is computed once, when it is written
+  (``measures.kl_from_self_term``), not at every later vote.
 - The policy's numbers (tau, patience, budget layer) are traced arguments
   (``policies.split_policy``): one compilation per policy kind and batch shape.
 - ``full`` and ``budget`` (without ensemble) compute only the exit they return.
@@ -204,8 +207,9 @@ def embed_step(config: BertConfig, encoder: Params, inputs: dict) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=("config", "policy", "pooling"))
 def layer_vote_step(config: BertConfig, encoder: Params, exits: Any, m: jax.Array, hidden: jax.Array,
-                    history: jax.Array | None, inputs: dict, knobs: dict, policy: Policy, pooling: str = "first"):
-    """One iteration of ``vee_infer``'s loop as its own jitted call (host-driven loops, batching).
+                    history: dict | None, inputs: dict, knobs: dict, policy: Policy, pooling: str = "first"):
+    """One iteration of ``vee_infer``'s loop as its own jitted call (host-driven loops, as in
+    bench/latency.py's Python-loop variant; ``batched_infer`` has its own steps).
 
     m: 0-based layer (traced); hidden [B, T, d]; history: ``empty_history(...)`` before
     layer 1, then this function's output (VEE; else None).
