@@ -258,3 +258,26 @@ def test_prepared_low_rank_exits_equal_stacked_compressed_exits(offline):
     ref = as_numpy(vee_infer(CFG, PARAMS, compress_exits(EXITS, 8), BATCH, FullPolicy()))
     assert_same(fast, ref, list(range(N)), LENGTHS, "low rank, full")
     assert not np.allclose(fast["probs"][:N], as_numpy(vee_infer(CFG, PARAMS, EXITS, BATCH, FullPolicy()))["probs"][:N])
+
+
+@pytest.mark.parametrize("name", ["vee-kl-p1", "vee-euclidean", "entropy"])
+def test_layer_vote_step_loop_equals_vee_infer(offline, name):
+    """``layer_vote_step`` driven from the host, layer by layer, makes ``vee_infer``'s decisions."""
+    from vee_jax.engine import embed_step, empty_history, infer_inputs, layer_vote_step, prepare, traced_policy
+
+    policy = policies(offline)[name]
+    model = prepare(CFG, PARAMS, EXITS)
+    static, knobs = traced_policy(policy)
+    inputs = infer_inputs(BATCH)
+    B = BATCH["input_ids"].shape[0]
+    h = embed_step(CFG, model["encoder"], inputs)
+    history = empty_history(static, CFG.num_layers, B, L, K)
+    exit_layer, votes = np.zeros(B, int), np.zeros(B, int)
+    for m in range(CFG.num_layers):
+        h, _, history, stop, count = layer_vote_step(CFG, model["encoder"], model["exits"], jnp.int32(m), h, history,
+                                                     inputs, knobs, static)
+        new = np.asarray(stop) & (exit_layer == 0)
+        exit_layer[new], votes[new] = m + 1, np.asarray(count)[new]
+    on = as_numpy(vee_infer(CFG, model["encoder"], model["exits"], BATCH, policy))
+    np.testing.assert_array_equal(exit_layer[:N], on["exit_layer"][:N])
+    np.testing.assert_array_equal(votes[:N], on["votes"][:N])
