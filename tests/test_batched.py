@@ -68,18 +68,28 @@ def safe_tau(values, q):
 
 @pytest.fixture(scope="module")
 def policies():
-    kl, ent, mp = [], [], []
+    dist = {m: [] for m in ("kl", "euclidean", "cosine", "edit")}
+    ent, mp = [], []
     for T, L in sorted(SHAPES.items()):
         group = [e for e in ENCODED if shape_of(e) == (T, L)]
         batch = collate(group, (T, L), len(group))
         probs = np.asarray(exit_probs(CFG, PARAMS, EXITS, batch))
-        kl.append(layer_distances("kl", probs, batch["lengths"]).ravel())
+        for m in dist:
+            dist[m].append(layer_distances(m, probs, batch["lengths"]).ravel())
         sig = layer_signals(probs, batch["lengths"])
         ent.append(sig["entropy"].ravel())
         mp.append(sig["maxprob"].ravel())
-    kl, ent, mp = np.concatenate(kl), np.concatenate(ent), np.concatenate(mp)
+    dist = {m: np.concatenate(v) for m, v in dist.items()}
+    kl, ent, mp = dist["kl"], np.concatenate(ent), np.concatenate(mp)
     tau1, tau2 = safe_tau(kl, 0.4), safe_tau(kl, 0.6)
     return {
+        # measures without KL self terms, and the vote skip's edges (patience 0: exits at layer
+        # 1; patience >= M: no vote can pass, every sentence runs to the last layer)
+        "vee-euclidean-p2": VeePolicy("euclidean", safe_tau(dist["euclidean"], 0.5), 2),
+        "vee-cosine-p1": VeePolicy("cosine", safe_tau(dist["cosine"], 0.5), 1),
+        "vee-edit-p1": VeePolicy("edit", safe_tau(dist["edit"], 0.5), 1),
+        "vee-kl-p0": VeePolicy("kl", tau1, 0),
+        "vee-kl-p9": VeePolicy("kl", tau1, 9),
         "vee-kl-p1": VeePolicy("kl", tau1, 1),
         "vee-kl-p2": VeePolicy("kl", tau2, 2),
         "vee-kl-p1-ensemble": VeePolicy("kl", tau1, 1, ensemble=True),
@@ -97,6 +107,7 @@ def alone(e, policy):
 
 
 @pytest.mark.parametrize("name", ["vee-kl-p1", "vee-kl-p2", "vee-kl-p1-ensemble", "vee-kl-p2-ensemble",
+                                  "vee-euclidean-p2", "vee-cosine-p1", "vee-edit-p1", "vee-kl-p0", "vee-kl-p9",
                                   "entropy", "maxprob", "full"])
 def test_batched_equals_one_sentence_at_a_time(policies, name):
     policy = policies[name]
@@ -113,6 +124,10 @@ def test_batched_equals_one_sentence_at_a_time(policies, name):
         layers.append(res["exit_layer"])
     if name in ("vee-kl-p1", "vee-kl-p2", "entropy", "maxprob"):
         assert len(set(layers)) >= 2, layers  # exits vary: the scheduler really mixes layers
+    if name == "vee-kl-p0":
+        assert set(layers) == {1}
+    if name == "vee-kl-p9":
+        assert set(layers) == {CFG.num_layers}
     # No sentence runs a layer past its exit; padding is counted apart.
     assert stats.sentence_layers == sum(layers)
     assert stats.layer_calls == sum(stats.batch_sizes.values())
@@ -186,8 +201,9 @@ def test_compilations_bounded_by_shapes_times_batch_sizes(policies):
     """One layer program per (shape, padded size, first layer or not) for all M layers; votes per m.
 
     The layer's weights are arguments, so every layer shares a compilation; the vote reads the
-    m earlier tables (m static, 0..M-1), a small program each. Tau and patience are traced:
-    new numbers or the ensemble compile nothing.
+    m earlier tables (m static, 0..M-1), a small program each. Tau is traced: new values or
+    the ensemble compile nothing. (Patience is traced too, but it decides which layers vote,
+    so a smaller one may compile the vote programs of earlier layers once.)
     """
     size = 3  # padded sizes (1, 2, 3): 3 is new to this module, so something compiles here
     bound = len(SHAPES) * len(batch_sizes(size))
@@ -203,6 +219,19 @@ def test_compilations_bounded_by_shapes_times_batch_sizes(policies):
         batched_infer(CFG, MODEL, ENCODED, policy, batch_size=size)
     assert pool_layer_step._cache_size() == after
     assert pool_vote_step._cache_size() == votes_after
+
+
+def test_one_layer_model():
+    """M = 1: the only layer is the last, so every sentence exits there, votes or not."""
+    cfg = BertConfig(vocab_size=50, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, max_position=64)
+    model = prepare(cfg, random_params(cfg), init_exits(jax.random.PRNGKey(2), cfg, K))
+    encoded = ENCODED[:9]
+    results, _ = batched_infer(cfg, model, encoded, VeePolicy("kl", 0.5, 1), batch_size=4)
+    for e, res in zip(encoded, results):
+        out = jax.device_get(vee_infer(cfg, model["encoder"], model["exits"], collate([e], shape_of(e), 1),
+                                       VeePolicy("kl", 0.5, 1)))
+        assert res["exit_layer"] == 1 == out["exit_layer"][0]
+        np.testing.assert_allclose(res["probs"], out["probs"][0, :e.length, :e.length], atol=2e-6)
 
 
 def test_empty_input():

@@ -25,7 +25,7 @@ import sys
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3  # glibc's malloc.h
 _SETTINGS = (
     (_M_MMAP_THRESHOLD, 32 << 20),  # blocks up to 32 MB (glibc's maximum) come from the heap
-    (_M_TRIM_THRESHOLD, 1 << 31),  # never give the heap's top back
+    (_M_TRIM_THRESHOLD, (1 << 31) - 1),  # never give the heap's top back (mallopt takes an int)
     (_M_TOP_PAD, 256 << 20),  # grow the heap in large steps
 )
 _done: bool | None = None
@@ -44,5 +44,7 @@ def keep_freed_memory() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):  # not glibc
         return _done
-    _done = all(mallopt(param, value) == 1 for param, value in _SETTINGS)
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    applied = [mallopt(param, value) == 1 for param, value in _SETTINGS]  # every one, even after a failure
+    _done = all(applied)
     return _done

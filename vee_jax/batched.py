@@ -22,8 +22,9 @@ with sentences that are still running:
   (the powers of two below ``batch_size``, and ``batch_size``): ``pool_layer_step`` compiles
   at most twice per (shape, padded batch size) (layer 1 embeds first), for all layers (their
   weights are arguments); the vote at layer m reads only the m earlier tables (with their KL
-  self terms), so it compiles per (shape, padded size, m), a small program; tau and
-  patience are traced.
+  self terms), so it compiles per (shape, padded size, m), a small program. Tau and patience
+  are traced, but patience also decides which layers vote at all (none before patience + 1),
+  so a smaller patience can compile the vote programs of earlier layers the first time.
   Padding rows have an all-zero ``attention_mask`` and length 0; their outputs are never read.
 - After each call, a sentence whose ``stop`` is set records its exit (layer m's table, or with
   ``policy.ensemble`` the mean of the tables of layers 1..m as in ``vee_infer``), the others
@@ -151,6 +152,9 @@ def batched_infer(
       float32`` the table at the exit (the ensemble mean with ``policy.ensemble``),
       ``"exit_layer": int`` 1-based, ``"votes": int`` VEE's count at the exit (0 for other
       policies)``}``; ``stats`` a ``BatchStats``.
+
+    Side effect: the first call tunes glibc's malloc for the whole process
+    (``allocator.keep_freed_memory``; ``VEE_JAX_KEEP_MEMORY=0`` to opt out).
 
     Cost of one layer call at layer m (b real sentences padded to B' rows; shape (T, L), d
     hidden, K classes): one ``pool_layer_step`` (gathers the rows' hidden states from the pool,
