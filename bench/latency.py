@@ -46,7 +46,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from vee_jax import engine  # noqa: E402
 from vee_jax.allocator import keep_freed_memory  # noqa: E402
-from vee_jax.batched import _groups, _pad_to, batch_sizes, batched_infer  # noqa: E402
+from vee_jax.batched import batched_infer, whole_batches  # noqa: E402
 from vee_jax.bert import transformer_layer, attention_bias  # noqa: E402
 from vee_jax.data.features import (SUBWORD_BUCKETS, WORD_BUCKETS, bucket, collate, encode_sentences,  # noqa: E402
                                    iterate_batches)
@@ -395,10 +395,7 @@ def main(argv=None):
     # The full model gets the same batching (groups by shape, padded to a power of two <= 32).
     # vee_infer on whole batches: the same groups and shapes as batched_infer (word bucket fitted
     # to each group's longest sentence), padded to a power of two as there.
-    batches = [engine.infer_inputs(collate([encoded[i] for i in members[k:k + args.batch_size]], shape,
-                                           _pad_to(len(members[k:k + args.batch_size]), batch_sizes(args.batch_size))),
-                                   pooling)
-               for shape, members in _groups(encoded).items() for k in range(0, len(members), args.batch_size)]
+    batches = [engine.infer_inputs(b, pooling) for _, b in whole_batches(encoded, args.batch_size)]
     full_b = lambda: batched_infer(cfg, exact, encoded, FullPolicy(), batch_size=args.batch_size, pooling=pooling)[0]
     batched_rows = []
     full_b()

@@ -125,6 +125,20 @@ def _groups(encoded: Sequence[Encoded]) -> dict[tuple[int, int], list[int]]:
             for T, members in sorted(by_T.items())}
 
 
+def whole_batches(encoded: Sequence[Encoded], batch_size: int) -> list[tuple[list[int], dict]]:
+    """``(indices, data.collate batch)`` for whole batches of ``batched_infer``'s groups, in order.
+
+    Up to ``batch_size`` sentences of one (T, L) group (``_groups``) each, padded to the
+    smallest size in ``batch_sizes(batch_size)``: what ``batched_infer`` runs through
+    ``vee_infer`` for policies that exit every sentence at the same layer, and the whole-batch
+    reference in bench/latency.py.
+    """
+    sizes = batch_sizes(batch_size)
+    return [(chunk, collate([encoded[i] for i in chunk], shape, _pad_to(len(chunk), sizes)))
+            for shape, members in _groups(encoded).items()
+            for chunk in (members[k:k + batch_size] for k in range(0, len(members), batch_size))]
+
+
 def _result(table: np.ndarray, n: int, layer: int, votes: int) -> dict[str, Any]:
     return {"probs": np.array(table[:n, :n], np.float32), "exit_layer": int(layer), "votes": int(votes)}
 
@@ -177,19 +191,15 @@ def batched_infer(
     groups = _groups(encoded)
 
     if isinstance(policy, (FullPolicy, BudgetPolicy)) and not policy.ensemble:
-        for shape, members in groups.items():
-            stats.shapes.append(shape)
-            for k in range(0, len(members), batch_size):
-                chunk = members[k:k + batch_size]
-                size = _pad_to(len(chunk), sizes)
-                out = engine.vee_infer(config, model["encoder"], model["exits"],
-                                       collate([encoded[i] for i in chunk], shape, size), policy, pooling=pooling)
-                out = jax.device_get(out)
-                stats.embed_calls += 1
-                stats._count(len(chunk), size, int(out["layers_run"]))
-                stats.peak_in_flight = max(stats.peak_in_flight, len(chunk))
-                for r, i in enumerate(chunk):
-                    results[i] = _result(out["probs"][r], encoded[i].length, out["exit_layer"][r], out["votes"][r])
+        stats.shapes.extend(groups)
+        for chunk, batch in whole_batches(encoded, batch_size):
+            out = jax.device_get(engine.vee_infer(config, model["encoder"], model["exits"], batch, policy,
+                                                  pooling=pooling))
+            stats.embed_calls += 1
+            stats._count(len(chunk), len(batch["input_ids"]), int(out["layers_run"]))
+            stats.peak_in_flight = max(stats.peak_in_flight, len(chunk))
+            for r, i in enumerate(chunk):
+                results[i] = _result(out["probs"][r], encoded[i].length, out["exit_layer"][r], out["votes"][r])
         return results, stats
 
     static, knobs = engine.traced_policy(policy)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from .config import ConfigError
-from .measures import MEASURES, get_measure, kl_from_self_term, kl_self_term, mean_max_prob, normalized_entropy
+from .measures import MEASURES, get_measure, kl_from_self_term, mean_max_prob, normalized_entropy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,12 +146,10 @@ def vote_count(
     """
     dist = get_measure(measure)
     if measure != "edit":
-        if measure == "kl":  # KL(p_i || p_m), i the earlier layer
-            if history_kl is None:
-                history_kl = kl_self_term(history, lengths[None])
+        if measure == "kl" and history_kl is not None:  # the self terms cached by the engine
             d = kl_from_self_term(history, history_kl, probs_m[None], lengths[None])  # [E, B]
         else:
-            d = dist(history, probs_m[None], lengths[None])  # [E, B]
+            d = dist(history, probs_m[None], lengths[None])  # [E, B]; KL(p_i || p_m), i the earlier layer
         earlier = jnp.arange(history.shape[0])[:, None] < m
         return jnp.sum((d <= tau) & earlier, axis=0).astype(jnp.int32)
 
