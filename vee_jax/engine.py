@@ -119,6 +119,11 @@ def _layer_vote(step: Callable, policy: Policy, m: jax.Array, hidden: jax.Array,
     tables = kl = None
     if history is not None:
         tables = lax.dynamic_update_index_in_dim(history["tables"], probs, m, 0)
+        # The vote reads layer m's table back from the history: else XLA:CPU fuses the softmax
+        # into the distance and recomputes it there with other rounding (a fused multiply-add)
+        # than the copy it stored, so identical tables sit ~1e-9 apart and a tie at tau = 0 is
+        # missed (tests/test_ties.py).
+        probs = lax.dynamic_index_in_dim(tables, m, 0, keepdims=False)
         if "kl" in history:  # the new table's self term, once; later votes reuse it
             kl = lax.dynamic_update_index_in_dim(history["kl"], kl_self_term(probs, lengths), m, 0)
         history = {"tables": tables} | ({"kl": kl} if kl is not None else {})
