@@ -1,4 +1,5 @@
-"""Readers for the three dataset formats: W2NER/GENIA JSON, CoNLL columns, MSRA segment/tag.
+"""Readers for the dataset formats: W2NER/GENIA JSON, CoNLL columns, MSRA segment/tag, and
+Hugging Face datasets (``hf``, in hf.py: imported only when used, as ``datasets`` is slow to import).
 
 Each reader returns ``list[Sentence]`` with word-level spans (``end`` inclusive, NOTES item 6)
 and raises ``DataError`` naming the file, the line or record, and the problem. Files are read
@@ -25,6 +26,9 @@ FORMATS: dict[str, str] = {
     "conll": "CoNLL columns: one word per line, whitespace-separated columns, a blank line "
              "between sentences, tags O/B-X/I-X (IOB1 or BIO)",
     "msra": "MSRA: one sentence per line of space-separated segment/tag items (o, nr, ns, nt)",
+    "hf": "a Hugging Face dataset: a save_to_disk folder (a DatasetDict folder as FOLDER:SPLIT), a "
+          ".jsonl/.json/.parquet file, or hub:NAME:SPLIT; columns tokens + ner_tags (flat) or "
+          "tokens + entities [{start, end (exclusive), type}] (nested)",
 }
 
 MSRA_TYPES: dict[str, str | None] = {"o": None, "nr": "PER", "ns": "LOC", "nt": "ORG"}
@@ -368,16 +372,24 @@ def read_msra(path: PathArg) -> list[Sentence]:
 # ----------------------------------------------------------------------------------------------
 # Dispatch and small helpers.
 
+def read_hf(spec: PathArg, **options: Any) -> list[Sentence]:
+    """Read a Hugging Face dataset (``format="hf"``): see ``vee_jax.data.hf.read_hf``."""
+    from .hf import read_hf as read  # datasets takes a second to import: only for this format
+
+    return read(str(spec), **options)
+
+
 READERS: dict[str, Callable[..., list[Sentence]]] = {
-    "json": read_json, "conll": read_conll, "msra": read_msra}
+    "json": read_json, "conll": read_conll, "msra": read_msra, "hf": read_hf}
 
 
 def read_split(path: PathArg, format: str, **options: Any) -> list[Sentence]:
-    """Read one split with the reader for ``format`` (``json``, ``conll`` or ``msra``);
-    ``options`` go to that reader (e.g. ``scheme="bio"`` for CoNLL)."""
+    """Read one split with the reader for ``format`` (``json``, ``conll``, ``msra`` or ``hf``);
+    ``options`` go to that reader (e.g. ``scheme="bio"`` for CoNLL). For ``hf`` the "path" is
+    a dataset as hf.py names them (a folder, ``folder:split``, a file or ``hub:name:split``)."""
     if format not in READERS:
         raise ValueError(f"unknown data format {format!r}; expected one of {', '.join(READERS)}")
-    if not Path(path).exists():
+    if format != "hf" and not Path(path).exists():
         raise MissingDataFile(path, f"no such file (expected {format} format: {FORMATS[format]})")
     return READERS[format](path, **options)
 
