@@ -260,4 +260,15 @@ def test_train_from_a_dataset_dict_equals_train_from_conll(tmp_path, tiny_data, 
     conll_losses, conll_pred = run("conll", "conll", {s: str(p) for s, p in conll.items()})
     assert sorted(hf_losses) == [1, 2, 3, 4]
     assert hf_losses == conll_losses
-    assert hf_pred == conll_pred and len(hf_pred) == 8
+    assert hf_pred == conll_pred and len(hf_pred) == 8 and any(hf_pred)  # spans predicted: not a vacuous match
+
+
+def test_train_stops_on_a_bad_row_with_one_line(tmp_path):
+    Dataset.from_dict({"tokens": [["a", "b"], ["c"]], "ner_tags": [["B-X", "I-X"], ["I-Y"]]}).save_to_disk(str(tmp_path / "bad"))
+    r = run_script(["train.py", "--config", "configs/demo.py", "--workdir", str(tmp_path / "wd"),
+                    "--config.data.format=hf", "--config.data.scheme=bio", f"--config.data.train={tmp_path / 'bad'}",
+                    f"--config.data.dev={tmp_path / 'bad'}"])
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'bad'}: row 1: token 0: BIO tag I-Y after the sentence start (expected B-Y; "
+        "config.data.lenient=True or check --lenient reads it as B-Y)")
