@@ -272,3 +272,30 @@ def test_train_stops_on_a_bad_row_with_one_line(tmp_path):
     assert r.stderr.strip().splitlines()[-1] == (
         f"error: {tmp_path / 'bad'}: row 1: token 0: BIO tag I-Y after the sentence start (expected B-Y; "
         "config.data.lenient=True or check --lenient reads it as B-Y)")
+
+
+def test_run_fields_and_cache_key_of_an_hf_split(tmp_path):
+    import ml_collections
+
+    from vee_jax.cache import data_fingerprint
+    from vee_jax.config import base_config
+    from vee_jax.trainer import run_config_changes
+
+    # A workdir saved before the hf fields existed resumes: a missing field has its default value.
+    old = base_config().to_dict()
+    for k in ("hf_config", "hf_tokens_column", "hf_tags_column", "hf_entities_column", "hf_doc_id_column", "tag_names"):
+        del old["data"][k]
+    new = base_config()
+    assert run_config_changes(ml_collections.ConfigDict(old), new) == []
+    new.data.tag_names = ("O", "B-X")
+    assert run_config_changes(ml_collections.ConfigDict(old), new) == ["data.tag_names: [] -> ['O', 'B-X']"]
+
+    # The cache key of FOLDER:SPLIT follows the folder's files and the split.
+    ds = class_label_dataset()
+    DatasetDict(train=ds, dev=ds).save_to_disk(str(tmp_path / "dd"))
+    cfg = base_config().data
+    cfg.format, cfg.dev = "hf", f"{tmp_path / 'dd'}:dev"
+    key = data_fingerprint(cfg, "dev")
+    assert key["file"]["split"] == "dev" and any("dev" in f[0] for f in key["file"]["files"])
+    DatasetDict(train=ds, dev=ds.select([0])).save_to_disk(str(tmp_path / "dd"))
+    assert data_fingerprint(cfg, "dev") != key
