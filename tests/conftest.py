@@ -9,6 +9,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # tests build their datasets (test_hf_data.py)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

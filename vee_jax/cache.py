@@ -50,20 +50,42 @@ def _file_fingerprint(path: str | Path) -> dict[str, Any]:
     return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def _source_fingerprint(data_cfg: Any, path: str | Path) -> dict[str, Any]:
+    """A data file's fingerprint; for ``hf``, the dataset's: every file of a save_to_disk folder
+    (``FOLDER:SPLIT`` adds the split), or the name alone of a ``hub:`` set."""
+    if data_cfg.get("format") != "hf":
+        return _file_fingerprint(path)
+    spec = str(path)
+    if spec.startswith("hub:"):
+        return {"hub": spec, "config": data_cfg.get("hf_config", "")}
+    split = None
+    if not Path(spec).expanduser().exists() and ":" in spec:
+        spec, _, split = spec.rpartition(":")
+    p = Path(spec).expanduser().resolve()
+    if not p.is_dir():
+        return {**_file_fingerprint(p), "split": split}
+    files = [[str(f.relative_to(p)), f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(p.rglob("*")) if f.is_file()]
+    return {"path": str(p), "split": split, "files": files}
+
+
 def data_fingerprint(data_cfg: Any, split: str) -> dict[str, Any]:
     """What a split's sentences depend on (mirrors ``data.splits.load_split``)."""
     fp: dict[str, Any] = {"split": split, "format": data_cfg.get("format"),
                           "scheme": data_cfg.get("scheme"), "token_column": data_cfg.get("token_column"),
                           "tag_column": data_cfg.get("tag_column"), "lenient": data_cfg.get("lenient", False)}
+    if data_cfg.get("format") == "hf":
+        fp["hf"] = {k: data_cfg.get(k) for k in ("hf_tokens_column", "hf_tags_column", "hf_entities_column",
+                                                  "hf_doc_id_column")}
+        fp["hf"]["tag_names"] = list(data_cfg.get("tag_names") or ())
     path = data_cfg.get(split) or ""
     held_out = not data_cfg.get("dev") and data_cfg.get("dev_fraction", 0.0) > 0
     if split == "dev" and not path and held_out:
-        fp["file"] = _file_fingerprint(data_cfg.train)
+        fp["file"] = _source_fingerprint(data_cfg, data_cfg.train)
         fp["held_out"] = [data_cfg.dev_fraction, data_cfg.get("dev_seed", 0)]
     elif not path:
         raise CacheError(f"config.data.{split} is empty: there is no {split} split to cache")
     else:
-        fp["file"] = _file_fingerprint(path)
+        fp["file"] = _source_fingerprint(data_cfg, path)
         if split == "train" and held_out:
             fp["held_out"] = [data_cfg.dev_fraction, data_cfg.get("dev_seed", 0)]
     return fp

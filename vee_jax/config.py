@@ -27,14 +27,22 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0
 
     c.data = ml_collections.ConfigDict()
-    c.data.format = "json"  # json | conll | msra
+    c.data.format = "json"  # json | conll | msra | hf (Hugging Face datasets, docs/data_hf.md)
     c.data.train = ""
     c.data.dev = ""
     c.data.test = ""
-    c.data.scheme = "iob1"  # conll only: iob1 | bio
+    c.data.scheme = "iob1"  # conll and hf flat tags: iob1 | bio
     c.data.token_column = 0  # conll only; negative counts from the end
     c.data.tag_column = -1
     c.data.lenient = False  # bio only: read a stray I- as B- and report how many
+    # hf only: data.train etc. name a save_to_disk folder, FOLDER:SPLIT of a DatasetDict folder,
+    # a .jsonl/.json/.parquet file, or hub:NAME:SPLIT (online machines; docs/data_hf.md).
+    c.data.hf_config = ""  # hf: the Hub dataset's configuration ("" = its default)
+    c.data.hf_tokens_column = "tokens"  # hf: the column of words (a list of strings per row)
+    c.data.hf_tags_column = "ner_tags"  # hf flat layout: one O/B-X/I-X tag per word ("" = none)
+    c.data.hf_entities_column = "entities"  # hf nested layout: [{start, end (exclusive), type}] ("" = none)
+    c.data.hf_doc_id_column = ""  # hf: a document-id column, kept on each sentence ("" = none)
+    c.data.tag_names = ()  # hf flat: tag of each integer id when the column has no ClassLabel names
     c.data.labels = ()  # ordered entity types; () = sorted types found in train
     c.data.nested = True  # decoding: nested (no crossing spans) or flat (no overlap)
     c.data.dev_fraction = 0.0  # > 0: hold out this fraction of train as dev when dev is ""

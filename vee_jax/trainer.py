@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import distributed
-from .config import ConfigError
+from .config import ConfigError, base_config
 from .data.features import SUBWORD_BUCKETS, batch_plan, encode_sentences, iterate_batches, num_shapes
 from .data.splits import check_labels, label_set, label_source, load_split
 from .evaluation import evaluate_exits
@@ -62,7 +62,7 @@ class _StopFlag:
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Refuse values that would fail late or be misread (an unknown select_by, a zero interval)."""
-    choices = {"data.format": ("json", "conll", "msra"), "data.scheme": ("iob1", "bio"),
+    choices = {"data.format": ("json", "conll", "msra", "hf"), "data.scheme": ("iob1", "bio"),
                "model.pooling": ("first", "mean"), "model.exits": ("all", "last"),
                "model.dtype": ("float32", "bfloat16"), "train.select_by": ("last", "mean")}
     positive = ("train.epochs", "train.batch_size", "train.eval_batch_size", "train.log_every_steps",
@@ -103,16 +103,22 @@ def build_optimizer(config: ml_collections.ConfigDict, total_steps: int):
 # Fields that define a run: resuming with any of them changed would not continue the same run.
 RUN_FIELDS = ("seed", "data.format", "data.train", "data.dev", "data.scheme", "data.token_column",
               "data.tag_column", "data.labels", "data.nested", "data.dev_fraction", "data.dev_seed",
-              "data.max_subwords", "model", "optim", "train.epochs", "train.batch_size", "train.select_by")
+              "data.max_subwords", "data.hf_config", "data.hf_tokens_column", "data.hf_tags_column",
+              "data.hf_entities_column", "data.tag_names", "model", "optim", "train.epochs", "train.batch_size",
+              "train.select_by")
 
 
 def run_config_changes(old: ml_collections.ConfigDict, new: ml_collections.ConfigDict) -> list[str]:
     """``"field: old -> new"`` for every run-defining field that differs (JSON-normalised)."""
     import json
 
+    default = base_config()
+
     def get(c, path):
+        d = default  # a field added after the run was saved has its default value there
         for part in path.split("."):
-            c = c.get(part) if hasattr(c, "get") else None
+            c = c.get(part, d.get(part) if hasattr(d, "get") else None) if hasattr(c, "get") else None
+            d = d.get(part) if hasattr(d, "get") else None
         return json.loads(json.dumps(c.to_dict() if hasattr(c, "to_dict") else c, default=list))
 
     return [f"{f}: {get(old, f)!r} -> {get(new, f)!r}" for f in RUN_FIELDS if get(old, f) != get(new, f)]

@@ -29,7 +29,7 @@ Word = tuple[str, int, int]
 """``(word, start, end)``: ``text[start:end] == word``, ``end`` exclusive as in a Python slice."""
 
 RULES = ("ptb", "chars", "whitespace")
-RULE_OF_FORMAT = {"json": "ptb", "conll": "ptb", "msra": "chars"}
+RULE_OF_FORMAT = {"json": "ptb", "conll": "ptb", "msra": "chars", "hf": "ptb"}
 """The rule that matches how each ``data.format`` is tokenised."""
 
 _ABBREVIATION = re.compile(r"(?:[A-Za-z]\.){2,}")

@@ -1,7 +1,7 @@
-"""Data: the Sentence type, the readers of the three formats, and `python -m vee_jax.data check`."""
+"""Data: the Sentence type, the readers of the formats (files and Hugging Face datasets), and `python -m vee_jax.data check`."""
 
-from .readers import (collect_labels, holdout_split, read_conll, read_json, read_msra,
-                      read_split)
+from .readers import (collect_labels, holdout_split, read_conll, read_hf, read_json,
+                      read_msra, read_split)
 from .sentence import DataError, MissingDataFile, Sentence, Span
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "collect_labels",
     "holdout_split",
     "read_conll",
+    "read_hf",
     "read_json",
     "read_msra",
     "read_split",

@@ -1,4 +1,4 @@
-"""`python -m vee_jax.data check PATH --format json|conll|msra`: read a split and describe it.
+"""`python -m vee_jax.data check PATH --format json|conll|msra|hf`: read a split and describe it.
 
 In the spirit of ``spacy debug data``: counts, entity types, nesting, length percentiles and
 warnings, so a file can be checked against its README before training. A DataError (or a
@@ -175,15 +175,17 @@ def check(path: str, format: str, *, tokenizer=None, max_subwords: int = 512, **
     ``max_subwords`` (what the model would not see, and the entities there).
     """
     read_stats: dict[str, int] = {}
-    if format == "conll":
+    if format in ("conll", "hf"):
         options["stats"] = read_stats
     sentences = read_split(path, format, **options)
     stats = describe(sentences)
     secs = sections(stats)
     if format == "conll":
         secs[0][1].append(("-DOCSTART- lines", _n(read_stats["documents"])))
-        if options.get("lenient"):
-            secs[0][1].append(("lenient BIO repairs", _n(read_stats["repairs"])))
+    if format == "hf" and options.get("doc_id_column"):
+        secs[0][1].append(("documents", _n(read_stats["documents"])))
+    if format in ("conll", "hf") and options.get("lenient"):
+        secs[0][1].append(("lenient BIO repairs", _n(read_stats["repairs"])))
     notes = warnings(stats)
     if tokenizer is not None:
         sec, more = subword_section(sentences, tokenizer, max_subwords)
@@ -201,11 +203,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("path")
     p.add_argument("--format", required=True, choices=sorted(FORMATS))
     p.add_argument("--scheme", choices=["iob1", "bio"], default="iob1",
-                   help="CoNLL tag scheme (default iob1, as in CoNLL-2003)")
+                   help="CoNLL (and hf flat) tag scheme (default iob1, as in CoNLL-2003)")
     p.add_argument("--token-column", type=int, default=0, help="CoNLL word column")
     p.add_argument("--tag-column", type=int, default=-1, help="CoNLL tag column")
     p.add_argument("--lenient", action="store_true",
-                   help="CoNLL BIO: read a stray I-X as B-X and count it")
+                   help="CoNLL or hf BIO: read a stray I-X as B-X and count it")
+    hf = p.add_argument_group("hf format (config.data.hf_*, tag_names; PATH is FOLDER, FOLDER:SPLIT, "
+                              "a .jsonl/.json/.parquet file or hub:NAME:SPLIT)")
+    hf.add_argument("--hf-config", default="", help="Hub dataset configuration")
+    hf.add_argument("--tokens-column", default="tokens")
+    hf.add_argument("--tags-column", default="ner_tags", help="flat layout ('' = none)")
+    hf.add_argument("--entities-column", default="entities", help="nested layout ('' = none)")
+    hf.add_argument("--doc-id-column", default="", help="document ids ('' = none)")
+    hf.add_argument("--tag-names", default="",
+                    help="comma-separated tags of integer ids when the column has no ClassLabel names")
     p.add_argument("--backbone", default="minilm",
                    help="tokenizer for subword statistics: 'minilm', a model folder, or 'none'")
     p.add_argument("--max-subwords", type=int, default=512)
@@ -216,6 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.format == "conll":
         options = dict(scheme=args.scheme, token_column=args.token_column,
                        tag_column=args.tag_column, lenient=args.lenient)
+    elif args.format == "hf":
+        options = dict(scheme=args.scheme, lenient=args.lenient, hf_config=args.hf_config,
+                       tokens_column=args.tokens_column, tags_column=args.tags_column,
+                       entities_column=args.entities_column, doc_id_column=args.doc_id_column,
+                       tag_names=tuple(t for t in args.tag_names.split(",") if t))
     try:
         tokenizer = None
         if args.backbone != "none":

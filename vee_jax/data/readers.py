@@ -1,4 +1,5 @@
-"""Readers for the three dataset formats: W2NER/GENIA JSON, CoNLL columns, MSRA segment/tag.
+"""Readers for the dataset formats: W2NER/GENIA JSON, CoNLL columns, MSRA segment/tag, and
+Hugging Face datasets (``hf``, in hf.py: imported only when used, as ``datasets`` is slow to import).
 
 Each reader returns ``list[Sentence]`` with word-level spans (``end`` inclusive, NOTES item 6)
 and raises ``DataError`` naming the file, the line or record, and the problem. Files are read
@@ -25,6 +26,9 @@ FORMATS: dict[str, str] = {
     "conll": "CoNLL columns: one word per line, whitespace-separated columns, a blank line "
              "between sentences, tags O/B-X/I-X (IOB1 or BIO)",
     "msra": "MSRA: one sentence per line of space-separated segment/tag items (o, nr, ns, nt)",
+    "hf": "a Hugging Face dataset: a save_to_disk folder (a DatasetDict folder as FOLDER:SPLIT), a "
+          ".jsonl/.json/.parquet file, or hub:NAME:SPLIT; columns tokens + ner_tags (flat) or "
+          "tokens + entities [{start, end (exclusive), type}] (nested)",
 }
 
 MSRA_TYPES: dict[str, str | None] = {"o": None, "nr": "PER", "ns": "LOC", "nt": "ORG"}
@@ -201,6 +205,66 @@ _TAG = re.compile(r"(?:O|([BI])-(\S+))\Z")
 _COLUMN_SEP = re.compile(r"[ \t]+")
 
 
+class TagError(ValueError):
+    """A tag that cannot be read; the caller adds the file and line (or dataset and row)."""
+
+
+class TagDecoder:
+    """Tags ``O`` / ``B-X`` / ``I-X``, one word at a time, -> spans (shared by CoNLL and ``hf``).
+
+    scheme ``"iob1"`` (CoNLL-2003): ``I-X`` continues an X entity, or starts one after ``O`` or
+    another type; ``B-X`` always starts a new entity (it marks an X right after an X).
+    scheme ``"bio"``: ``B-X`` starts; ``I-X`` must follow ``B-X``/``I-X``; anything else raises
+    TagError, or with ``lenient=True`` is read as ``B-X`` and counted in ``repairs``.
+    ``add`` each word's tag, then ``close`` at the sentence end to get its spans.
+    """
+
+    def __init__(self, scheme: str = "iob1", lenient: bool = False) -> None:
+        if scheme not in ("iob1", "bio"):
+            raise ValueError(f"scheme must be 'iob1' or 'bio', got {scheme!r}")
+        self.scheme, self.lenient = scheme, lenient
+        self.repairs = 0
+        self._spans: list[Span] = []
+        self._cur: list[Any] | None = None  # the open entity: [start, end, type]
+        self._n = 0  # words of the current sentence so far
+
+    def add(self, tag: str) -> None:
+        m = _TAG.match(tag) if isinstance(tag, str) else None
+        if m is None:
+            raise TagError(f"tag {tag!r} is not O, B-TYPE or I-TYPE")
+        i, cur = self._n, self._cur
+        self._n += 1
+        prefix, typ = m.group(1), m.group(2)
+        if prefix is None:  # O
+            self._end_entity()
+            return
+        continues = prefix == "I" and cur is not None and cur[2] == typ
+        if prefix == "I" and not continues and self.scheme == "bio":
+            if not self.lenient:
+                after = "O" if cur is None else f"a {cur[2]} entity"
+                if i == 0:
+                    after = "the sentence start"
+                raise TagError(f"BIO tag {tag} after {after} (expected B-{typ}; config.data.lenient=True "
+                               f"or check --lenient reads it as B-{typ})")
+            self.repairs += 1
+        if continues:
+            cur[1] = i
+        else:  # B-X, or an I-X that starts an entity (IOB1, or a lenient BIO repair)
+            self._end_entity()
+            self._cur = [i, i, typ]
+
+    def _end_entity(self) -> None:
+        if self._cur is not None:
+            self._spans.append((self._cur[0], self._cur[1], self._cur[2]))
+            self._cur = None
+
+    def close(self) -> list[Span]:
+        """The current sentence's spans; the decoder starts a new sentence."""
+        self._end_entity()
+        spans, self._spans, self._n = self._spans, [], 0
+        return spans
+
+
 def read_conll(path: PathArg, scheme: str = "iob1", token_column: int = 0,
                tag_column: int = -1, lenient: bool = False,
                stats: dict[str, int] | None = None) -> list[Sentence]:
@@ -224,20 +288,17 @@ def read_conll(path: PathArg, scheme: str = "iob1", token_column: int = 0,
     text = _read_text(path, "conll")
     _refuse_empty(text, path, "conll")
     sentences: list[Sentence] = []
-    repairs = docs = n_lines = 0
+    docs = n_lines = 0
     words: list[str] = []
-    spans: list[Span] = []
     ncols = 0
-    cur: list[Any] | None = None  # the open entity: [start, end, type]
+    tags = TagDecoder(scheme, lenient)
 
     def flush() -> None:
-        nonlocal words, spans, cur
-        if cur is not None:
-            spans.append((cur[0], cur[1], cur[2]))
-            cur = None
+        nonlocal words
+        spans = tags.close()
         if words:
             sentences.append(Sentence(tuple(words), tuple(spans)))
-        words, spans = [], []
+        words = []
 
     for lineno, raw in _lines(text):
         n_lines = lineno
@@ -259,36 +320,14 @@ def read_conll(path: PathArg, scheme: str = "iob1", token_column: int = 0,
         elif len(cols) != ncols:
             raise DataError(path, f"{len(cols)} columns, but this sentence's first line has "
                                   f"{ncols}", line=lineno)
-        word, tag = cols[token_column], cols[tag_column]
-        m = _TAG.match(tag)
-        if m is None:
-            raise DataError(path, f"tag {tag!r} is not O, B-TYPE or I-TYPE", line=lineno)
-        i = len(words)
-        words.append(word)
-        prefix, typ = m.group(1), m.group(2)
-        if prefix is None:  # O
-            if cur is not None:
-                spans.append((cur[0], cur[1], cur[2]))
-                cur = None
-            continue
-        continues = prefix == "I" and cur is not None and cur[2] == typ
-        if prefix == "I" and not continues and scheme == "bio":
-            if not lenient:
-                after = "O" if cur is None else f"a {cur[2]} entity"
-                if i == 0:
-                    after = "the sentence start"
-                raise DataError(path, f"BIO tag {tag} after {after} (expected B-{typ}; config.data.lenient=True "
-                                      f"or check --lenient reads it as B-{typ})", line=lineno)
-            repairs += 1
-        if continues:
-            cur[1] = i
-        else:  # B-X, or an I-X that starts an entity (IOB1, or a lenient BIO repair)
-            if cur is not None:
-                spans.append((cur[0], cur[1], cur[2]))
-            cur = [i, i, typ]
+        try:
+            tags.add(cols[tag_column])
+        except TagError as err:
+            raise DataError(path, str(err), line=lineno) from None
+        words.append(cols[token_column])
     flush()
     if stats is not None:
-        stats.update(repairs=repairs, documents=docs, lines=n_lines)
+        stats.update(repairs=tags.repairs, documents=docs, lines=n_lines)
     return sentences
 
 
@@ -333,16 +372,24 @@ def read_msra(path: PathArg) -> list[Sentence]:
 # ----------------------------------------------------------------------------------------------
 # Dispatch and small helpers.
 
+def read_hf(spec: PathArg, **options: Any) -> list[Sentence]:
+    """Read a Hugging Face dataset (``format="hf"``): see ``vee_jax.data.hf.read_hf``."""
+    from .hf import read_hf as read  # datasets takes a second to import: only for this format
+
+    return read(str(spec), **options)
+
+
 READERS: dict[str, Callable[..., list[Sentence]]] = {
-    "json": read_json, "conll": read_conll, "msra": read_msra}
+    "json": read_json, "conll": read_conll, "msra": read_msra, "hf": read_hf}
 
 
 def read_split(path: PathArg, format: str, **options: Any) -> list[Sentence]:
-    """Read one split with the reader for ``format`` (``json``, ``conll`` or ``msra``);
-    ``options`` go to that reader (e.g. ``scheme="bio"`` for CoNLL)."""
+    """Read one split with the reader for ``format`` (``json``, ``conll``, ``msra`` or ``hf``);
+    ``options`` go to that reader (e.g. ``scheme="bio"`` for CoNLL). For ``hf`` the "path" is
+    a dataset as hf.py names them (a folder, ``folder:split``, a file or ``hub:name:split``)."""
     if format not in READERS:
         raise ValueError(f"unknown data format {format!r}; expected one of {', '.join(READERS)}")
-    if not Path(path).exists():
+    if format != "hf" and not Path(path).exists():
         raise MissingDataFile(path, f"no such file (expected {format} format: {FORMATS[format]})")
     return READERS[format](path, **options)
 

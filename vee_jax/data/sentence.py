@@ -19,10 +19,15 @@ class Sentence:
     normalises ``spans`` to a sorted tuple without duplicates, so two sentences with the same
     entities compare equal whatever order the file listed them in. Nested spans (one inside
     another) and, if a file has them, crossing spans are kept: the reader does not judge.
+
+    ``doc_id`` names the document the sentence belongs to, when the source says (the ``hf``
+    format's ``data.hf_doc_id_column``); consecutive sentences with the same id rebuild it.
+    ``None`` when unknown (the file formats).
     """
 
     words: tuple[str, ...]
     spans: tuple[Span, ...] = ()
+    doc_id: str | None = None
 
     def __post_init__(self) -> None:
         words = tuple(self.words)
@@ -34,6 +39,8 @@ class Sentence:
                     f"span ({s}, {e}, {t!r}) is not a cell of a {len(words)}-word table")
         object.__setattr__(self, "words", words)
         object.__setattr__(self, "spans", spans)
+        if self.doc_id is not None:
+            object.__setattr__(self, "doc_id", str(self.doc_id))
 
     def __len__(self) -> int:
         return len(self.words)
@@ -51,22 +58,27 @@ class DataError(ValueError):
     with ``(line L, column C)`` when known, e.g.
     ``data/train.json: record 12 (line 14, column 3): span [5, 3] ends before it starts``;
     or ``sentence N`` (0-based, the index among the file's sentences) for problems found after
-    reading, such as an entity type outside the label set.
+    reading, such as an entity type outside the label set; or ``row N`` (0-based) for a row of
+    a Hugging Face dataset, whose "path" is the dataset as ``config.data`` names it.
     """
 
     def __init__(self, path: str | PathLike[str], problem: str, *, line: int | None = None,
-                 record: int | None = None, column: int | None = None, sentence: int | None = None) -> None:
+                 record: int | None = None, column: int | None = None, sentence: int | None = None,
+                 row: int | None = None) -> None:
         self.path = str(path)
         self.problem = problem
         self.line = line
         self.record = record
         self.column = column
         self.sentence = sentence
+        self.row = row
         super().__init__(f"{self.path}: {self._where()}{problem}")
 
     def _where(self) -> str:
         if self.sentence is not None:
             return f"sentence {self.sentence}: "
+        if self.row is not None:
+            return f"row {self.row}: "
         pos = []
         if self.line is not None:
             pos.append(f"line {self.line}")
@@ -78,7 +90,7 @@ class DataError(ValueError):
 
     def __reduce__(self):  # keep the keyword-only fields through pickling (multiprocessing)
         return (_rebuild_data_error, (type(self), self.path, self.problem, self.line,
-                                      self.record, self.column, self.sentence))
+                                      self.record, self.column, self.sentence, self.row))
 
 
 class MissingDataFile(DataError, FileNotFoundError):
@@ -95,5 +107,5 @@ class MissingDataFile(DataError, FileNotFoundError):
         return self.args[0]
 
 
-def _rebuild_data_error(cls, path, problem, line, record, column, sentence=None):
-    return cls(path, problem, line=line, record=record, column=column, sentence=sentence)
+def _rebuild_data_error(cls, path, problem, line, record, column, sentence=None, row=None):
+    return cls(path, problem, line=line, record=record, column=column, sentence=sentence, row=row)

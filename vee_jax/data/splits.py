@@ -18,16 +18,23 @@ def reader_options(data_cfg: Any) -> dict[str, Any]:
     if data_cfg.format == "conll":
         return dict(scheme=data_cfg.scheme, token_column=data_cfg.token_column, tag_column=data_cfg.tag_column,
                     lenient=data_cfg.get("lenient", False))
+    if data_cfg.format == "hf":
+        return dict(scheme=data_cfg.scheme, lenient=data_cfg.get("lenient", False),
+                    tag_names=tuple(data_cfg.get("tag_names") or ()), hf_config=data_cfg.get("hf_config", ""),
+                    tokens_column=data_cfg.get("hf_tokens_column", "tokens"),
+                    tags_column=data_cfg.get("hf_tags_column", "ner_tags"),
+                    entities_column=data_cfg.get("hf_entities_column", "entities"),
+                    doc_id_column=data_cfg.get("hf_doc_id_column", ""))
     return {}
 
 
 def read_file(data_cfg: Any, path: str | Path) -> list[Sentence]:
-    """One file in the config's format; a lenient BIO read logs how many tags it repaired."""
+    """One file (or ``hf`` dataset) in the config's format; a lenient BIO read logs how many tags it repaired."""
     options = reader_options(data_cfg)
     stats: dict[str, int] = {}
-    if data_cfg.format == "conll":
+    if data_cfg.format in ("conll", "hf"):
         options["stats"] = stats
-    sentences = read_split(Path(path), data_cfg.format, **options)
+    sentences = read_split(str(path) if data_cfg.format == "hf" else Path(path), data_cfg.format, **options)
     if stats.get("repairs"):
         log.warning("%s: %d BIO tag(s) repaired: an I-X that starts an entity was read as B-X "
                     "(config.data.lenient)", path, stats["repairs"])
