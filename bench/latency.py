@@ -5,21 +5,36 @@
     python bench/latency.py --workdir ~/vee_runs/genia_ffnn64 --exit-rank 0 --out bench/results/cpu_ffnn64.json
     (a model trained with model.ffnn_size=64: its exits are small as trained, nothing to truncate)
 
-Variants, all on the same sentences with the same trained weights, interleaved sentence by
-sentence so that machine noise hits them alike (ratios within this run are what to trust):
+Operating points: for each target average exit layer (2, 2.5, 3, 4, 5) the (tau, patience)
+with the best F1 near it, chosen from offline tables of the DEV sentences (``--dev-data``;
+default: the ``dev.json`` beside the test file when the test file is not the config's test
+split, else the workdir's dev split, ``config.data.dev`` or its held-out part of train; at most
+``--dev-sentences``). The JSON records ``points_chosen_on`` and, per point, the dev F1 and dev
+average exit used to choose it beside the test F1 and test average exit measured here.
 
-1. ``jax_full``: the full model, jitted (``FullPolicy``: every layer, the last exit), batch 1;
+Variants, all on the same test sentences with the same trained weights, in whole blocks per
+variant and round (ratios within this run are what to trust). Every ratio compares runs of the
+same exits: with ``--exit-rank r`` > 0 the full model runs the same rank-r exits as the VEE
+variants, and the exact-exit variants compare against a full model with exact exits.
+
+1. ``jax_full``: the full model, jitted (``FullPolicy``: every layer, the last exit), batch 1, on
+   the ``--exit-rank`` exits (the exits as trained with ``--exit-rank 0``);
+   ``jax_full_exact_exits``: the same with the exact exits (timed only when r > 0);
 2. ``points``: the VEE engine (``vee_infer``) at batch 1 at several (tau, patience) points whose
-   average exit layers span about 2..5, on low-rank exits (``--exit-rank``), and
-   ``points_exact_exits`` on the exact exits;
+   average exit layers span about 2..5, on the ``--exit-rank`` exits (ratios over ``jax_full``),
+   and ``points_exact_exits`` on the exact exits (ratios over ``jax_full_exact_exits``);
 3. ``python_loop_points``: the same decisions the PyTorch-repo way: a Python loop over jitted
-   per-layer calls (``engine.layer_vote_step``) that reads the vote back after every layer;
+   per-layer calls (``engine.layer_vote_step``) that reads the vote back after every layer
+   (``--exit-rank`` exits, ratios over ``jax_full``);
 4. ``torch_eager``: transformers' PyTorch ``BertModel`` with the same weights plus the biaffine
    exit in torch, eager, batch 1, all layers, unpadded;
 5. ``onnxruntime``: the same torch module exported to ONNX, ORT with 2 threads and every graph
-   optimisation, batch 1, unpadded;
+   optimisation, batch 1, unpadded.
+   The peers (4, 5) run the exact last exit as trained, never a low-rank one: they are peers,
+   compared with ``jax_full_exact_exits`` (the same exit), not the base of a speed-up ratio;
 6. ``batched``: batch 32 with per-sentence exit (``batched_infer``) against the full model at
-   batch 32 (``vee_infer``), and ``vee_infer`` with the same policy at batch 32 for reference.
+   batch 32 (``batched_infer`` with ``FullPolicy``), and ``vee_infer`` with the same policy on
+   whole batches for reference, all three on the ``--exit-rank`` exits.
 
 Also: ``vote_fraction_of_layer`` (the vote's cost over one layer's, per length up to 64
 words, per measure), the exit's cost over a layer's, compile time and recompilations after
@@ -78,6 +93,20 @@ def pick_data(arg: str | None, config) -> Path:
     return genia if genia.exists() else Path(config.data.test)
 
 
+def pick_dev(arg: str | None, config, test: Path):
+    """``(sentences, name)`` of the split the operating points are chosen on: ``--dev-data``;
+    else the ``dev.json`` beside the test file when that is not the config's test split (the
+    GENIA default); else the workdir's dev split (``config.data.dev`` or its held-out part)."""
+    from vee_jax.data.splits import load_split, read_file
+    if arg:
+        return read_file(config.data, arg), str(arg)
+    beside = test.parent / "dev.json"
+    if config.data.get("test") and test.resolve() != Path(config.data.test).resolve() and beside.exists():
+        return read_file(config.data, beside), str(beside)
+    name = config.data.dev or f"dev_fraction {config.data.dev_fraction} of {config.data.train}"
+    return load_split(config.data, "dev"), str(name)
+
+
 def machine() -> str:
     cpu = cpu_name()
     dev = jax.devices()[0]
@@ -119,7 +148,9 @@ def f1_of(sentences, tables_at_exit, labels, nested):
 
 def choose_points(sentences, tables, D, labels, nested, M):
     """For each target average exit layer, the (tau, patience) with the best F1 among the points
-    within 0.3 layers of it (each patience's closest tau), on the benchmark sentences."""
+    within 0.3 layers of it (each patience's closest tau), on ``sentences`` (the dev sentences:
+    the chosen points are then measured on the test sentences). Each point carries the F1 and
+    average exit layer it was chosen with (``dev_f1``, ``dev_avg_exit``)."""
     taus = np.logspace(-6, 0, 61)
     pats = np.arange(1, M)
     exits, _ = vee_exit_layers(D, taus, pats)  # [T, P, N]
@@ -136,7 +167,8 @@ def choose_points(sentences, tables, D, labels, nested, M):
             if best is None or f1 > best[0]:
                 best = (f1, float(taus[t]), int(p), float(avg[t, j]))
         if best and all(abs(best[3] - q["offline_avg_exit"]) > 0.1 for q in points):
-            points.append({"tau": best[1], "patience": best[2], "offline_avg_exit": best[3]})
+            points.append({"tau": best[1], "patience": best[2], "offline_avg_exit": best[3],
+                           "dev_f1": best[0], "dev_avg_exit": best[3]})
     return points
 
 
@@ -258,7 +290,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--data", default=None, help="default: GENIA test from ../shared/data, else the config's test")
+    ap.add_argument("--dev-data", default=None, help="the sentences the operating points are chosen on (default: "
+                    "dev.json beside --data's file when that is not the config's test, else the config's dev split)")
     ap.add_argument("--sentences", type=int, default=300)
+    ap.add_argument("--dev-sentences", type=int, default=None, help="dev sentences to choose on (default --sentences)")
     ap.add_argument("--rounds", type=int, default=3, help="timed passes over the sentences at batch 1")
     ap.add_argument("--exit-rank", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -274,26 +309,39 @@ def main(argv=None):
     from vee_jax.data.splits import reader_options
     sentences = read_split(data, config.data.format, **reader_options(config.data))[: args.sentences]
     encoded, _ = encode_sentences(sentences, tokenizer, labels, min(config.data.max_subwords, spec.bert.max_position))
+    dev_sentences, dev_name = pick_dev(args.dev_data, config, data)
+    dev_sentences = dev_sentences[: args.dev_sentences or args.sentences]
+    dev_encoded, _ = encode_sentences(dev_sentences, tokenizer, labels,
+                                      min(config.data.max_subwords, spec.bert.max_position))
     M, N = spec.num_exits, len(encoded)
     cfg = spec.bert
     enc, ex = state["params"]["encoder"], state["params"]["exits"]
     K = ex["b"].shape[-1]
-    print(f"{workdir} on {N} sentences of {data}; {machine()}", flush=True)
+    print(f"{workdir} on {N} sentences of {data}; operating points chosen on {len(dev_encoded)} sentences of "
+          f"{dev_name}; {machine()}", flush=True)
 
     exact = engine.prepare(cfg, enc, ex)
     low = engine.prepare(cfg, enc, ex, exit_rank=args.exit_rank)
     low_exits = compress_exits(ex, args.exit_rank)
 
-    # Operating points, chosen on these sentences from offline tables (what the engine will decide).
-    tables_x, D_x = offline_tables(spec, enc, ex, encoded, pooling)
-    tables_l, D_l = offline_tables(spec, enc, low_exits, encoded, pooling)
-    full_f1_offline = f1_of(sentences, [t[-1] for t in tables_x], labels, nested)
-    pts_low = choose_points(sentences, tables_l, D_l, labels, nested, M)
-    pts_exact = choose_points(sentences, tables_x, D_x, labels, nested, M)
+    # Operating points, chosen on the dev sentences from offline tables (what the engine would
+    # decide there); measured below on the test sentences.
+    tables_x, D_x = offline_tables(spec, enc, ex, dev_encoded, pooling)
+    tables_l, D_l = offline_tables(spec, enc, low_exits, dev_encoded, pooling)
+    dev_full_f1_exact = f1_of(dev_sentences, [t[-1] for t in tables_x], labels, nested)
+    dev_full_f1 = f1_of(dev_sentences, [t[-1] for t in tables_l], labels, nested)
+    pts_low = choose_points(dev_sentences, tables_l, D_l, labels, nested, M)
+    pts_exact = choose_points(dev_sentences, tables_x, D_x, labels, nested, M)
+    del tables_x, tables_l
     print(f"points (rank {args.exit_rank}): {pts_low}\npoints (exact exits): {pts_exact}", flush=True)
 
     inputs = [one_batch(e, pooling) for e in encoded]
-    variants = {"jax_full": lambda i: engine.vee_infer(cfg, exact["encoder"], exact["exits"], inputs[i], FullPolicy())}
+    # Each full model runs the exits of the variants it is the base of (the same work but the exiting).
+    variants = {"jax_full": lambda i: engine.vee_infer(cfg, low["encoder"], low["exits"], inputs[i], FullPolicy())}
+    if args.exit_rank:
+        variants["jax_full_exact_exits"] = lambda i: engine.vee_infer(cfg, exact["encoder"], exact["exits"], inputs[i],
+                                                                      FullPolicy())
+    full_exact = "jax_full_exact_exits" if args.exit_rank else "jax_full"  # rank 0: the same program
     for k, p in enumerate(pts_low):
         pol = VeePolicy("kl", p["tau"], p["patience"])
         variants[f"vee{k}"] = lambda i, pol=pol: engine.vee_infer(cfg, low["encoder"], low["exits"], inputs[i], pol)
@@ -366,37 +414,41 @@ def main(argv=None):
         return f1_of(sentences, tabs, labels, nested), np.asarray(layers)
 
     full_f1, _ = decode_out("jax_full")
+    full_f1_exact, _ = decode_out(full_exact)
 
-    def point_rows(prefix, pts, exits_name):
+    def point_rows(prefix, pts, exits_name, base):
         rows = []
         for k, p in enumerate(pts):
             f1, layers = decode_out(f"{prefix}{k}")
             avg = float(layers.mean())
             rows.append({"strategy": "vee", "measure": "kl", "exits": exits_name, "tau": p["tau"],
-                         "patience": p["patience"], "f1": f1, "avg_exit_layer": avg, "layer_speedup": M / avg,
-                         "wall_speedup": total["jax_full"] / total[f"{prefix}{k}"],
+                         "patience": p["patience"], "dev_f1": p["dev_f1"], "dev_avg_exit_layer": p["dev_avg_exit"],
+                         "f1": f1, "test_f1": f1, "avg_exit_layer": avg, "test_avg_exit_layer": avg,
+                         "layer_speedup": M / avg, "wall_speedup_over": base,
+                         "wall_speedup": total[base] / total[f"{prefix}{k}"],
                          "ms_p50": float(np.median(ms[f"{prefix}{k}"])),
                          "ms_p90": float(np.percentile(ms[f"{prefix}{k}"], 90)), "exit_layers": layers})
             rows[-1]["wall_over_layer_speedup"] = rows[-1]["wall_speedup"] / rows[-1]["layer_speedup"]
         return rows
 
     low_name = f"rank {args.exit_rank}" if args.exit_rank else "exits as trained"
-    points = point_rows("vee", pts_low, low_name)
-    loop_points = point_rows("loop", pts_low, low_name)
+    points = point_rows("vee", pts_low, low_name, "jax_full")
+    loop_points = point_rows("loop", pts_low, low_name, "jax_full")
     for a, b in zip(points, loop_points):
         assert (a["exit_layers"] == b["exit_layers"]).all(), "the Python loop must make the engine's decisions"
-    exact_points = point_rows("exact", pts_exact, "exact")
+    exact_points = point_rows("exact", pts_exact, "exact", full_exact)
     for rows in (points, loop_points, exact_points):
         for r in rows:
             r.pop("exit_layers")
 
     # Batched (6): per-sentence exit at batch 32 against the full model at batch 32.
     print("batched ...", flush=True)
-    # The full model gets the same batching (groups by shape, padded to a power of two <= 32).
+    # The full model gets the same batching (groups by shape, padded to a power of two <= 32) and
+    # the same (--exit-rank) exits.
     # vee_infer on whole batches: the same groups and shapes as batched_infer (word bucket fitted
     # to each group's longest sentence), padded to a power of two as there.
     batches = [engine.infer_inputs(b, pooling) for _, b in whole_batches(encoded, args.batch_size)]
-    full_b = lambda: batched_infer(cfg, exact, encoded, FullPolicy(), batch_size=args.batch_size, pooling=pooling)[0]
+    full_b = lambda: batched_infer(cfg, low, encoded, FullPolicy(), batch_size=args.batch_size, pooling=pooling)[0]
     batched_rows = []
     full_b()
     t_full = min(timed(full_b)[0] for _ in range(2))
@@ -423,20 +475,30 @@ def main(argv=None):
     result = {
         "machine": machine(), "command": "python bench/latency.py " + " ".join(argv or sys.argv[1:]),
         "workdir": str(workdir), "data": str(data), "sentences": N, "rounds": args.rounds,
+        "points_chosen_on": "dev", "dev_data": dev_name, "dev_sentences": len(dev_encoded),
+        "choice": "per target average exit layer, the (tau, patience) with the best dev F1 within 0.3 layers of it "
+                  "(offline tables of the dev sentences); dev_f1 / dev_avg_exit_layer: what it was chosen with; "
+                  "f1 (= test_f1) / avg_exit_layer (= test_avg_exit_layer): the engine on the test sentences",
         "num_layers": M, "exit_rank": args.exit_rank,
-        "timing": "per sentence the best of the rounds; p50/p90 over sentences; wall_speedup = total time ratio",
+        "timing": "per sentence the best of the rounds; p50/p90 over sentences; wall_speedup = total time ratio "
+                  "over the full model with the same exits (wall_speedup_over)",
+        "jax_full_exits": low_name,
         "jax_full_ms_p50": float(np.median(ms["jax_full"])), "jax_full_ms_p90": float(np.percentile(ms["jax_full"], 90)),
-        "full_f1": full_f1, "full_f1_offline": full_f1_offline,
+        "jax_full_exact_exits_ms_p50": float(np.median(ms[full_exact])),
+        "jax_full_exact_exits_ms_p90": float(np.percentile(ms[full_exact], 90)),
+        "full_f1": full_f1, "full_f1_exact_exits": full_f1_exact,
+        "dev_full_f1": dev_full_f1, "dev_full_f1_exact_exits": dev_full_f1_exact,
         "points": points, "python_loop_points": loop_points, "points_exact_exits": exact_points,
         "batched": batched_rows, "vote_fraction_of_layer": comp,
         "compile_s": compile_s, "recompiles_after_warmup": int(recompiles),
     }
+    # The peers run the exact last exit: compared with the JAX full model on the exact exits.
     if "torch_eager" in ms:
         result["torch_eager_ms_p50"] = float(np.median(ms["torch_eager"]))
-        result["jax_full_over_torch_eager"] = total["jax_full"] / total["torch_eager"]
+        result["jax_full_over_torch_eager"] = total[full_exact] / total["torch_eager"]
     if "onnxruntime" in ms:
         result["onnxruntime_ms_p50"] = float(np.median(ms["onnxruntime"]))
-        result["jax_full_over_onnxruntime"] = total["jax_full"] / total["onnxruntime"]
+        result["jax_full_over_onnxruntime"] = total[full_exact] / total["onnxruntime"]
         for row in points + exact_points:
             row["over_onnxruntime"] = row["ms_p50"] / result["onnxruntime_ms_p50"]
     if peers_note:
@@ -448,29 +510,48 @@ def main(argv=None):
 
 def markdown(r: dict) -> str:
     L = [f"Machine: {r['machine']}  ", f"Command: `{r['command']}`  ",
-         f"Model: {r['workdir']}, {r['sentences']} sentences of {r['data']}, batch 1 unless stated; "
-         f"per sentence the best of {r['rounds']} interleaved rounds.", ""]
-    L += ["| variant | F1 | avg exit layer | layer speed-up | wall speed-up | wall / layer | p50 ms | p90 ms |",
-          "|---|---|---|---|---|---|---|---|",
-          f"| JAX full model (jitted) | {r['full_f1']:.4f} | {r['num_layers']} | 1.00 | 1.00 | 1.00 | "
+         f"Model: {r['workdir']}, {r['sentences']} test sentences of {r['data']}, batch 1 unless stated; "
+         f"per sentence the best of {r['rounds']} interleaved rounds.  ",
+         f"Operating points (tau, patience) chosen on {r['points_chosen_on']}: {r['dev_sentences']} sentences of "
+         f"{r['dev_data']} (best dev F1 near each target average exit layer); F1, exit layers and times below are "
+         f"measured on the test sentences.  ",
+         f"Every wall speed-up is over the JAX full model with the same exits: `{r['jax_full_exits']}` for the engine "
+         f"and the Python loop, exact for the exact-exit rows"
+         + (" (the same program with `--exit-rank 0`)" if not r["exit_rank"] else "")
+         + ". The peers (PyTorch, ONNX Runtime) run the last exit as trained, never truncated.", ""]
+    full_name = r["jax_full_exits"] + ("" if "exits" in r["jax_full_exits"] else " exits")
+    L += ["| variant | dev F1 (chosen on) | dev avg exit | test F1 | test avg exit layer | layer speed-up | "
+          "wall speed-up | wall / layer | p50 ms | p90 ms |",
+          "|---|---|---|---|---|---|---|---|---|---|",
+          f"| JAX full model (jitted, {full_name}) | {r['dev_full_f1']:.4f} | {r['num_layers']} | "
+          f"{r['full_f1']:.4f} | {r['num_layers']} | 1.00 | 1.00 | 1.00 | "
           f"{r['jax_full_ms_p50']:.2f} | {r['jax_full_ms_p90']:.2f} |"]
+    if r["exit_rank"]:
+        L.append(f"| JAX full model (jitted, exact exits) | {r['dev_full_f1_exact_exits']:.4f} | {r['num_layers']} | "
+                 f"{r['full_f1_exact_exits']:.4f} | {r['num_layers']} | 1.00 | 1.00 | 1.00 | "
+                 f"{r['jax_full_exact_exits_ms_p50']:.2f} | {r['jax_full_exact_exits_ms_p90']:.2f} |")
     for name, rows in (("VEE engine", r["points"]), ("Python loop", r["python_loop_points"]),
                        ("VEE engine, exact exits", r["points_exact_exits"])):
         for p in rows:
-            L.append(f"| {name} ({p['exits']}), tau {p['tau']:.2g}, patience {p['patience']} | {p['f1']:.4f} | "
+            L.append(f"| {name} ({p['exits']}), tau {p['tau']:.2g}, patience {p['patience']} | {p['dev_f1']:.4f} | "
+                     f"{p['dev_avg_exit_layer']:.2f} | {p['f1']:.4f} | "
                      f"{p['avg_exit_layer']:.2f} | {p['layer_speedup']:.2f} | {p['wall_speedup']:.2f} | "
                      f"{p['wall_over_layer_speedup']:.2f} | {p['ms_p50']:.2f} | {p['ms_p90']:.2f} |")
     if "torch_eager_ms_p50" in r:
-        L.append(f"| PyTorch eager, all layers | | {r['num_layers']} | | | | {r['torch_eager_ms_p50']:.2f} | |")
+        L.append(f"| PyTorch eager, all layers, exit as trained | | | | {r['num_layers']} | | | | "
+                 f"{r['torch_eager_ms_p50']:.2f} | |")
     if "onnxruntime_ms_p50" in r:
-        L.append(f"| ONNX Runtime, all layers | | {r['num_layers']} | | | | {r['onnxruntime_ms_p50']:.2f} | |")
+        L.append(f"| ONNX Runtime, all layers, exit as trained | | | | {r['num_layers']} | | | | "
+                 f"{r['onnxruntime_ms_p50']:.2f} | |")
     L.append("")
     if "jax_full_over_torch_eager" in r:
-        L.append(f"JAX full / PyTorch eager time: {r['jax_full_over_torch_eager']:.2f}.  ")
+        L.append(f"JAX full (exact exits) / PyTorch eager time: {r['jax_full_over_torch_eager']:.2f}.  ")
     if "jax_full_over_onnxruntime" in r:
-        L.append(f"JAX full / ONNX Runtime time: {r['jax_full_over_onnxruntime']:.2f}.  ")
+        L.append(f"JAX full (exact exits) / ONNX Runtime time: {r['jax_full_over_onnxruntime']:.2f}.  ")
     L.append(f"Compile time {r['compile_s']:.1f} s; recompilations after warm-up: {r['recompiles_after_warmup']}.")
-    L += ["", "| batch | tau | patience | avg exit layer | ideal ratio | throughput ratio (batched_infer) | "
+    L += ["", f"Batched: the full model, `batched_infer` and the whole-batch loop all on `{r['jax_full_exits']}` exits; "
+          "test sentences, points chosen on dev.", "",
+          "| batch | tau | patience | avg exit layer | ideal ratio | throughput ratio (batched_infer) | "
           "ratio / ideal | whole-batch loop ratio |", "|---|---|---|---|---|---|---|---|"]
     for b in r["batched"]:
         L.append(f"| {b['batch_size']} | {b['tau']:.2g} | {b['patience']} | {b['avg_exit_layer']:.2f} | "
