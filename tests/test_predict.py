@@ -14,7 +14,7 @@ from vee_jax.words import split_words
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "vee_jax" / "data" / "demo"
-POLICY = {"strategy": "vee", "measure": "kl", "tau": 6.0, "patience": 1}  # tiny_workdir's distances are ~5-7
+POLICY = {"strategy": "vee", "measure": "kl", "tau": 4.0, "patience": 1}  # tiny_workdir: exits at layers 3 and 4
 
 
 def _load_bench():
@@ -107,7 +107,7 @@ def test_predictor_equals_eval_on_the_same_words(tiny_workdir, predictor):
 
     data = tiny_workdir / "data.json"
     args = eval_parser().parse_args(["--workdir", str(tiny_workdir), "--data", str(data), "--strategy", "vee",
-                                     "--measure", "kl", "--tau", "6.0", "--patience", "1", "--batch-size", "8",
+                                     "--measure", "kl", "--tau", str(POLICY["tau"]), "--patience", "1", "--batch-size", "8",
                                      "--quiet"])
     ev = run_policy_eval(args)
     sentences = [r["sentence"] for r in json.loads(data.read_text())]
@@ -168,7 +168,7 @@ def test_predict_cli(tiny_workdir, tmp_path, monkeypatch, capsys):
     from vee_jax.cli import predict_main
 
     monkeypatch.setenv("VEE_JAX_XLA_CACHE", "none")
-    pol = ["--strategy", "vee", "--tau", "6.0", "--patience", "1", "--batch-size", "8"]
+    pol = ["--strategy", "vee", "--tau", str(POLICY["tau"]), "--patience", "1", "--batch-size", "8"]
     lines = ["IL-2 gene expression requires NF-kappa B.", "", "T cells (CD4+) express IL-2."]
     inp = tmp_path / "in.txt"
     inp.write_text("\n".join(lines) + "\n")

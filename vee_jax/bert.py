@@ -1,21 +1,30 @@
-"""The BERT encoder (paper Sec. 2.1) as pure functions over an explicit pytree.
+"""The BERT encoder (paper Sec. 2.1) as Flax modules, and the step functions over their parameters.
 
-Parameters of the M transformer layers are stacked on a leading layer axis so that one layer
-can be picked by a traced index inside ``lax.while_loop`` (the early-exit engine) and all
-layers can run under ``lax.scan``. ALBERT keeps a single stacked entry (shared weights):
-``layer_step`` maps every depth to it, so gradients from all depths reach the same array and
-fine-tuning keeps the weights tied.
+The modules (linen: functional ``init`` / ``apply`` over explicit parameter pytrees):
 
-Pytree layout (``S`` stacked layers: ``S = M`` for BERT, ``S = 1`` for ALBERT)::
+- ``BertEmbeddings``: word + position + token type, LayerNorm, dropout (ALBERT: then E -> d);
+- ``TransformerLayer``: one post-LN layer, the only code of a layer;
+- ``BertEncoder``: the embeddings and the M layers, the layers ``nn.scan``ned so that their
+  parameters are stacked on a leading layer axis. ALBERT keeps its S shared weight sets
+  stacked ``[S, ...]``; the scan runs over the S sets and applies each to its M / S layers.
+
+The step functions (``embed``, ``layer_step``, ``transformer_layer``, ``encode_layers``) apply
+these modules to a parameter collection, so research code and the early-exit engine run one
+layer at a time (a traced layer index inside ``lax.while_loop``) with the same code as training.
+
+Parameter layout (``S`` stacked layers: ``S = M`` for BERT, the group count for ALBERT)::
 
     {"embeddings": {"word": [V, E], "position": [P, E], "token_type": [Tt, E],
                     "ln": {"scale": [E], "bias": [E]},
-                    "proj": {"kernel": [E, d], "bias": [d]}},          # ALBERT only (E != d)
+                    "proj": {"kernel": [E, d], "bias": [d]}},          # ALBERT only
      "layers": {"query" | "key" | "value" | "attn_out": {"kernel": [S, d, d], "bias": [S, d]},
                 "attn_ln": {"scale": [S, d], "bias": [S, d]},
                 "ffn_in": {"kernel": [S, d, F], "bias": [S, F]},
                 "ffn_out": {"kernel": [S, F, d], "bias": [S, d]},
                 "ffn_ln": {"scale": [S, d], "bias": [S, d]}}}
+
+Dropout draws from the ``"dropout"`` rng stream (``rngs={"dropout": key}``); the step functions
+take ``rng`` (None: deterministic).
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import dataclasses
 import math
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -84,24 +94,129 @@ def _activation(name: str):
     return ACTIVATIONS[name]
 
 
-def layer_norm(x: jax.Array, p: Params, eps: float) -> jax.Array:
-    """LayerNorm over the last axis, statistics in float32 (as PyTorch does for fp32)."""
-    x32 = x.astype(jnp.float32)
-    mean = x32.mean(-1, keepdims=True)
-    var = jnp.square(x32 - mean).mean(-1, keepdims=True)
-    y = (x32 - mean) * lax.rsqrt(var + eps)
-    return (y * p["scale"] + p["bias"]).astype(x.dtype)
+def _init(config: "BertConfig"):
+    """BERT's initialiser: normal with standard deviation 0.02 (fresh modules only; fine-tuning
+    starts from ``weights.load_backbone``)."""
+    return nn.initializers.normal(0.02)
 
 
-def _dense(x: jax.Array, p: Params) -> jax.Array:
-    return x @ p["kernel"] + p["bias"]
+class LayerNorm(nn.Module):
+    """LayerNorm over the last axis, statistics in float32 as PyTorch computes them for fp32
+    (``flax.linen.LayerNorm``'s default fast variance, E[x^2] - E[x]^2, drifts from it)."""
+
+    eps: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (d,))
+        bias = self.param("bias", nn.initializers.zeros, (d,))
+        x32 = x.astype(jnp.float32)
+        mean = x32.mean(-1, keepdims=True)
+        var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+        y = (x32 - mean) * lax.rsqrt(var + self.eps)
+        return (y * scale + bias).astype(x.dtype)
 
 
-def _dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
-    if rng is None or rate == 0.0:
-        return x
-    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+class BertEmbeddings(nn.Module):
+    """h^(0): word + position + token type embeddings, LayerNorm, dropout (and ALBERT's E -> d map)."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array | None = None, *,
+                 deterministic: bool = True) -> jax.Array:
+        """input_ids, token_type_ids: [B, T] ints -> [B, T, d] (positions are absolute)."""
+        c = self.config
+        E = c.emb_size
+        word = self.param("word", _init(c), (c.vocab_size, E))
+        position = self.param("position", _init(c), (c.max_position, E))
+        token_type = self.param("token_type", _init(c), (c.type_vocab_size, E))
+        T = input_ids.shape[1]
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        x = word[input_ids] + position[jnp.arange(T)][None] + token_type[token_type_ids]
+        x = LayerNorm(c.layer_norm_eps, name="ln")(x)
+        x = nn.Dropout(c.hidden_dropout)(x, deterministic=deterministic)
+        if c.model_type == "albert":  # embedding_hidden_mapping_in
+            x = nn.Dense(c.hidden_size, kernel_init=_init(c), name="proj")(x)
+        return x.astype(c.jnp_dtype)
+
+
+def attention_bias(attention_mask: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    """[B, T] 0/1 mask -> additive [B, 1, 1, T] bias (the dtype's minimum on padding, as HF)."""
+    return jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(dtype).min).astype(dtype)
+
+
+class TransformerLayer(nn.Module):
+    """One post-LN transformer layer: self-attention, add & norm, feed-forward, add & norm."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, hidden: jax.Array, bias: jax.Array, *, deterministic: bool = True) -> jax.Array:
+        """hidden [B, T, d], bias [B, 1, 1, T] (``attention_bias``) -> [B, T, d]."""
+        c = self.config
+        B, T, d = hidden.shape
+        H = c.num_heads
+        dh = d // H
+        dense = lambda n, name: nn.Dense(n, kernel_init=_init(c), name=name)  # noqa: E731
+        drop = lambda rate, x: nn.Dropout(rate)(x, deterministic=deterministic)  # noqa: E731
+
+        def heads(x):  # [B, T, d] -> [B, H, T, dh]
+            return x.reshape(B, T, H, dh).transpose(0, 2, 1, 3)
+
+        q = heads(dense(d, "query")(hidden))
+        k = heads(dense(d, "key")(hidden))
+        v = heads(dense(d, "value")(hidden))
+        scores = jnp.einsum("bhqc,bhkc->bhqk", q, k) / math.sqrt(dh) + bias
+        probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(hidden.dtype)
+        probs = drop(c.attention_dropout, probs)
+        ctx = jnp.einsum("bhqk,bhkc->bhqc", probs, v).transpose(0, 2, 1, 3).reshape(B, T, d)
+        attn = drop(c.hidden_dropout, dense(d, "attn_out")(ctx))
+        hidden = LayerNorm(c.layer_norm_eps, name="attn_ln")(attn + hidden)
+        ff = _activation(c.hidden_act)(dense(c.intermediate_size, "ffn_in")(hidden))
+        ff = drop(c.hidden_dropout, dense(d, "ffn_out")(ff))
+        return LayerNorm(c.layer_norm_eps, name="ffn_ln")(ff + hidden)
+
+
+def _layer_group(repeats: int, deterministic: bool):
+    """The scan body over stacked weight sets: one set applied to its ``repeats`` consecutive
+    layers (1 for BERT; M / S for ALBERT). Returns (hidden, [repeats, B, T, d])."""
+
+    def body(layer: TransformerLayer, hidden: jax.Array, bias: jax.Array):
+        outs = []
+        for _ in range(repeats):
+            hidden = layer(hidden, bias, deterministic=deterministic)
+            outs.append(hidden)
+        return hidden, jnp.stack(outs)
+
+    return body
+
+
+class BertEncoder(nn.Module):
+    """The embeddings and the M layers: every hidden state [M+1, B, T, d] (as transformers'
+    ``output_hidden_states``). Parameters ``{"embeddings": ..., "layers": [S, ...]}``."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array, token_type_ids: jax.Array | None = None,
+                 *, deterministic: bool = True) -> jax.Array:
+        c = self.config
+        S, M = c.stacked, c.num_layers
+        if M % S:
+            raise ValueError(f"{M} layers over {S} weight groups: the layers must split evenly over the groups")
+        h0 = BertEmbeddings(c, name="embeddings")(input_ids, token_type_ids, deterministic=deterministic)
+        bias = attention_bias(attention_mask, h0.dtype)
+        scan = nn.scan(_layer_group(M // S, deterministic), variable_axes={"params": 0},
+                       split_rngs={"params": True, "dropout": True}, in_axes=nn.broadcast, length=S)
+        _, hs = scan(TransformerLayer(c, name="layers"), h0, bias)  # [S, M / S, B, T, d]
+        return jnp.concatenate([h0[None], hs.reshape((M,) + h0.shape)], axis=0)
+
+
+def _rngs(rng: jax.Array | None) -> dict:
+    return {} if rng is None else {"dropout": rng}
 
 
 def embed(
@@ -113,22 +228,14 @@ def embed(
     *,
     rng: jax.Array | None = None,
 ) -> jax.Array:
-    """Embedding output h^(0): word + position + token type, LayerNorm (and ALBERT's E->d map).
+    """Embedding output h^(0) (``BertEmbeddings`` on ``params["embeddings"]``).
 
     Args: input_ids, attention_mask, token_type_ids: [B, T] ints. ``rng``: dropout key
     (None = deterministic). Returns [B, T, d].
     """
     del attention_mask  # positions are absolute; padding is masked in attention
-    p = params["embeddings"]
-    T = input_ids.shape[1]
-    if token_type_ids is None:
-        token_type_ids = jnp.zeros_like(input_ids)
-    x = p["word"][input_ids] + p["position"][jnp.arange(T)][None] + p["token_type"][token_type_ids]
-    x = layer_norm(x, p["ln"], config.layer_norm_eps)
-    x = _dropout(x, config.hidden_dropout, rng)
-    if "proj" in p:  # ALBERT: embedding_hidden_mapping_in
-        x = _dense(x, p["proj"])
-    return x.astype(config.jnp_dtype)
+    return BertEmbeddings(config).apply({"params": params["embeddings"]}, input_ids, token_type_ids,
+                                        deterministic=rng is None, rngs=_rngs(rng))
 
 
 def stacked_index(config: BertConfig, m: jax.Array | int) -> jax.Array | int:
@@ -144,11 +251,6 @@ def select_layer(config: BertConfig, layers: Params, m: jax.Array | int) -> Para
     return jax.tree.map(lambda w: lax.dynamic_index_in_dim(w, idx, 0, keepdims=False), layers)
 
 
-def attention_bias(attention_mask: jax.Array, dtype: jnp.dtype) -> jax.Array:
-    """[B, T] 0/1 mask -> additive [B, 1, 1, T] bias (the dtype's minimum on padding, as HF)."""
-    return jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(dtype).min).astype(dtype)
-
-
 def transformer_layer(
     config: BertConfig,
     lp: Params,
@@ -157,27 +259,9 @@ def transformer_layer(
     *,
     rng: jax.Array | None = None,
 ) -> jax.Array:
-    """One post-LN transformer layer with weights ``lp`` (unstacked). hidden [B, T, d]."""
-    B, T, d = hidden.shape
-    H = config.num_heads
-    dh = d // H
-    rngs = [None] * 3 if rng is None else list(jax.random.split(rng, 3))
-
-    def heads(x):  # [B, T, d] -> [B, H, T, dh]
-        return x.reshape(B, T, H, dh).transpose(0, 2, 1, 3)
-
-    q = heads(_dense(hidden, lp["query"]))
-    k = heads(_dense(hidden, lp["key"]))
-    v = heads(_dense(hidden, lp["value"]))
-    scores = jnp.einsum("bhqc,bhkc->bhqk", q, k) / math.sqrt(dh) + bias
-    probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(hidden.dtype)
-    probs = _dropout(probs, config.attention_dropout, rngs[0])
-    ctx = jnp.einsum("bhqk,bhkc->bhqc", probs, v).transpose(0, 2, 1, 3).reshape(B, T, d)
-    attn = _dropout(_dense(ctx, lp["attn_out"]), config.hidden_dropout, rngs[1])
-    hidden = layer_norm(attn + hidden, lp["attn_ln"], config.layer_norm_eps)
-    ff = _activation(config.hidden_act)(_dense(hidden, lp["ffn_in"]))
-    ff = _dropout(_dense(ff, lp["ffn_out"]), config.hidden_dropout, rngs[2])
-    return layer_norm(ff + hidden, lp["ffn_ln"], config.layer_norm_eps)
+    """``TransformerLayer`` with one layer's (unstacked) weights ``lp``: [B, T, d] -> [B, T, d]."""
+    return TransformerLayer(config).apply({"params": lp}, hidden, bias, deterministic=rng is None,
+                                          rngs=_rngs(rng))
 
 
 def layer_step(
@@ -204,22 +288,15 @@ def encode_layers(
     *,
     rng: jax.Array | None = None,
 ) -> jax.Array:
-    """Every hidden state: [M+1, B, T, d], the embedding output then layers 1..M.
+    """Every hidden state: [M+1, B, T, d], the embedding output then layers 1..M (``BertEncoder``)."""
+    return BertEncoder(config).apply({"params": params}, input_ids, attention_mask, token_type_ids,
+                                     deterministic=rng is None, rngs=_rngs(rng))
 
-    The same quantity as transformers' ``output_hidden_states``. Layers run under ``lax.scan``.
-    """
-    rngs = (None, None) if rng is None else tuple(jax.random.split(rng))
-    h0 = embed(config, params, input_ids, attention_mask, token_type_ids, rng=rngs[0])
-    bias = attention_bias(attention_mask, h0.dtype)
-    M = config.num_layers
 
-    def body(h, m):
-        lr = None if rngs[1] is None else jax.random.fold_in(rngs[1], m)
-        h = transformer_layer(config, select_layer(config, params["layers"], m), h, bias, rng=lr)
-        return h, h
-
-    _, hs = lax.scan(body, h0, jnp.arange(M))
-    return jnp.concatenate([h0[None], hs], axis=0)
+def init_encoder(key: jax.Array, config: BertConfig) -> Params:
+    """Fresh encoder parameters (BERT's initialisation) in the layout above."""
+    ids = jnp.zeros((1, 1), jnp.int32)
+    return BertEncoder(config).init(key, ids, jnp.ones_like(ids))["params"]
 
 
 def word_vectors(

@@ -1,9 +1,15 @@
-"""The biaffine exit after every layer (Eq. 1 and 3, footnote 5) and all_exit_logits.
+"""The biaffine exit after every layer (Eq. 1 and 3, footnote 5) as Flax modules, and the step functions.
 
     f^(m)(s, e) = h_s^T U^(m) h_e + W^(m) [h_s ; h_e] + b^(m)        (Eq. 3)
 
-computed as ``(H U) H^T`` contractions over the word table, never per cell. Exit parameters
-are stacked on a leading exit axis like the layers::
+computed as ``(H U) H^T`` contractions over the word table, never per cell.
+
+- ``BiaffineExit``: one exit, the only code of an exit;
+- ``StackedExits``: the M exits, ``nn.vmap``ped over a leading exit axis (one exit per layer);
+- ``VeeBert``: ``BertEncoder`` + word vectors + ``StackedExits``; its ``__call__`` gives every
+  exit's logits [M, B, L, L, K] for training, ``hidden_states`` and ``exit_table`` the pieces.
+
+Parameters, stacked on a leading exit axis like the layers::
 
     {"U": [M, h, K, h], "W_start": [M, h, K], "W_end": [M, h, K], "b": [M, K],
      "ffnn": {"start" | "end": {"kernel": [M, d, h], "bias": [M, h]}}}   # optional (Yu et al.)
@@ -17,12 +23,106 @@ from __future__ import annotations
 
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .bert import BertConfig, Params, encode_layers, word_vectors
+from .bert import BertConfig, BertEncoder, Params, word_vectors
+
+
+def _normal(scale_of_fan: float):
+    """Normal initialiser with standard deviation 1 / sqrt(scale_of_fan), whatever the shape."""
+    return lambda key, shape, dtype=jnp.float32: jax.random.normal(key, shape, dtype) / jnp.sqrt(scale_of_fan)
+
+
+class StartEnd(nn.Module):
+    """Yu et al. (2020)'s start and end projections: ReLU(W h + b) each, to ``size`` dims."""
+
+    size: int
+
+    @nn.compact
+    def __call__(self, words: jax.Array) -> tuple[jax.Array, jax.Array]:
+        d = words.shape[-1]
+        dense = lambda name: nn.Dense(self.size, kernel_init=_normal(d), name=name)  # noqa: E731
+        return jax.nn.relu(dense("start")(words)), jax.nn.relu(dense("end")(words))
+
+
+class BiaffineExit(nn.Module):
+    """One exit's span table (Eq. 3): words [B, L, d] -> logits [B, L, L, K].
+
+    ``ffnn_size``: Yu et al.'s start/end projections (None: none, the paper's default,
+    footnote 5). Initial scales keep logits O(1) for LayerNorm-ed inputs. An exit compressed by
+    ``compress_exits`` (parameters ``P``, ``Q`` present) projects to its rank r first.
+    """
+
+    num_labels: int
+    ffnn_size: int | None = None
+
+    @nn.compact
+    def __call__(self, words: jax.Array) -> jax.Array:
+        K = self.num_labels
+        if self.ffnn_size:
+            hs, he = StartEnd(self.ffnn_size, name="ffnn")(words)
+        else:
+            hs = he = words
+        h = hs.shape[-1]
+        w_start = self.param("W_start", _normal(2.0 * h), (h, K))
+        w_end = self.param("W_end", _normal(2.0 * h), (h, K))
+        b = self.param("b", nn.initializers.zeros, (K,))
+        lin = (hs @ w_start)[:, :, None, :] + (he @ w_end)[:, None, :, :]
+        r = h
+        if self.has_variable("params", "P"):  # a low-rank exit: U ~ C x P x Q, so project to r first
+            P, Q = self.get_variable("params", "P"), self.get_variable("params", "Q")
+            hs, he, r = hs @ P, he @ Q, P.shape[-1]
+        U = self.param("U", _normal(float(h) ** 2), (r, K, r))
+        hu = jnp.einsum("bsi,ikj->bskj", hs, U)  # H_s U: [B, L, K, h]
+        bil = jnp.einsum("bskj,bej->bsek", hu, he)  # (H_s U) H_e^T: [B, L, L, K]
+        return bil + lin + b
+
+
+StackedExits = nn.vmap(BiaffineExit, variable_axes={"params": 0}, split_rngs={"params": True},
+                       in_axes=0, out_axes=0)
+StackedExits.__doc__ = """The M exits stacked on a leading axis: words [M, B, L, d] -> logits [M, B, L, L, K]."""
+
+
+class VeeBert(nn.Module):
+    """The whole model: encoder, word vectors, an exit after every layer.
+
+    Parameters ``{"encoder": BertEncoder's, "exits": StackedExits'}`` (the train state's
+    ``params``). ``batch`` as made by ``data.collate``: ``input_ids``, ``attention_mask`` [B, T];
+    ``word_index``, ``word_mask`` [B, L]; optional ``token_type_ids`` [B, T], ``word_end`` [B, L].
+    """
+
+    config: BertConfig
+    num_labels: int
+    ffnn_size: int | None = None
+    pooling: str = "first"
+
+    def setup(self):
+        self.encoder = BertEncoder(self.config)
+        self.exits = StackedExits(self.num_labels, self.ffnn_size)
+
+    def hidden_states(self, batch: dict[str, Any], *, deterministic: bool = True) -> jax.Array:
+        """Every layer's output [M, B, T, d] (the embedding output dropped: exit m reads layer m)."""
+        return self.encoder(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
+                            deterministic=deterministic)[1:]
+
+    def word_table_inputs(self, hidden: jax.Array, batch: dict[str, Any]) -> jax.Array:
+        """[M, B, T, d] subword states -> [M, B, L, d] word vectors (NOTES item 6)."""
+        return jax.vmap(lambda h: word_vectors(h, batch["word_index"], batch["word_mask"], self.pooling,
+                                               batch.get("word_end")))(hidden)
+
+    def __call__(self, batch: dict[str, Any], *, deterministic: bool = True) -> jax.Array:
+        """Every exit's logits from one encoder pass: [M, B, L, L, K]."""
+        return self.exits(self.word_table_inputs(self.hidden_states(batch, deterministic=deterministic), batch))
+
+
+def _exit_module(p: Params) -> BiaffineExit:
+    """The ``BiaffineExit`` whose parameters are ``p`` (stacked or not: K and h from the shapes)."""
+    ffnn = p["ffnn"]["start"]["kernel"].shape[-1] if "ffnn" in p else None
+    return BiaffineExit(num_labels=p["b"].shape[-1], ffnn_size=ffnn)
 
 
 def init_exits(
@@ -33,42 +133,20 @@ def init_exits(
     ffnn_size: int | None = None,
     num_exits: int | None = None,
 ) -> Params:
-    """Initialise M stacked biaffine exits with K = ``num_labels`` classes (0 = no entity).
+    """Initialise M stacked biaffine exits (``StackedExits``) with K = ``num_labels`` classes (0 = no entity).
 
     ``ffnn_size``: hidden size of Yu et al.'s start/end feed-forward projections (None: none,
-    the paper's default). Scales keep initial logits O(1) for LayerNorm-ed inputs.
+    the paper's default).
     """
     M = num_exits or config.num_layers
-    d = config.hidden_size
-    h = ffnn_size or d
-    ku, ks, ke, kf1, kf2 = jax.random.split(key, 5)
-    p: Params = {
-        "U": jax.random.normal(ku, (M, h, num_labels, h)) / h,
-        "W_start": jax.random.normal(ks, (M, h, num_labels)) / jnp.sqrt(2.0 * h),
-        "W_end": jax.random.normal(ke, (M, h, num_labels)) / jnp.sqrt(2.0 * h),
-        "b": jnp.zeros((M, num_labels)),
-    }
-    if ffnn_size:
-        p["ffnn"] = {
-            "start": {"kernel": jax.random.normal(kf1, (M, d, h)) / jnp.sqrt(d), "bias": jnp.zeros((M, h))},
-            "end": {"kernel": jax.random.normal(kf2, (M, d, h)) / jnp.sqrt(d), "bias": jnp.zeros((M, h))},
-        }
+    words = jnp.zeros((M, 1, 1, config.hidden_size), jnp.float32)
+    p = StackedExits(num_labels, ffnn_size).init(key, words)["params"]
     return jax.tree.map(lambda x: x.astype(config.jnp_dtype), p)
 
 
 def biaffine(p: Params, words: jax.Array) -> jax.Array:
-    """One exit's span table. p: a single (unstacked) exit; words [B, L, d] -> [B, L, L, K]."""
-    if "ffnn" in p:  # Yu et al. (2020): separate start/end projections with ReLU
-        hs = jax.nn.relu(words @ p["ffnn"]["start"]["kernel"] + p["ffnn"]["start"]["bias"])
-        he = jax.nn.relu(words @ p["ffnn"]["end"]["kernel"] + p["ffnn"]["end"]["bias"])
-    else:
-        hs = he = words
-    lin = (hs @ p["W_start"])[:, :, None, :] + (he @ p["W_end"])[:, None, :, :]
-    if "P" in p:  # a low-rank exit (compress_exits): U ~ C x P x Q, so project to r first
-        hs, he = hs @ p["P"], he @ p["Q"]
-    hu = jnp.einsum("bsi,ikj->bskj", hs, p["U"])  # H_s U: [B, L, K, h]
-    bil = jnp.einsum("bskj,bej->bsek", hu, he)  # (H_s U) H_e^T: [B, L, L, K]
-    return bil + lin + p["b"]
+    """One exit's span table (``BiaffineExit``). p: a single (unstacked) exit; words [B, L, d] -> [B, L, L, K]."""
+    return _exit_module(p).apply({"params": p}, words)
 
 
 def compress_exits(exit_params: Params, rank: int) -> Params:
@@ -118,15 +196,12 @@ def all_exit_logits(
     pooling: str = "first",
     rng: jax.Array | None = None,
 ) -> jax.Array:
-    """Every exit's logits from one encoder pass: [M, B, L, L, K].
+    """Every exit's logits from one encoder pass: [M, B, L, L, K] (``VeeBert`` on these parameters).
 
     ``batch``: ``input_ids``, ``attention_mask`` [B, T]; ``word_index``, ``word_mask`` [B, L];
     optional ``token_type_ids`` [B, T] and ``word_end`` [B, L] (for mean pooling).
+    ``rng``: dropout key (None = deterministic).
     """
-    hidden = encode_layers(
-        config, params, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), rng=rng
-    )[1:]  # drop the embedding output: exit m reads layer m
-    words = jax.vmap(
-        lambda h: word_vectors(h, batch["word_index"], batch["word_mask"], pooling, batch.get("word_end"))
-    )(hidden)
-    return jax.vmap(biaffine)(exit_params, words)
+    module = VeeBert(config, exit_params["b"].shape[-1], _exit_module(exit_params).ffnn_size, pooling)
+    return module.apply({"params": {"encoder": params, "exits": exit_params}}, batch, deterministic=rng is None,
+                        rngs={} if rng is None else {"dropout": rng})
