@@ -177,7 +177,8 @@ class Predictor:
     """Entities in raw text (or pre-split words) from a trained model under an exit policy.
 
     Args:
-      spec: the ``training.ModelSpec``; params: ``{"encoder", "exits"}``; tokenizer: the
+      spec: the ``training.ModelSpec``; params: ``{"encoder", "exits"}`` as trained (laid out
+        once for inference by ``engine.prepare``); tokenizer: the
         backbone's fast tokenizer; labels: entity types (class i + 1 is ``labels[i]``).
       nested: decoding allows nested spans (True) or not (flat data).
       policy: the default exit policy (a policy, a dict, a strategy name; None: VEE defaults).
@@ -192,7 +193,13 @@ class Predictor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         split_words("", word_rule)  # validates the rule
-        self.spec, self.params, self.tokenizer = spec, params, tokenizer
+        from .engine import prepare
+
+        self.spec, self.tokenizer = spec, tokenizer
+        # The engine's inference layout (one weight tree per layer and per exit), built once:
+        # what bench/latency.py times; the stacked training layout would copy a layer's weights
+        # at every iteration of the loop.
+        self.model = prepare(spec.bert, params["encoder"], params["exits"])
         self.labels, self.nested = list(labels), bool(nested)
         self.word_rule, self.max_subwords, self.batch_size = word_rule, max_subwords, batch_size
         self.policy = self.check(as_policy(policy))
@@ -277,7 +284,7 @@ class Predictor:
         B = rows_bucket(len(encoded), self.batch_size)
         batch = collate(encoded, (T, L), B)
         self._compiled.add((policy, B, T, L))
-        out = vee_infer(self.spec.bert, self.params["encoder"], self.params["exits"], batch, policy,
+        out = vee_infer(self.spec.bert, self.model["encoder"], self.model["exits"], batch, policy,
                         pooling=self.spec.pooling)
         probs, exits = np.asarray(out["probs"]), np.asarray(out["exit_layer"])
         results = []
