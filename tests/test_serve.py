@@ -10,10 +10,11 @@ import time
 from types import SimpleNamespace
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from test_predict import POLICY, _load_bench, assert_same_result
 from vee_jax.policies import BudgetPolicy, FullPolicy, VeePolicy
-from vee_jax.serve import DepthController, Job, Level, MicroBatcher, Overloaded, default_ladder
+from vee_jax.serving import DepthController, Job, Level, MicroBatcher, Overloaded, default_ladder
 
 
 # --- the controller (pure: a synthetic queue, no clock) ------------------------------------------
@@ -55,8 +56,8 @@ def test_ladders():
 
 
 def test_ladder_from_a_sweep(tmp_path):
-    from vee_jax.serve import ladder_from_sweep, load_ladder, read_sweep_rows
-    from vee_jax.sweeps import write_csv
+    from vee_jax.serving import ladder_from_sweep, load_ladder
+    from vee_jax.sweeps import read_csv, write_csv
 
     def row(tau, avg, f1, split="dev"):
         return {"split": split, "strategy": "vee", "measure": "kl", "tau": tau, "patience": 2, "layer": "",
@@ -66,7 +67,9 @@ def test_ladder_from_a_sweep(tmp_path):
     rows = [row(0.01, 5.0, 0.70), row(0.1, 3.9, 0.69), row(0.2, 3.5, 0.60), row(0.3, 2.8, 0.65), row(0.5, 1.9, 0.5),
             row(0.6, 1.5, 0.4), row(0.9, 1.0, 0.99, split="test")]
     write_csv(rows, tmp_path / "sweep.csv")
-    levels = ladder_from_sweep(read_sweep_rows(tmp_path / "sweep.csv"), VeePolicy(tau=0.01), 6)
+    assert read_csv(tmp_path / "sweep.csv") == rows  # the reader is the writer's inverse
+    levels = ladder_from_sweep(tmp_path / "sweep.csv", VeePolicy(tau=0.01), 6)
+    assert ladder_from_sweep(rows, VeePolicy(tau=0.01), 6) == levels
     assert [lv.policy.tau for lv in levels] == [0.01, 0.1, 0.3, 0.5]  # best dev F1 at <= 4, 3, 2 layers
     assert [lv.avg_exit_layer for lv in levels] == [5.0, 3.9, 2.8, 1.9]
     (tmp_path / "ladder.json").write_text(json.dumps([{"strategy": "full"}, {"policy": {"strategy": "budget",
@@ -124,7 +127,7 @@ def server(tiny_workdir):
     import uvicorn
 
     from vee_jax.predict import Predictor
-    from vee_jax.serve import Limits, create_app
+    from vee_jax.serving import Limits, create_app
 
     predictor = Predictor.from_workdir(tiny_workdir, policy=POLICY, batch_size=8)
     app = create_app(predictor, limits=Limits(max_texts=4, max_chars=400, max_body_bytes=4096),
@@ -182,17 +185,24 @@ def test_http_round_trip(server, texts):
 
     health = httpx.get(server.url + "/health").json()
     assert health["status"] == "ok" and health["num_layers"] == 4 and len(health["ladder"]) == 4
-    metrics = httpx.get(server.url + "/metrics").text
-    values = {l.rsplit(" ", 1)[0]: float(l.rsplit(" ", 1)[1]) for l in metrics.splitlines() if l and l[0] != "#"}
-    assert values['vee_requests_total{path="/ner",code="200"}'] == 3
-    assert values["vee_request_latency_seconds_count"] == 3
+    r = httpx.get(server.url + "/metrics")
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    samples = [s for family in text_string_to_metric_families(r.text) for s in family.samples]
+    values = {(s.name, frozenset(s.labels.items())): s.value for s in samples}
+    value = lambda name, **labels: values[(name, frozenset(labels.items()))]
+    assert value("vee_requests_total", path="/ner", code="200") == 3
+    assert value("vee_request_latency_seconds_count") == 3
+    assert value("vee_request_latency_seconds_bucket", le="+Inf") == 3
     # The exported counts and mean against the exit layers the three responses carried.
-    exits = {int(k.split('"')[1]): v for k, v in values.items() if k.startswith("vee_sentences_total")}
+    exits = {int(s.labels["exit_layer"]): s.value for s in samples if s.name == "vee_sentences_total"}
+    assert sorted(exits) == [1, 2, 3, 4]  # every layer, answered or not
     assert {m: v for m, v in exits.items() if v} == {m: answered.count(m) for m in set(answered)}
     assert len(answered) == 6
-    assert values["vee_avg_exit_layer"] == pytest.approx(sum(answered) / 6, abs=1e-5)
-    assert any(k.startswith('vee_policy_info{strategy="vee"') for k in values)
-    assert values["vee_compilations"] >= 2  # (vee and budget 2) x one batch shape
+    assert value("vee_avg_exit_layer") == pytest.approx(sum(answered) / 6, abs=1e-5)
+    assert any(s.name == "vee_policy_info" and s.labels["strategy"] == "vee" and s.labels["level"] == "0"
+               and s.value == 1 for s in samples)
+    assert value("vee_compilations") >= 2  # (vee and budget 2) x one batch shape
+    assert value("vee_level_changes_total", direction="down") == 0 and value("vee_target_p95_ms") == -1
     schema = httpx.get(server.url + "/openapi.json").json()
     assert "/ner" in schema["paths"] and "NerRequest" in schema["components"]["schemas"]
 
@@ -227,12 +237,14 @@ def test_http_load_generator_gets_answers(server, texts):
     row = load.summarize(records, 40, elapsed, "off")
     assert row["sent"] == len(records) >= 1 and row["ok"] == row["sent"] and row["other"] == 0
     assert row["p95_ms"] >= row["p50_ms"] > 0 and 1 <= row["avg_exit_layer"] <= 4
+    scraped = load.scrape(server.url)  # bench/load.py's own reading of /metrics
+    assert scraped['vee_level_changes_total{direction="down"}'] == 0 and scraped["vee_compilations"] >= 1
 
 
 def test_full_queue_answers_503_with_retry_after(server):
     from fastapi.testclient import TestClient
 
-    from vee_jax.serve import Limits, create_app
+    from vee_jax.serving import Limits, create_app
 
     app = create_app(server.predictor, limits=Limits(max_queue=0), start_worker=False)
     with TestClient(app) as client:

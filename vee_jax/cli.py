@@ -348,13 +348,13 @@ def serve_parser() -> argparse.ArgumentParser:
 
 def build_ladder(args, predictor):
     """The ladder of ``serve.py``'s options (see ``serve_parser``)."""
-    from .serve import default_ladder, ladder_from_sweep, load_ladder, read_sweep_rows
+    from .serving import default_ladder, ladder_from_sweep, load_ladder
 
     if args.ladder:
         return load_ladder(args.ladder)
     sweep = Path(args.workdir).expanduser() / "sweeps" / "sweep.csv"
     if sweep.exists():
-        return ladder_from_sweep(read_sweep_rows(sweep), predictor.policy, predictor.num_layers)
+        return ladder_from_sweep(sweep, predictor.policy, predictor.num_layers)
     return default_ladder(predictor.policy, predictor.num_layers)
 
 
@@ -367,7 +367,7 @@ def serve_main(argv: list[str] | None = None) -> None:
     _setup_logging()
     log = logging.getLogger("vee_jax")
     from .predict import Predictor, policy_to_dict
-    from .serve import Limits, create_app
+    from .serving import Limits, create_app
 
     try:
         predictor = Predictor.from_workdir(args.workdir, _policy_or_default(args), checkpoint=args.checkpoint,

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from .config import ConfigError
 from .data.features import WORD_BUCKETS
 from .decode import decode_table
 from .offline import NEAR_TIE, layer_distances, layer_signals, threshold_exit_layers, vee_exit_layers
@@ -467,11 +468,16 @@ def format_table1(t1: dict[str, Any]) -> str:
 
 
 # --- output -------------------------------------------------------------------------------------
-CSV_FIELDS = ["split", "strategy", "measure", "tau", "patience", "layer", "ensemble", "avg_exit_layer", "precision",
-              "recall", "f1", "tp", "n_pred", "n_gold", "n_sentences", "sentences"]
+# The columns of sweep.csv and the type of each ("" in a cell: the configuration has no such field).
+CSV_COLUMNS: dict[str, type] = {
+    "split": str, "strategy": str, "measure": str, "tau": float, "patience": int, "layer": int, "ensemble": bool,
+    "avg_exit_layer": float, "precision": float, "recall": float, "f1": float, "tp": int, "n_pred": int,
+    "n_gold": int, "n_sentences": int, "sentences": str}
+CSV_FIELDS = list(CSV_COLUMNS)
 
 
 def write_csv(rows: Sequence[dict], path: str | Path) -> None:
+    """``sweep.csv``: one line per row, the ``CSV_FIELDS`` columns (floats written exactly, as ``repr``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
@@ -481,6 +487,33 @@ def write_csv(rows: Sequence[dict], path: str | Path) -> None:
             w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
 
 
-__all__ = ["CSV_FIELDS", "METHODS", "SplitSummary", "SweepGrid", "choose", "config_exits", "default_targets",
-           "format_table1", "near_ties", "paired_bootstrap", "pareto_front", "row_policy", "sentence_counts",
-           "summarize", "sweep_split", "table1", "write_csv"]
+def _cell(kind: type, text: str):
+    if text == "" and kind is not str:
+        return ""  # a field the configuration does not have (tau of a budget row, ...)
+    if kind is bool:
+        if text not in ("True", "False"):
+            raise ValueError(f"expected True or False, got {text!r}")
+        return text == "True"
+    return kind(text)
+
+
+def read_csv(path: str | Path) -> list[dict]:
+    """The rows ``write_csv`` wrote to ``path``, with the types they had: ``read_csv(p) == rows`` (on the
+    ``CSV_FIELDS`` keys) after ``write_csv(rows, p)``."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [k for k in CSV_FIELDS if k not in (reader.fieldnames or ())]
+        if missing:
+            raise ConfigError(f"{path}: not a sweep CSV (columns {missing} missing)")
+        rows = []
+        for i, r in enumerate(reader, 2):
+            try:
+                rows.append({k: _cell(kind, r[k]) for k, kind in CSV_COLUMNS.items()})
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"{path}: line {i}: {e}") from None
+    return rows
+
+
+__all__ = ["CSV_COLUMNS", "CSV_FIELDS", "METHODS", "SplitSummary", "SweepGrid", "choose", "config_exits",
+           "default_targets", "format_table1", "near_ties", "paired_bootstrap", "pareto_front", "read_csv", "row_policy",
+           "sentence_counts", "summarize", "sweep_split", "table1", "write_csv"]

@@ -1,0 +1,20 @@
+"""An HTTP service for NER with early exiting, in parts:
+
+* ``ladder``: the policies the service can run, deepest first (from a sweep, a file, or budgets);
+* ``controller``: the ``DepthController`` that picks the level from the load, and the latency window;
+* ``batcher``: the ``MicroBatcher``, one queue and one worker thread running micro-batches;
+* ``metrics``: the Prometheus metrics (``prometheus_client``), one registry per app;
+* ``schemas``: the HTTP API's request and answer types and its limits;
+* ``app``: ``create_app``, which wires them to FastAPI.
+"""
+
+from .app import create_app
+from .batcher import Job, MicroBatcher, Overloaded
+from .controller import DepthController, LatencyWindow
+from .ladder import Level, default_ladder, ladder_from_sweep, load_ladder
+from .metrics import LATENCY_BUCKETS, Metrics, ServiceState
+from .schemas import BodyLimit, EntityOut, Limits, NerRequest, NerResponse, ResultOut
+
+__all__ = ["LATENCY_BUCKETS", "BodyLimit", "DepthController", "EntityOut", "Job", "LatencyWindow", "Level", "Limits",
+           "Metrics", "MicroBatcher", "NerRequest", "NerResponse", "Overloaded", "ResultOut", "ServiceState",
+           "create_app", "default_ladder", "ladder_from_sweep", "load_ladder"]

@@ -1,0 +1,204 @@
+"""The FastAPI app: the ladder, the controller, the batcher and the metrics wired to HTTP.
+
+``create_app(predictor, ...)`` serves:
+
+* ``POST /ner`` ``{"texts": [...], "policy": {...}?}`` -> ``{"results": [{"entities": [...],
+  "exit_layer": m}, ...], "policy": {...}, "level": i}``: the texts wait in the micro-batcher's
+  queue and run under the level the controller chose when their batch was dispatched (or under
+  the request's own policy); every answer names the policy that produced it.
+* ``GET /health``, ``GET /metrics`` (Prometheus), ``/openapi.json`` and ``/docs``.
+
+Nothing is dropped: a request is answered, or refused at once with 503 and ``Retry-After`` when
+the queue is full. Limits (texts per request, characters per text, body bytes) give 413;
+malformed requests 400 (bad JSON) or 422 (a field of the wrong type, an unknown policy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from typing import Sequence
+
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from ..policies import Policy
+from ..predict import Predictor, policy_from_dict, policy_to_dict, to_prediction
+from ..words import split_words
+from .batcher import Job, MicroBatcher, Overloaded
+from .controller import DepthController
+from .ladder import Level, default_ladder
+from .metrics import Metrics, ServiceState
+from .schemas import BodyLimit, Limits, NerRequest, NerResponse
+
+NER_ERRORS = {400: {"description": "invalid JSON"},
+              413: {"description": "too many texts, a text or the body too long"},
+              422: {"description": "a field of the wrong type or an invalid policy"},
+              503: {"description": "queue full: retry after the Retry-After header's seconds"}}
+
+
+def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """400 for a body that is not JSON, else 422 with every field's error on one line."""
+    errors = exc.errors()
+    bad_json = next((e for e in errors if e.get("type") == "json_invalid"), None)
+    if bad_json is not None:
+        where = bad_json.get("loc", ["body", 0])[-1]
+        why = bad_json.get("ctx", {}).get("error", bad_json["msg"])
+        return JSONResponse({"detail": f"invalid JSON at character {where}: {why}"}, status_code=400)
+    msgs = ["{}: {}".format(".".join(str(x) for x in e.get("loc", ())[1:]) or "body", e.get("msg")) for e in errors]
+    return JSONResponse({"detail": "; ".join(msgs)}, status_code=422)
+
+
+class _Admission:
+    """What a request may ask for: its texts within the limits, its own policy if valid and not one
+    too many (each new policy compiles the engine). Raises ``HTTPException`` (413, 422) otherwise."""
+
+    def __init__(self, predictor: Predictor, ladder: Sequence[Level], limits: Limits):
+        self.predictor, self.limits = predictor, limits
+        self.max_texts = min(limits.max_texts, predictor.batch_size)
+        self.known = {lv.policy for lv in ladder}
+        self.request_policies: set[Policy] = set()
+
+    def encode(self, texts: list[str]):
+        """The texts' words and encoded sentences."""
+        if not texts:
+            raise HTTPException(422, "texts: give at least one text")
+        if len(texts) > self.max_texts:
+            raise HTTPException(413, f"texts: {len(texts)} texts, at most {self.max_texts} per request")
+        for i, t in enumerate(texts):
+            if len(t) > self.limits.max_chars:
+                raise HTTPException(413, f"texts.{i}: {len(t)} characters, at most {self.limits.max_chars}")
+        p = self.predictor
+        words = [split_words(t, p.word_rule) for t in texts]
+        encoded = p.encode([[w for w, _, _ in ws] for ws in words])
+        for i, e in enumerate(encoded):
+            if e.length < e.num_words:
+                raise HTTPException(413, f"texts.{i}: longer than the model's limit of {p.max_subwords} "
+                                         f"subwords ({e.num_words - e.length} of {e.num_words} words past it)")
+        return words, encoded
+
+    def policy(self, request: NerRequest) -> Policy | None:
+        """The request's own policy; None: the controller's."""
+        if request.policy is None:
+            return None
+        try:
+            pol = self.predictor.check(policy_from_dict(request.policy))
+        except (ValueError, TypeError) as e:
+            raise HTTPException(422, f"policy: {e}") from None
+        if pol not in self.request_policies and pol not in self.known:
+            if len(self.request_policies) >= self.limits.max_request_policies:
+                raise HTTPException(422, f"policy: this server already runs {len(self.request_policies)} request "
+                                         f"policies (the limit; each compiles the engine): use one of the "
+                                         f"ladder's, see GET /health")
+            self.request_policies.add(pol)
+        return pol
+
+
+async def _answer(batcher: MicroBatcher, job: Job) -> None:
+    """Queue ``job`` and wait (without blocking the event loop) until the worker has run it."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    job.callback = lambda: loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(None))
+    batcher.submit(job)
+    await fut
+
+
+def create_app(predictor: Predictor, *, ladder: Sequence[Level] | None = None, target_p95_ms: float | None = None,
+               limits: Limits = Limits(), max_wait_ms: float = 5.0, controller: DepthController | None = None,
+               start_worker: bool = True):
+    """The FastAPI app serving ``predictor`` (see the module docstring).
+
+    Args:
+      ladder: policies from deepest to shallowest (default: ``default_ladder(predictor.policy)``).
+      target_p95_ms: the latency target of the depth controller; None keeps level 0 (adaptive off).
+      limits: request limits; max_wait_ms: how long a batch waits to fill.
+      controller: a ready ``DepthController`` (default: one for ``ladder`` and ``target_p95_ms``).
+      start_worker: start the batcher thread with the app (lifespan); tests may drive it by hand.
+    The app's ``state.batcher``, ``state.metrics`` and ``state.controller`` are exposed.
+    """
+    ladder = list(ladder) if ladder else default_ladder(predictor.policy, predictor.num_layers)
+    for lv in ladder:
+        predictor.check(lv.policy)
+    controller = controller or DepthController(len(ladder), target_p95_ms)
+    metrics = Metrics(predictor.num_layers)
+    batcher = MicroBatcher(predictor, ladder, controller, metrics, max_wait_ms=max_wait_ms,
+                           max_queue=limits.max_queue)
+    admission = _Admission(predictor, ladder, limits)
+
+    def state() -> ServiceState:
+        level, policy = batcher.current()
+        return ServiceState(batcher.queued, level, policy_to_dict(policy), batcher.latency.p95(batcher.clock()),
+                            controller.target_ms, predictor.compilations, controller.steps_down, controller.steps_up)
+
+    metrics.watch(state)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        if start_worker:
+            batcher.start()
+        try:
+            yield
+        finally:
+            if start_worker:
+                batcher.stop()
+
+    app = FastAPI(title="vee_jax NER", version="1", lifespan=lifespan,
+                  description="Span NER with vote early exiting (VEE-BERT); the depth adapts to the load.")
+    app.state.batcher, app.state.metrics, app.state.controller = batcher, metrics, controller
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+
+    @app.post("/ner", response_model=NerResponse, responses=NER_ERRORS)
+    async def ner(request: NerRequest):
+        """Entities of each text, with character offsets, types, scores and the exit layer used."""
+        t0 = time.perf_counter()
+        words, encoded = admission.encode(request.texts)
+        policy = admission.policy(request)
+        job = Job(encoded, policy, batcher.clock())
+        try:
+            await _answer(batcher, job)
+        except Overloaded as e:
+            return JSONResponse({"detail": str(e)}, status_code=503, headers={"Retry-After": str(e.retry_after_s)})
+        if isinstance(job.error, Overloaded):
+            return JSONResponse({"detail": "the service is stopping"}, status_code=503, headers={"Retry-After": "1"})
+        if job.error is not None:
+            raise HTTPException(500, f"inference failed: {job.error}")
+        preds = [to_prediction(t, ws, r) for t, ws, r in zip(request.texts, words, job.results)]
+        batcher.latency.add(batcher.clock(), (batcher.clock() - job.arrival) * 1e3)
+        metrics.request("/ner", 200, time.perf_counter() - t0)
+        return {"results": [p.to_dict(with_text=False) for p in preds], "policy": policy_to_dict(job.policy_used),
+                "level": job.level}
+
+    @app.middleware("http")
+    async def count(request: Request, call_next):
+        response = await call_next(request)
+        if not (request.url.path == "/ner" and response.status_code == 200):  # answered /ner: counted above
+            metrics.request(request.url.path if request.url.path in ("/ner", "/health", "/metrics") else "other",
+                            response.status_code, None)
+        return response
+
+    @app.get("/health")
+    async def health():
+        """Liveness and what the service runs: model, ladder, level in force, queue."""
+        level, policy = batcher.current()
+        return {"status": "ok", "num_layers": predictor.num_layers, "labels": predictor.labels,
+                "word_rule": predictor.word_rule, "batch_size": predictor.batch_size,
+                "level": level, "policy": policy_to_dict(policy), "target_p95_ms": controller.target_ms,
+                "ladder": [lv.to_dict() for lv in ladder], "queue": batcher.queued,
+                "compilations": predictor.compilations,
+                "limits": {**dataclasses.asdict(limits), "max_texts": admission.max_texts}}
+
+    @app.get("/metrics", response_class=Response)
+    async def prometheus(request: Request):
+        """Prometheus text format (OpenMetrics on request): requests, latency, exit layers, policy in force."""
+        body, content_type = metrics.render(request.headers.get("accept"))
+        return Response(body, media_type=content_type)
+
+    if limits.max_body_bytes:
+        app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    return app
+
+
+__all__ = ["create_app"]
