@@ -1,5 +1,5 @@
 """docs/: the Sphinx build passes with warnings as errors, every config field is documented, and no
-committed result file carries a path of the machine that wrote it."""
+committed result or fixture file carries a path of the machine that wrote it."""
 
 from __future__ import annotations
 
