@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-PAGES = ["model.md"]
+PAGES = ["model.md", "api.md"]
 
 
 @pytest.mark.parametrize("page", PAGES)

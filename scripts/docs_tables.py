@@ -1,0 +1,228 @@
+"""Write the result tables of docs/*.md and README.md from the committed JSON (results/, bench/results/).
+
+A table lives in a page between two markers, and everything between them is this script's:
+
+    <!-- table:genia_per_exit -->
+    | exit | P | R | F1 | entropy (Eq. 6) |
+    ...
+    <!-- /table -->
+
+    python scripts/docs_tables.py           # rewrite every table in docs/
+    python scripts/docs_tables.py --check   # exit 1 and name the tables that differ (tests/test_docs_tables.py)
+
+Add a table: a function of ROOT returning Markdown, an entry in TABLES, the two markers in a page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+MARKER = re.compile(r"(<!-- table:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+
+
+def _load(rel: str) -> dict:
+    return json.loads((ROOT / rel).read_text())
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(header, rows) -> str:
+    lines = [_row(header), "|" + "---|" * len(header)]
+    lines += [_row(r) for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _num(x: float) -> str:
+    """A layer count or target: 6 for 6.0, 3.5 for 3.5."""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+# --- results/: per-exit test scores, Table 1, the single-exit baseline, the load test ----------
+
+def per_exit(rel: str) -> Callable[[], str]:
+    def make() -> str:
+        rows = [(e["exit"], f"{e['precision']:.4f}", f"{e['recall']:.4f}", f"{e['f1']:.4f}",
+                 f"{e['entropy']:.4f}") for e in _load(rel)["per_exit"]]
+        return _table(["exit", "P", "R", "F1", "entropy (Eq. 6)"], rows)
+    make.source = rel
+    return make
+
+
+def table1(rel: str) -> Callable[[], str]:
+    """Test F1 x 100 (test average exit layer) per method and target; n/a where no configuration fits."""
+    def make() -> str:
+        t = _load(rel)
+        targets = t["targets"]
+        methods = list(dict.fromkeys(e["method"] for e in t["entries"]))
+        cell = {(e["method"], e["target"]): e for e in t["entries"]}
+        rows = []
+        for m in methods:
+            row = [m]
+            for tg in targets:
+                e = cell.get((m, tg))
+                row.append("n/a" if not e or e.get("config") is None
+                           else f"{100 * e['test_f1']:.2f} ({e['test_avg_exit_layer']:.2f})")
+            rows.append(row)
+        full = t["full"]
+        rows.append(["full model"] + [f"{100 * full['test_f1']:.2f} ({_num(full['test_avg_exit_layer'])})"] * len(targets))
+        return _table(["method"] + [f"target <= {_num(tg)}" for tg in targets], rows)
+    make.source = rel
+    return make
+
+
+def genia_last() -> str:
+    single = _load("results/genia_last/test_per_exit.json")["per_exit"][-1]
+    joint = _load("results/genia/test_per_exit.json")["per_exit"][-1]
+    rows = [("single exit (`model.exits=last`), the paper's BERT-biaffine row", single),
+            (f"all {joint['exit']} exits trained jointly (Eq. 5), exit {joint['exit']}", joint)]
+    return _table(["model (GENIA test, last exit)", "P", "R", "F1"],
+                  [(name, f"{e['precision']:.4f}", f"{e['recall']:.4f}", f"{e['f1']:.4f}") for name, e in rows])
+
+
+genia_last.source = "results/genia_last/test_per_exit.json, results/genia/test_per_exit.json"
+
+
+def load_test() -> str:
+    rows = [(r["mode"], _num(r["offered_rps"]), r["ok"], r["rejected_503"], r["other"],
+             f"{r['throughput_rps']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}",
+             f"{r['avg_exit_layer']:.2f}", r["compilations"]) for r in _load("results/demo/load/load.json")["rows"]]
+    return _table(["adaptive", "offered req/s", "200", "503", "other", "answered req/s", "p50 ms", "p95 ms",
+                   "avg exit layer", "new compilations"], rows)
+
+
+load_test.source = "results/demo/load/load.json"
+
+
+# --- bench/results/: latency, batched throughput, low-rank exits ------------------------------
+
+def _point(prefix: str, p: dict) -> list:
+    return [f"{prefix}, tau {p['tau']:.2g}, patience {p['patience']}", f"{p['f1']:.4f}", f"{p['avg_exit_layer']:.2f}",
+            f"{p['layer_speedup']:.2f}", f"{p['wall_speedup']:.2f}", f"{p['wall_over_layer_speedup']:.2f}",
+            f"{p['ms_p50']:.2f}"]
+
+
+def latency(rel: str) -> Callable[[], str]:
+    """bench/latency.py's batch-1 rows: the peers, the JAX full model, the engine and the Python loop."""
+    def make() -> str:
+        r = _load(rel)
+        M = r["num_layers"]
+        rows = [["PyTorch eager (`BertModel` + the exit in torch)", "", M, "", "", "", f"{r['torch_eager_ms_p50']:.2f}"],
+                ["ONNX Runtime (same module exported)", "", M, "", "", "", f"{r['onnxruntime_ms_p50']:.2f}"],
+                ["JAX full model (jitted, every layer, the last exit)", f"{r['full_f1']:.4f}", M, "1.00", "1.00", "1.00",
+                 f"{r['jax_full_ms_p50']:.2f}"]]
+        rows += [_point(f"VEE-{p['measure'].upper()} engine, {p['exits']} exits", p) for p in r["points"]]
+        rows += [_point(f"VEE-{p['measure'].upper()} engine, exact exits", p) for p in r.get("points_exact_exits", [])]
+        rows += [_point(f"Python loop of per-layer jitted calls, {p['exits']} exits", p)
+                 for p in r.get("python_loop_points", [])]
+        return _table(["variant (batch 1)", "test F1", "avg exit layer", "layer speed-up", "wall speed-up",
+                       "wall / layer", "p50 ms"], rows)
+    make.source = rel
+    return make
+
+
+def batched(rel: str) -> Callable[[], str]:
+    def make() -> str:
+        rows = [(b["batch_size"], f"{b['tau']:.2g}", b["patience"], f"{b['avg_exit_layer']:.2f}", f"{b['ideal_ratio']:.2f}",
+                 f"{b['throughput_ratio']:.2f}", f"{b['throughput_ratio'] / b['ideal_ratio']:.2f}",
+                 f"{b['throughput_ratio_whole_batch_loop']:.2f}") for b in _load(rel)["batched"]]
+        return _table(["batch", "tau", "patience", "avg exit layer", "ideal ratio", "throughput ratio (batched_infer)",
+                       "ratio / ideal", "whole-batch loop ratio"], rows)
+    make.source = rel
+    return make
+
+
+def exit_rank() -> str:
+    f1 = _load("bench/results/exit_rank_genia.json")["f1"]
+    M = len(f1["0"])
+    rows = [["exact" if r == "0" else r] + [f"{x:.4f}" for x in f1[r]] for r in f1]
+    return _table(["rank"] + [f"exit {m}" for m in range(1, M + 1)], rows)
+
+
+exit_rank.source = "bench/results/exit_rank_genia.json"
+
+
+def genia_exits_compared() -> str:
+    f1 = _load("bench/results/exit_rank_genia.json")["f1"]
+    small = [e["f1"] for e in _load("results/genia_ffnn64/test_per_exit.json")["per_exit"]]
+    rows = [["biaffine on the 384-dim word vectors (the paper's exit)"] + f1["0"],
+            ["the same after rank-128 truncation (inference only)"] + f1["128"],
+            ["trained with 64-wide projections (`model.ffnn_size=64`)"] + small]
+    return _table(["exits"] + [f"exit {m}" for m in range(1, len(small) + 1)],
+                  [[r[0]] + [f"{x:.4f}" for x in r[1:]] for r in rows])
+
+
+genia_exits_compared.source = "bench/results/exit_rank_genia.json, results/genia_ffnn64/test_per_exit.json"
+
+
+TABLES: dict[str, Callable[[], str]] = {
+    "demo_per_exit": per_exit("results/demo/test_per_exit.json"),
+    "genia_per_exit": per_exit("results/genia/test_per_exit.json"),
+    "conll03_per_exit": per_exit("results/conll03/test_per_exit.json"),
+    "demo_table1": table1("results/demo/sweeps/table1.json"),
+    "genia_table1": table1("results/genia/sweeps/table1.json"),
+    "conll03_table1": table1("results/conll03/sweeps/table1.json"),
+    "genia_last": genia_last,
+    "load": load_test,
+    "latency_rank128": latency("bench/results/cpu.json"),
+    "latency_ffnn64": latency("bench/results/cpu_ffnn64.json"),
+    "batched_rank128": batched("bench/results/cpu.json"),
+    "batched_ffnn64": batched("bench/results/cpu_ffnn64.json"),
+    "exit_rank": exit_rank,
+    "genia_exits_compared": genia_exits_compared,
+}
+
+
+def pages() -> list[Path]:
+    """The pages that hold tables: README.md and docs/*.md."""
+    return [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+
+
+def render(text: str) -> tuple[str, list[str]]:
+    """The page with every marked table regenerated, and the names of the tables that changed."""
+    changed: list[str] = []
+
+    def sub(m: re.Match) -> str:
+        name = m["name"]
+        if name not in TABLES:
+            raise SystemExit(f"unknown table {name!r} (known: {', '.join(TABLES)})")
+        body = TABLES[name]()
+        if body != m["body"]:
+            changed.append(name)
+        return m.group(1) + body + m.group(4)
+
+    return MARKER.sub(sub, text), changed
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--check", action="store_true", help="change nothing; exit 1 when a table differs from its JSON")
+    args = ap.parse_args(argv)
+    stale, used = [], set()
+    for page in pages():
+        text = page.read_text()
+        used |= {m["name"] for m in MARKER.finditer(text)}
+        new, changed = render(text)
+        stale += [f"{page.relative_to(ROOT)}: table {n} (from {TABLES[n].source})" for n in changed]
+        if changed and not args.check:
+            page.write_text(new)
+    unused = sorted(set(TABLES) - used)
+    if unused:
+        print(f"tables placed in no page: {', '.join(unused)}", file=sys.stderr)
+        return 1
+    if stale:
+        print(("differ from their JSON (run python scripts/docs_tables.py):\n  " if args.check else "rewrote:\n  ")
+              + "\n  ".join(stale), file=sys.stderr)
+    return 1 if stale and args.check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
