@@ -104,27 +104,39 @@ load_test.source = "results/demo/load/load.json"
 
 # --- bench/results/: latency, batched throughput, low-rank exits ------------------------------
 
-def _point(prefix: str, p: dict) -> list:
-    return [f"{prefix}, tau {p['tau']:.2g}, patience {p['patience']}", f"{p['f1']:.4f}", f"{p['avg_exit_layer']:.2f}",
-            f"{p['layer_speedup']:.2f}", f"{p['wall_speedup']:.2f}", f"{p['wall_over_layer_speedup']:.2f}",
-            f"{p['ms_p50']:.2f}"]
+def _point(prefix: str, p: dict, dev: bool = False) -> list:
+    return ([f"{prefix}, tau {p['tau']:.2g}, patience {p['patience']}"]
+            + ([f"{p['dev_f1']:.4f}" if "dev_f1" in p else ""] if dev else [])
+            + [f"{p['f1']:.4f}", f"{p['avg_exit_layer']:.2f}", f"{p['layer_speedup']:.2f}", f"{p['wall_speedup']:.2f}",
+               f"{p['wall_over_layer_speedup']:.2f}", f"{p['ms_p50']:.2f}"])
 
 
 def latency(rel: str) -> Callable[[], str]:
-    """bench/latency.py's batch-1 rows: the peers, the JAX full model, the engine and the Python loop."""
+    """bench/latency.py's batch-1 rows: the peers, the JAX full model, the engine and the Python loop.
+
+    Runs that chose their points on dev (``points_chosen_on``) get a dev F1 column and the full
+    model on exact exits as the base of the exact-exit rows; older runs chose them on test."""
     def make() -> str:
         r = _load(rel)
         M = r["num_layers"]
-        rows = [["PyTorch eager (`BertModel` + the exit in torch)", "", M, "", "", "", f"{r['torch_eager_ms_p50']:.2f}"],
-                ["ONNX Runtime (same module exported)", "", M, "", "", "", f"{r['onnxruntime_ms_p50']:.2f}"],
-                ["JAX full model (jitted, every layer, the last exit)", f"{r['full_f1']:.4f}", M, "1.00", "1.00", "1.00",
+        dev = "points_chosen_on" in r
+        pad = [""] if dev else []
+        rows = [["PyTorch eager (`BertModel` + the exit in torch)", *pad, "", M, "", "", "", f"{r['torch_eager_ms_p50']:.2f}"],
+                ["ONNX Runtime (same module exported)", *pad, "", M, "", "", "", f"{r['onnxruntime_ms_p50']:.2f}"],
+                [f"JAX full model (jitted, every layer, the last exit{', ' + r['jax_full_exits'] + ' exits' if dev else ''})",
+                 *([f"{r['dev_full_f1']:.4f}"] if dev else []), f"{r['full_f1']:.4f}", M, "1.00", "1.00", "1.00",
                  f"{r['jax_full_ms_p50']:.2f}"]]
-        rows += [_point(f"VEE-{p['measure'].upper()} engine, {p['exits']} exits", p) for p in r["points"]]
-        rows += [_point(f"VEE-{p['measure'].upper()} engine, exact exits", p) for p in r.get("points_exact_exits", [])]
-        rows += [_point(f"Python loop of per-layer jitted calls, {p['exits']} exits", p)
+        if dev and "jax_full_exact_exits_ms_p50" in r:
+            rows.append(["JAX full model, exact exits", f"{r['dev_full_f1_exact_exits']:.4f}",
+                         f"{r['full_f1_exact_exits']:.4f}", M, "1.00", "1.00", "1.00",
+                         f"{r['jax_full_exact_exits_ms_p50']:.2f}"])
+        rows += [_point(f"VEE-{p['measure'].upper()} engine, {p['exits']} exits", p, dev) for p in r["points"]]
+        rows += [_point(f"VEE-{p['measure'].upper()} engine, exact exits", p, dev)
+                 for p in r.get("points_exact_exits", [])]
+        rows += [_point(f"Python loop of per-layer jitted calls, {p['exits']} exits", p, dev)
                  for p in r.get("python_loop_points", [])]
-        return _table(["variant (batch 1)", "test F1", "avg exit layer", "layer speed-up", "wall speed-up",
-                       "wall / layer", "p50 ms"], rows)
+        return _table(["variant (batch 1)", *(["dev F1 (points chosen here)"] if dev else []), "test F1",
+                       "avg exit layer", "layer speed-up", "wall speed-up", "wall / layer", "p50 ms"], rows)
     make.source = rel
     return make
 
@@ -172,6 +184,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "conll03_table1": table1("results/conll03/sweeps/table1.json"),
     "genia_last": genia_last,
     "load": load_test,
+    "latency_demo": latency("bench/results/cpu_demo.json"),
+    "batched_demo": batched("bench/results/cpu_demo.json"),
     "latency_rank128": latency("bench/results/cpu.json"),
     "latency_ffnn64": latency("bench/results/cpu_ffnn64.json"),
     "batched_rank128": batched("bench/results/cpu.json"),
