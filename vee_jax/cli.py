@@ -13,22 +13,17 @@ import sys
 from pathlib import Path
 
 from .allocator import keep_freed_memory
+from .errors import UserError
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean "fix your input", printed as one line (exit 2).
 
-    Bad data (DataError, with file and line), a wrong workdir, backbone folder or cache, a
-    config field or option that cannot be used, and a missing file. Anything else is a bug and
-    keeps its traceback. Imported lazily so that ``--help`` stays fast.
+    Every ``errors.UserError`` (bad data with file and line, a wrong workdir, backbone folder or
+    cache, a config field, option or policy that cannot be used) and a missing file. Anything
+    else is a bug and keeps its traceback.
     """
-    from .cache import CacheError
-    from .config import ConfigError
-    from .data.sentence import DataError
-    from .weights import BackboneError
-    from .workdir import WorkdirError
-
-    return (DataError, WorkdirError, BackboneError, CacheError, ConfigError, FileNotFoundError)
+    return (UserError, FileNotFoundError)
 
 
 def _setup_logging() -> None:

@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 
 from . import distributed
-from .config import ConfigError
 from .data.features import encode_sentences
 from .data.splits import check_labels, load_split, read_file, require_sentences
+from .errors import ConfigError
 from .evaluation import evaluate_exits, evaluate_policy, plot_per_exit
 from .policies import check_policy, make_policy
 from .trainer import build_optimizer, build_spec

@@ -30,11 +30,11 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .config import ConfigError
 from .data.features import (SUBWORD_BUCKETS, Encoded, batch_plan, bucket, collate, words_for,
                             encode_sentences)
 from .data.sentence import Sentence
 from .decode import decode_table
+from .errors import ConfigError
 from .policies import POLICIES, Policy, VeePolicy, check_policy
 from .words import RULE_OF_FORMAT, Word, split_words
 
