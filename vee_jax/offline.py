@@ -17,7 +17,7 @@ counts such near-ties per sentence so that they can be reported.
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
