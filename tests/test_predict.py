@@ -149,10 +149,11 @@ def test_entities_have_offsets_into_the_text(predictor):
 
 def test_policies_from_dicts_are_checked(predictor):
     from vee_jax.policies import BudgetPolicy, VeePolicy
-    from vee_jax.predict import as_policy, policy_from_dict, policy_to_dict
+    from vee_jax.policies import policy_from_input
+    from vee_jax.predict import policy_from_dict, policy_to_dict
 
-    assert as_policy({"strategy": "budget", "layer": 2}) == BudgetPolicy(layer=2)
-    assert as_policy(None) == VeePolicy() and as_policy("full").name == "full"
+    assert policy_from_input({"strategy": "budget", "layer": 2}) == BudgetPolicy(layer=2)
+    assert policy_from_input(None) == VeePolicy() and policy_from_input("full").name == "full"
     assert policy_from_dict(policy_to_dict(VeePolicy(tau=0.5))) == VeePolicy(tau=0.5)
     for bad, msg in [({"strategy": "x"}, "strategy must be one of"), ({"strategy": "vee", "layer": 2}, "no field"),
                      ({"strategy": "vee", "patience": 1.5}, "patience must be int"),

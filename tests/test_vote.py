@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vee_jax.offline import exit_tables, layer_distances, replay, threshold_exit_layers, vee_exit_layers
-from vee_jax.policies import (BudgetPolicy, EntropyPolicy, FullPolicy, MaxProbPolicy, VeePolicy, make_policy,
+from vee_jax.policies import (BudgetPolicy, EntropyPolicy, FullPolicy, MaxProbPolicy, VeePolicy, policy_from_input,
                               vote_step)
 
 K, L = 6, 3
@@ -209,11 +209,12 @@ def test_near_ties_are_counted():
     assert r["near_ties"].tolist() == [2]  # (1,2) at layer 2, (2,3) at layer 3; layer 4 is forced
 
 
-def test_make_policy_and_validation():
-    assert make_policy("vee", measure="edit", tau=0.1, patience=3, layer=2) == VeePolicy("edit", 0.1, 3)
-    assert make_policy("budget", layer=2, tau=None) == BudgetPolicy(2)
+def test_policy_from_input_and_validation():
+    lenient = lambda **d: policy_from_input(d, strict=False)  # noqa: E731  (sweep rows, flags)
+    assert lenient(strategy="vee", measure="edit", tau=0.1, patience=3, layer=2) == VeePolicy("edit", 0.1, 3)
+    assert lenient(strategy="budget", layer=2, tau=None) == BudgetPolicy(2)
     with pytest.raises(ValueError):
-        make_policy("pabee")
+        policy_from_input("pabee")
     with pytest.raises(ValueError):
         VeePolicy(measure="hamming")
     with pytest.raises(ValueError):

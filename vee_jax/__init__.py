@@ -8,8 +8,8 @@ from .loss import exit_losses, valid_cells
 from .measures import (MEASURES, cosine_distance, edit_distance, euclidean_distance, kl_distance, kl_self_term,
                        mean_max_prob, normalized_entropy)
 from .offline import exit_probs, layer_distances, layer_signals, replay
-from .policies import (BudgetPolicy, EntropyPolicy, FullPolicy, MaxProbPolicy, VeePolicy, make_policy,
-                       vote_step)
+from .policies import (BudgetPolicy, EntropyPolicy, FullPolicy, MaxProbPolicy, Policy, VeePolicy,
+                       policy_from_input, vote_step)
 from .predict import Entity, Prediction, Predictor
 from .training import ModelSpec, eval_step, init_state, make_optimizer, train_step
 from .weights import BackboneError, load_backbone
@@ -25,6 +25,7 @@ __all__ = [
     "MEASURES",
     "MaxProbPolicy",
     "ModelSpec",
+    "Policy",
     "Prediction",
     "Predictor",
     "VeePolicy",
@@ -50,9 +51,9 @@ __all__ = [
     "layer_step",
     "load_backbone",
     "make_optimizer",
-    "make_policy",
     "mean_max_prob",
     "normalized_entropy",
+    "policy_from_input",
     "prepare",
     "replay",
     "split_words",

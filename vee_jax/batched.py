@@ -35,12 +35,16 @@ with sentences that are still running:
   as ``vee_infer`` carries them, cost about a layer at batch 32 and 96 words; over the m
   earlier tables with cached KL self terms it costs a tenth of that. Per-sentence state stays
   on the device, in pools updated in place (donated), so the host copies only inputs, slots
-  and each call's tables. And the process keeps freed memory (``allocator.keep_freed_memory``):
-  with glibc's defaults every per-layer call page-faulted its temporaries in again (a layer
-  cost 1.24x what it costs inside one call).
+  and each call's tables. The commands also keep freed memory (``allocator.keep_freed_memory``,
+  called by eval.py, predict.py, serve.py and the benchmarks, never by this library): with
+  glibc's defaults every per-layer call page-faulted its temporaries in again (a layer cost
+  1.24x what it costs inside one call).
 
-``FullPolicy`` and ``BudgetPolicy`` without ensemble exit every sentence at the same layer, so
-nothing is gained by scheduling: they run ``vee_infer`` on whole batches.
+A policy whose exit does not depend on the tables (``Policy.fixed_exit``: ``full``, ``budget``)
+exits every sentence at the same layer without ensemble, so nothing is gained by scheduling:
+it runs ``vee_infer`` on whole batches. The scheduler asks the policy, never its kind:
+``fixed_exit``, ``needs_history`` / ``history_kl`` (the pools it keeps), ``earliest_stop`` (the
+first layer worth a vote) and ``stop`` (through ``policies.vote_step``).
 """
 
 from __future__ import annotations
@@ -55,12 +59,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import engine
-from .allocator import keep_freed_memory
 from .bert import BertConfig, attention_bias, embed, transformer_layer, word_vectors
 from .data.features import SUBWORD_BUCKETS, WORD_BUCKETS, Encoded, bucket, collate
 from .exits import biaffine
 from .measures import kl_self_term
-from .policies import BudgetPolicy, FullPolicy, Policy, VeePolicy, check_policy, vote_step
+from .policies import Policy, check_policy, vote_step
 
 _TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 _WORD_KEYS = ("word_index", "word_mask")
@@ -167,8 +170,8 @@ def batched_infer(
       ``"exit_layer": int`` 1-based, ``"votes": int`` VEE's count at the exit (0 for other
       policies)``}``; ``stats`` a ``BatchStats``.
 
-    Side effect: the first call tunes glibc's malloc for the whole process
-    (``allocator.keep_freed_memory``; ``VEE_JAX_KEEP_MEMORY=0`` to opt out).
+    Process-wide settings are the caller's: a command that runs this often should call
+    ``allocator.keep_freed_memory()`` first (eval.py, predict.py and serve.py do).
 
     Cost of one layer call at layer m (b real sentences padded to B' rows; shape (T, L), d
     hidden, K classes): one ``pool_layer_step`` (gathers the rows' hidden states from the pool,
@@ -182,7 +185,6 @@ def batched_infer(
     """
     M = config.num_layers
     check_policy(policy, M)
-    keep_freed_memory()  # one call per layer and batch: large temporaries must not page-fault each time
     stats = BatchStats()
     results: list[dict[str, Any] | None] = [None] * len(encoded)
     if not encoded:
@@ -190,7 +192,7 @@ def batched_infer(
     sizes = batch_sizes(batch_size)
     groups = _groups(encoded)
 
-    if isinstance(policy, (FullPolicy, BudgetPolicy)) and not policy.ensemble:
+    if policy.fixed_exit(M, policy.knobs()) is not None and not policy.ensemble:
         stats.shapes.extend(groups)
         for chunk, batch in whole_batches(encoded, batch_size):
             out = jax.device_get(engine.vee_infer(config, model["encoder"], model["exits"], batch, policy,
@@ -208,7 +210,7 @@ def batched_infer(
     for shape, members in groups.items():
         stats.shapes.append(shape)
         _Group(config, model, encoded, members, shape, step_policy, knobs, policy.ensemble, pooling,
-               batch_size, sizes, stats, results, patience=getattr(policy, "patience", 0)).run()
+               batch_size, sizes, stats, results, earliest_stop=policy.earliest_stop()).run()
     return results, stats
 
 
@@ -281,17 +283,17 @@ class _Group:
     """
 
     def __init__(self, config, model, encoded, members, shape, step_policy, knobs, ensemble, pooling,
-                 batch_size, sizes, stats, results, patience=0):
+                 batch_size, sizes, stats, results, earliest_stop=0):
         self.config, self.model, self.policy, self.knobs = config, model, step_policy, knobs
         self.ensemble, self.pooling, self.B, self.sizes = ensemble, pooling, batch_size, sizes
         self.stats, self.results = stats, results
-        self.patience = patience  # VEE: no vote can pass before layer patience + 1 (count <= m)
+        self.earliest_stop = earliest_stop  # no stop can pass before (VEE: layer patience + 1, count <= m)
         self.members = np.asarray(members)
         self.lengths = np.asarray([encoded[i].length for i in members])
         self.M = config.num_layers
         self.shape = shape
         N = len(members)
-        self.vee = isinstance(step_policy, VeePolicy)
+        self.history = step_policy.needs_history
         self.K = model["exits"][0]["b"].shape[-1]
 
         # The group's inputs, collated once; each call gathers its rows.
@@ -306,8 +308,8 @@ class _Group:
         T, L = shape
         self.pool = jnp.zeros((self.cap, T, config.hidden_size), config.jnp_dtype)
         E = max(self.M - 1, 1)  # layer m's table waits for the votes of layers m+1..M-1
-        self.tables = jnp.zeros((E, self.cap, L, L, self.K), jnp.float32) if self.vee else None
-        self.kl = jnp.zeros((E, self.cap), jnp.float32) if self.vee and step_policy.measure == "kl" else None
+        self.tables = jnp.zeros((E, self.cap, L, L, self.K), jnp.float32) if self.history else None
+        self.kl = jnp.zeros((E, self.cap), jnp.float32) if self.history and step_policy.history_kl else None
         self.acc = np.zeros((self.cap, L, L, self.K), np.float32) if ensemble else None
         self.queues: list[list[int]] = [list(range(N))] + [[] for _ in range(self.M - 1)]
         # What ``embed`` reads: not the layers (fewer arguments to hand over at every call).
@@ -349,7 +351,7 @@ class _Group:
         hidden, probs, kl_m = pool_layer_step(self.config, self.embeddings, self.model["encoder"]["layers"][m],
                                               self.model["exits"][m], self.pool, ids, inputs, pooling=self.pooling,
                                               start=m == 0, kl=self.kl is not None)
-        if m < min(self.patience, self.M - 1):  # fewer earlier tables than votes needed: no exit here
+        if m < min(self.earliest_stop, self.M - 1):  # e.g. fewer earlier tables than votes needed: no exit
             stop, count = np.zeros(size, bool), np.zeros(size, np.int32)
         else:
             stop, count = pool_vote_step(self.policy, self.tables, self.kl, ids, probs, inputs["lengths"], self.knobs,

@@ -31,14 +31,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .errors import CacheError  # noqa: F401  (its old import path: errors.CacheError)
+
 log = logging.getLogger("vee_jax")
 
 CACHE_VERSION = 1
 CACHE_DIR = "cache"
-
-
-class CacheError(ValueError):
-    """A cache that cannot be built as asked (no checkpoint, no data file)."""
 
 
 # --- the key ------------------------------------------------------------------------------------

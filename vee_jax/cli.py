@@ -13,22 +13,17 @@ import sys
 from pathlib import Path
 
 from .allocator import keep_freed_memory
+from .errors import UserError
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean "fix your input", printed as one line (exit 2).
 
-    Bad data (DataError, with file and line), a wrong workdir, backbone folder or cache, a
-    config field or option that cannot be used, and a missing file. Anything else is a bug and
-    keeps its traceback. Imported lazily so that ``--help`` stays fast.
+    Every ``errors.UserError`` (bad data with file and line, a wrong workdir, backbone folder or
+    cache, a config field, option or policy that cannot be used) and a missing file. Anything
+    else is a bug and keeps its traceback.
     """
-    from .cache import CacheError
-    from .config import ConfigError
-    from .data.sentence import DataError
-    from .weights import BackboneError
-    from .workdir import WorkdirError
-
-    return (DataError, WorkdirError, BackboneError, CacheError, ConfigError, FileNotFoundError)
+    return (UserError, FileNotFoundError)
 
 
 def _setup_logging() -> None:
@@ -121,7 +116,7 @@ def _positive_int(text: str) -> int:
 
 
 def add_policy_args(g, strategy_help: str) -> None:
-    """The exit policy options shared by eval.py, predict.py and serve.py (``evaluate_cli.policy_from_args``)."""
+    """The exit policy options shared by eval.py, predict.py and serve.py (``policies.policy_from_input``)."""
     g.add_argument("--strategy", default=None, choices=["vee", "entropy", "maxprob", "budget", "full"],
                    help=strategy_help)
     g.add_argument("--measure", default=None, choices=["kl", "euclidean", "cosine", "edit"],
@@ -219,16 +214,11 @@ def eval_main(argv: list[str] | None = None) -> None:
 
 
 # --- predict ---------------------------------------------------------------------------------
-def _policy_or_default(args):
-    """The ``--strategy`` policy, or VEE's defaults (kl, tau 0.01, patience 2) without one."""
-    from .config import ConfigError
-    from .evaluate_cli import policy_from_args
+def _policy(args):
+    """The ``--strategy`` policy and its options, or VEE's defaults (kl, tau 0.01, patience 2) without one."""
+    from .policies import policy_from_input
 
-    if args.strategy is None:
-        args.strategy = "vee"
-    if args.strategy == "budget" and args.layer is None:
-        raise ConfigError("--strategy budget needs --layer m (1-based)")
-    return policy_from_args(args)
+    return policy_from_input(args)
 
 
 def predict_parser() -> argparse.ArgumentParser:
@@ -275,7 +265,7 @@ def predict_main(argv: list[str] | None = None) -> None:
     from .predict import Predictor
 
     try:
-        predictor = Predictor.from_workdir(args.workdir, _policy_or_default(args), checkpoint=args.checkpoint,
+        predictor = Predictor.from_workdir(args.workdir, _policy(args), checkpoint=args.checkpoint,
                                            word_rule=args.word_rule, batch_size=args.batch_size)
     except user_errors() as e:
         _fail(e)
@@ -370,7 +360,7 @@ def serve_main(argv: list[str] | None = None) -> None:
     from .serving import Limits, create_app
 
     try:
-        predictor = Predictor.from_workdir(args.workdir, _policy_or_default(args), checkpoint=args.checkpoint,
+        predictor = Predictor.from_workdir(args.workdir, _policy(args), checkpoint=args.checkpoint,
                                            word_rule=args.word_rule, batch_size=args.batch_size)
         ladder = build_ladder(args, predictor)
         limits = Limits(max_texts=args.max_texts, max_chars=args.max_chars, max_body_bytes=args.max_body_bytes,

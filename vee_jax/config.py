@@ -10,9 +10,7 @@ from pathlib import Path
 
 import ml_collections
 
-
-class ConfigError(ValueError):
-    """A config field or command-line option that cannot be used; the message names it and says why."""
+from .errors import ConfigError  # noqa: F401  (its old import path: errors.ConfigError)
 
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

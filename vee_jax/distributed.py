@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from .config import ConfigError
+from .errors import ConfigError
 
 log = logging.getLogger("vee_jax")
 

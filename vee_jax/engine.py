@@ -31,8 +31,12 @@ Speed (bench/latency.py, README "Performance"):
   each table's self term sum p log p is computed once, when it is written
   (``measures.kl_from_self_term``), not at every later vote.
 - The policy's numbers (tau, patience, budget layer) are traced arguments
-  (``policies.split_policy``): one compilation per policy kind and batch shape.
-- ``full`` and ``budget`` (without ensemble) compute only the exit they return.
+  (``Policy.split``): one compilation per policy kind and batch shape.
+- A policy whose exit does not depend on the tables (``Policy.fixed_exit``: ``full``,
+  ``budget``), without ensemble, computes only the exit it returns.
+
+The engine asks the policy, never its kind: ``needs_history`` / ``history_kl`` (what the loop
+carries), ``stop`` (through ``policies.vote_step``), ``fixed_exit`` and ``split``.
 
 Rows whose ``attention_mask`` is all zero are batch padding (``data.collate`` adds them): they
 are exited before layer 1 with exit layer 0 and a zero table, so they never keep the loop going.
@@ -51,7 +55,7 @@ from jax import lax
 from .bert import BertConfig, Params, attention_bias, embed, stacked_index, transformer_layer, word_vectors
 from .exits import biaffine, compress_exits, select_exit
 from .measures import kl_self_term
-from .policies import BudgetPolicy, FullPolicy, Policy, VeePolicy, check_policy, split_policy, vote_step
+from .policies import Policy, check_policy, vote_step
 
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids", "word_index", "word_mask", "word_end", "lengths")
 
@@ -97,13 +101,13 @@ def _layer_and_exit(config: BertConfig, encoder: Params, exits: Any, bias: jax.A
 
 
 def empty_history(policy: Policy, M: int, B: int, L: int, K: int) -> dict | None:
-    """VEE's history before layer 1: ``{"tables": [M, B, L, L, K]}`` zeros, plus ``"kl": [M, B]``
-    (each table's ``measures.kl_self_term``, written with the table) for the KL measure;
-    None for the other policies."""
-    if not isinstance(policy, VeePolicy):
+    """The history before layer 1 of a policy that ``needs_history`` (VEE): ``{"tables":
+    [M, B, L, L, K]}`` zeros, plus ``"kl": [M, B]`` (each table's ``measures.kl_self_term``,
+    written with the table) when it reads them (``history_kl``); None for the other policies."""
+    if not policy.needs_history:
         return None
     history = {"tables": jnp.zeros((M, B, L, L, K), jnp.float32)}
-    if policy.measure == "kl":
+    if policy.history_kl:
         history["kl"] = jnp.zeros((M, B), jnp.float32)
     return history
 
@@ -132,7 +136,7 @@ def _layer_vote(step: Callable, policy: Policy, m: jax.Array, hidden: jax.Array,
 
 
 def _exit_only(exits: Any, m: jax.Array, words: jax.Array) -> jax.Array:
-    """Exit m's logits alone (for ``full``/``budget``, computed once after the loop)."""
+    """Exit m's logits alone (for a ``fixed_exit``, computed once after the loop)."""
     if isinstance(exits, tuple):
         return lax.switch(m, [functools.partial(biaffine, ep) for ep in exits], words)
     return biaffine(select_exit(exits, m), words)
@@ -155,9 +159,9 @@ def _infer(config: BertConfig, encoder: Params, exits: Any, batch: dict, knobs: 
 
     step = _layer_and_exit(config, encoder, exits, bias, words_of)
 
-    if isinstance(policy, (FullPolicy, BudgetPolicy)) and not policy.ensemble:
+    stop_at = policy.fixed_exit(M, knobs)
+    if stop_at is not None and not policy.ensemble:
         # Every sentence exits at the same layer: run the layers, then that one exit.
-        stop_at = jnp.int32(M) if isinstance(policy, FullPolicy) else jnp.clip(knobs["layer"], 1, M)
         hidden = lax.fori_loop(0, stop_at, lambda m, h: step(m, h, False)[0], h0)
         probs = jax.nn.softmax(_exit_only(exits, stop_at - 1, words_of(hidden)).astype(jnp.float32), -1)
         real = ~padding_row
@@ -247,13 +251,13 @@ def infer_inputs(batch: dict[str, Any], pooling: str = "first") -> dict[str, jax
 
 @functools.lru_cache(maxsize=1024)
 def traced_policy(policy: Policy) -> tuple[Policy, dict[str, jax.Array]]:
-    """``split_policy`` with the knobs as device scalars (tau float32, patience/layer int32).
+    """``policy.split()`` with the knobs as device scalars (of the dtypes in ``policy.KNOBS``).
 
     Cached per policy (policies are frozen and hashable): making the scalars costs about
     0.13 ms a call, a tenth of a 2-layer exit at batch 1. Do not modify the returned dict.
     """
-    static, knobs = split_policy(policy)
-    return static, {k: jnp.asarray(v, jnp.float32 if k == "tau" else jnp.int32) for k, v in knobs.items()}
+    static, knobs = policy.split()
+    return static, {k: jnp.asarray(v, policy.KNOBS[k]) for k, v in knobs.items()}
 
 
 def vee_infer(

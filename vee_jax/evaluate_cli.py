@@ -10,11 +10,11 @@ import jax
 import jax.numpy as jnp
 
 from . import distributed
-from .config import ConfigError
 from .data.features import encode_sentences
 from .data.splits import check_labels, load_split, read_file, require_sentences
+from .errors import ConfigError
 from .evaluation import evaluate_exits, evaluate_policy, plot_per_exit
-from .policies import check_policy, make_policy
+from .policies import policy_from_input
 from .trainer import build_optimizer, build_spec
 from .training import init_state
 from .weights import BackboneError, load_backbone, param_shapes, tokenizer_fingerprint
@@ -122,24 +122,6 @@ def run_eval(args) -> dict[str, Any]:
     return result
 
 
-def policy_from_args(args, num_layers: int | None = None):
-    """The exit policy of ``--strategy`` and its options (unset options keep the policy's defaults).
-
-    Raises ConfigError for options the policy refuses (``--patience -1``, ``--layer 0``, a budget
-    layer past ``num_layers``).
-    """
-    if args.strategy == "budget" and args.layer is None:
-        raise ConfigError("--strategy budget needs --layer m (1-based)")
-    try:
-        policy = make_policy(args.strategy, measure=args.measure, tau=args.tau, patience=args.patience,
-                             ensemble=args.ensemble, layer=args.layer)
-        if num_layers is not None:
-            check_policy(policy, num_layers)
-    except ValueError as e:
-        raise ConfigError(f"--strategy {args.strategy}: {e}") from None
-    return policy
-
-
 def _eval_mesh(args):
     """The ``--mesh-data`` mesh (None for one device), checked against ``--batch-size``."""
     if args.mesh_data == 1:
@@ -151,10 +133,11 @@ def _eval_mesh(args):
 
 def run_policy_eval(args) -> dict[str, Any]:
     """One exit policy (``--strategy``) with the online engine: P/R/F1, exit layers, timings."""
-    policy = policy_from_args(args, load_run_info(Path(args.workdir).expanduser())[1]["num_layers"])
+    policy = policy_from_input(args, num_layers=load_run_info(Path(args.workdir).expanduser())[1]["num_layers"])
     mesh = _eval_mesh(args)
     config, info, spec, state, sentences, encoded, name = _load_eval_data(args)
-    if spec.exits == "last" and args.strategy not in ("full",):
+    fixed = policy.fixed_exit(spec.num_exits, policy.knobs())  # the last exit only: the full model
+    if spec.exits == "last" and (fixed is None or int(fixed) != spec.num_exits):
         log.warning("this model was trained with model.exits='last': only the last exit is trained")
     log.info("evaluating %s on %s", policy, name)
     result = evaluate_policy(state, spec, sentences, encoded, info["labels"], info["nested"], policy,

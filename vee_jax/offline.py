@@ -3,10 +3,10 @@
 ``exit_probs`` runs ``all_exit_logits`` and a softmax once per batch. From those tables
 ``layer_distances`` computes, once per measure, the matrix ``D[i, m]`` of every earlier layer
 i against every layer m for each sentence, and ``layer_signals`` the entropy and mean max
-probability of every layer. After that every (tau, patience) is a few numpy comparisons:
-``vee_exit_layers`` and ``threshold_exit_layers`` evaluate whole grids at once, and ``replay``
-gives the same exit layers, votes and tables as the online engine (``engine.vee_infer``) for
-one policy.
+probability of every layer. After that every (tau, patience) is a few numpy comparisons
+(each policy's ``exit_layers``; ``policies.vee_exit_layers`` and ``threshold_exit_layers``
+evaluate whole grids at once), and ``replay`` gives the same exit layers, votes and tables as
+the online engine (``engine.vee_infer``) for one policy.
 
 Online and offline compute the tables with differently shaped programs (a ``while_loop`` of
 single layers against a ``scan``), so the floats can differ in the last bits and a decision
@@ -17,7 +17,7 @@ counts such near-ties per sentence so that they can be reported.
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,10 +26,7 @@ import numpy as np
 from .bert import BertConfig, Params
 from .exits import all_exit_logits
 from .measures import get_measure, mean_max_prob, normalized_entropy
-from .policies import (BudgetPolicy, EntropyPolicy, FullPolicy, MaxProbPolicy, Policy, VeePolicy,
-                       check_policy)
-
-NEAR_TIE = 1e-5  # |D - tau| (or |signal - tau|) below this may flip between online and offline
+from .policies import NEAR_TIE, Policy, check_policy, threshold_exit_layers, vee_exit_layers  # noqa: F401
 
 
 @functools.partial(jax.jit, static_argnames=("config", "pooling"))
@@ -80,45 +77,6 @@ def layer_signals(probs: jax.Array | np.ndarray, lengths: jax.Array | np.ndarray
     return {"entropy": np.asarray(ent), "maxprob": np.asarray(mp)}
 
 
-def _first_true(stop: np.ndarray, axis: int) -> np.ndarray:
-    """Index of the first True along ``axis`` (the caller guarantees the last is True)."""
-    return np.argmax(stop, axis=axis)
-
-
-def vee_exit_layers(D: np.ndarray, taus: Sequence[float] | float, patiences: Sequence[int] | int
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """VEE's exit layers for a whole (tau, patience) grid from the distance matrices.
-
-    D: [M, M, N] from ``layer_distances`` (D[i, m] used for i < m only). Returns
-    ``(exit_layer [T, P, N] 1-based, votes [T, P, N] the count at the exit)``; scalars for
-    ``taus`` / ``patiences`` give T = 1 / P = 1. The vote of NOTES item 4: count at layer m
-    = #{i < m : D[i, m] <= tau}, exit when count >= patience, the last layer always exits.
-    """
-    taus = np.atleast_1d(np.asarray(taus, np.float32))
-    pats = np.atleast_1d(np.asarray(patiences))
-    M = D.shape[0]
-    earlier = np.triu(np.ones((M, M), bool), 1)[..., None]  # i < m
-    agree = (D[None] <= taus[:, None, None, None]) & earlier  # [T, M(i), M(m), N]; NaN compares False
-    count = agree.sum(1)  # [T, M, N]
-    stop = count[:, None] >= pats[None, :, None, None]  # [T, P, M, N]
-    stop[:, :, M - 1] = True
-    m = _first_true(stop, axis=2)  # [T, P, N]
-    votes = np.take_along_axis(np.broadcast_to(count[:, None], stop.shape), m[:, :, None], 2)[:, :, 0]
-    return m + 1, votes
-
-
-def threshold_exit_layers(signal: np.ndarray, taus: Sequence[float] | float, *, below: bool) -> np.ndarray:
-    """First layer whose signal is < tau (``below``: entropy) or > tau (max prob), else the last.
-
-    signal: [M, N]. Returns exit layers [T, N], 1-based.
-    """
-    taus = np.atleast_1d(np.asarray(taus, np.float32))
-    s = signal[None]
-    stop = s < taus[:, None, None] if below else s > taus[:, None, None]  # [T, M, N]
-    stop[:, -1] = True
-    return _first_true(stop, axis=1) + 1
-
-
 def exit_tables(probs: np.ndarray, exit_layer: np.ndarray, ensemble: bool = False) -> np.ndarray:
     """The prediction at the exit: table ``exit_layer - 1`` of each sentence, or with ``ensemble``
     the mean of tables 1..exit_layer (Sec. 5.5.1; summed in order in float32 as the engine does).
@@ -139,8 +97,39 @@ def exit_tables(probs: np.ndarray, exit_layer: np.ndarray, ensemble: bool = Fals
     return out
 
 
-def _near(x: np.ndarray, tau: float) -> np.ndarray:
-    return np.abs(x - np.float32(tau)) < NEAR_TIE
+class Tables:
+    """The ``policies.Evidence`` of every exit's tables: distances and signals computed when asked.
+
+    probs: [M, B, L, L, K]; lengths: [B]; distances: optional [M, M, B] ``layer_distances`` to
+    reuse (for whichever measure is asked); signals: optional ``layer_signals`` output to reuse.
+    """
+
+    def __init__(self, probs: np.ndarray, lengths: np.ndarray, distances: np.ndarray | None = None,
+                 signals: dict[str, np.ndarray] | None = None):
+        self.probs, self.lengths = probs, lengths
+        self._given, self._distances, self._signals = distances, {}, signals
+
+    @property
+    def num_layers(self) -> int:
+        return self.probs.shape[0]
+
+    def distance(self, measure: str) -> np.ndarray:
+        if self._given is not None:
+            M, B = self.probs.shape[:2]
+            if self._given.shape != (M, M, B):
+                raise ValueError(f"distances have shape {self._given.shape}, expected {(M, M, B)} for these tables")
+            return self._given
+        if measure not in self._distances:
+            self._distances[measure] = layer_distances(measure, self.probs, self.lengths)
+        return self._distances[measure]
+
+    def signal(self, name: str) -> np.ndarray:
+        if self._signals is None:
+            self._signals = layer_signals(self.probs, self.lengths)
+        return self._signals[name]
+
+    def computed(self, measure: str) -> np.ndarray:
+        return np.ones(len(self.lengths), bool)
 
 
 def replay(
@@ -153,6 +142,8 @@ def replay(
 ) -> dict[str, np.ndarray]:
     """Replay ``policy`` on precomputed tables: what ``vee_infer`` would decide, without BERT.
 
+    The decisions are the policy's own ``exit_layers`` over ``Tables(probs, lengths)``.
+
     Args:
       probs: [M, B, L, L, K] every exit's table (``exit_probs``); lengths: [B].
       distances: optional [M, M, B] ``layer_distances`` of the policy's measure (VEE), to reuse.
@@ -162,30 +153,7 @@ def replay(
     decisions up to the exit whose distance or signal lies within ``NEAR_TIE`` of tau.
     """
     probs = np.asarray(probs, np.float32)
-    lengths = np.asarray(lengths)
-    M, B = probs.shape[:2]
-    check_policy(policy, M)
-    votes = np.zeros(B, np.int64)
-    ties = np.zeros(B, np.int64)
-    # Decisions that mattered: layers m (0-based) before the exit, the forced last layer excluded.
-    layers = np.arange(M)[:, None]
-    if isinstance(policy, VeePolicy):
-        D = layer_distances(policy.measure, probs, lengths) if distances is None else distances
-        if D.shape != (M, M, B):
-            raise ValueError(f"distances have shape {D.shape}, expected {(M, M, B)} for these tables")
-        exit_layer, votes = (x[0, 0] for x in vee_exit_layers(D, policy.tau, policy.patience))
-        decided = np.triu(np.ones((M, M), bool), 1)[..., None] & (layers[None] < np.minimum(exit_layer, M - 1))
-        ties = (_near(np.nan_to_num(D, nan=np.inf), policy.tau) & decided).sum((0, 1))
-    elif isinstance(policy, (EntropyPolicy, MaxProbPolicy)):
-        sig = (layer_signals(probs, lengths) if signals is None else signals)[policy.name]
-        exit_layer = threshold_exit_layers(sig, policy.tau, below=isinstance(policy, EntropyPolicy))[0]
-        ties = (_near(sig, policy.tau) & (layers < np.minimum(exit_layer, M - 1))).sum(0)
-    elif isinstance(policy, BudgetPolicy):
-        exit_layer = np.full(B, policy.layer)
-    elif isinstance(policy, FullPolicy):
-        exit_layer = np.full(B, M)
-    else:
-        raise TypeError(f"not a policy: {policy!r}")
-    exit_layer = np.asarray(exit_layer, np.int64)
-    return {"exit_layer": exit_layer, "probs": exit_tables(probs, exit_layer, policy.ensemble),
-            "votes": np.asarray(votes, np.int64), "near_ties": np.asarray(ties, np.int64)}
+    check_policy(policy, probs.shape[0])
+    out = policy.exit_layers(Tables(probs, np.asarray(lengths), distances, signals))
+    return {"exit_layer": out["exit_layer"], "probs": exit_tables(probs, out["exit_layer"], policy.ensemble),
+            "votes": out["votes"], "near_ties": out["near_ties"]}

@@ -24,18 +24,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .config import ConfigError
 from .data.features import (SUBWORD_BUCKETS, Encoded, batch_plan, bucket, collate, words_for,
                             encode_sentences)
 from .data.sentence import Sentence
 from .decode import decode_table
-from .policies import POLICIES, Policy, VeePolicy, check_policy
+from .errors import PolicyError
+from .policies import Policy, check_policy, policy_from_input
 from .words import RULE_OF_FORMAT, Word, split_words
 
 log = logging.getLogger("vee_jax")
@@ -44,52 +43,18 @@ ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 """Batch rows are padded to the next of these (capped at the predictor's ``batch_size``)."""
 
 
-# --- policies as plain dicts (the CLI, the HTTP API) ---------------------------------------------
+# --- policies as plain dicts (the HTTP API; serve.py calls these names) ---------------------------
 def policy_to_dict(policy: Policy) -> dict[str, Any]:
-    """``{"strategy": "vee", "measure": "kl", "tau": 0.01, "patience": 2, "ensemble": False}``."""
-    return {"strategy": policy.name, **dataclasses.asdict(policy)}
+    """``policy.to_dict()``: ``{"strategy": "vee", "measure": "kl", "tau": 0.01, "patience": 2, ...}``."""
+    return policy.to_dict()
 
 
 def policy_from_dict(d: Mapping[str, Any]) -> Policy:
-    """The policy of ``{"strategy": name, field: value, ...}``; strict (unlike ``make_policy``).
-
-    Unknown strategies or fields and values of the wrong type raise ValueError with a message
-    naming what is allowed (the HTTP API returns it as a 422).
-    """
+    """``policies.policy_from_input(d)``: strict (unknown strategies or fields, values of the wrong
+    type raise PolicyError, a ValueError, naming what is allowed; the HTTP API answers 422)."""
     if not isinstance(d, Mapping):
-        raise ConfigError(f"a policy is an object like {{\"strategy\": \"vee\", \"tau\": 0.01}}, got {d!r}")
-    strategy = d.get("strategy")
-    if strategy not in POLICIES:
-        raise ConfigError(f"policy.strategy must be one of {sorted(POLICIES)}, got {strategy!r}")
-    cls = POLICIES[strategy]
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - set(fields) - {"strategy"})
-    if unknown:
-        raise ConfigError(f"policy {strategy!r} has no field(s) {unknown}; its fields are {sorted(fields)}")
-    kwargs: dict[str, Any] = {}
-    for name, value in d.items():
-        if name == "strategy":
-            continue
-        kind = {"tau": float, "patience": int, "layer": int, "ensemble": bool, "measure": str}[name]
-        ok = (isinstance(value, bool) if kind is bool else isinstance(value, str) if kind is str
-              else isinstance(value, (int, float)) and not isinstance(value, bool)
-              and (kind is float or float(value).is_integer()))
-        if not ok or (kind is float and not math.isfinite(value)):
-            raise ConfigError(f"policy.{name} must be {'a finite number' if kind is float else kind.__name__}, "
-                             f"got {value!r}")
-        kwargs[name] = kind(value)
-    return cls(**kwargs)
-
-
-def as_policy(policy: Policy | Mapping[str, Any] | str | None) -> Policy:
-    """A policy from a policy, a dict (``policy_from_dict``), a strategy name, or None (VEE defaults)."""
-    if policy is None:
-        return VeePolicy()
-    if isinstance(policy, str):
-        return policy_from_dict({"strategy": policy})
-    if isinstance(policy, Mapping):
-        return policy_from_dict(policy)
-    return policy
+        raise PolicyError(f"a policy is an object like {{\"strategy\": \"vee\", \"tau\": 0.01}}, got {d!r}")
+    return policy_from_input(d)
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -202,7 +167,7 @@ class Predictor:
         self.model = prepare(spec.bert, params["encoder"], params["exits"])
         self.labels, self.nested = list(labels), bool(nested)
         self.word_rule, self.max_subwords, self.batch_size = word_rule, max_subwords, batch_size
-        self.policy = self.check(as_policy(policy))
+        self.policy = self.check(policy_from_input(policy))
         self._compiled: set[tuple] = set()
 
     @classmethod
@@ -247,7 +212,7 @@ class Predictor:
                       policy: Policy | Mapping[str, Any] | str | None = None, *,
                       progress: bool = False) -> list[WordPrediction]:
         """Spans over pre-split words (what eval.py predicts on a data file's words)."""
-        pol = self.policy if policy is None else self.check(as_policy(policy))
+        pol = self.policy if policy is None else self.check(policy_from_input(policy))
         return self.run(self.encode(sentences), pol, progress=progress)
 
     # --- the steps ---------------------------------------------------------------------------
@@ -313,5 +278,5 @@ class Predictor:
         return self.compilations - before
 
 
-__all__ = ["Entity", "Prediction", "Predictor", "ROW_BUCKETS", "WordPrediction", "as_policy", "batch_shape",
+__all__ = ["Entity", "Prediction", "Predictor", "ROW_BUCKETS", "WordPrediction", "batch_shape",
            "policy_from_dict", "policy_to_dict", "rows_bucket", "split_words", "to_prediction", "words_for"]

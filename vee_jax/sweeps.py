@@ -8,9 +8,10 @@ Once per split (``summarize``):
   ensemble (the mean of tables 1..m, Sec. 5.5.1), reduced to counts: true positives and
   predicted spans per (ensemble, layer, sentence), gold spans per sentence.
 
-After that a configuration's exit layers are a few numpy comparisons (``offline.vee_exit_layers``,
-``threshold_exit_layers``) and its micro P/R/F1 a lookup and a sum, so whole grids cost
-milliseconds, and a paired bootstrap over sentences only resamples those counts.
+After that a configuration's exit layers are a few numpy comparisons (its policy's
+``exit_layers`` over the summary, which is a ``policies.Evidence``; each policy class's ``sweep``
+for a whole grid) and its micro P/R/F1 a lookup and a sum, so whole grids cost milliseconds, and
+a paired bootstrap over sentences only resamples those counts.
 
 Table 1 is chosen on dev (``table1``): for each target average exit layer, each method's
 configuration with the best dev F1 among those whose dev average exit layer is <= the target;
@@ -31,8 +32,8 @@ import numpy as np
 from .config import ConfigError
 from .data.features import WORD_BUCKETS
 from .decode import decode_table
-from .offline import NEAR_TIE, layer_distances, layer_signals, threshold_exit_layers, vee_exit_layers
-from .policies import make_policy
+from .offline import layer_distances, layer_signals
+from .policies import POLICIES, Policy, policy_from_input
 
 ALL = "all"  # the ``sentences`` field of rows over the whole split
 _BUCKETS = WORD_BUCKETS
@@ -67,6 +68,19 @@ class SplitSummary:
     @property
     def num_sentences(self) -> int:
         return len(self.lengths)
+
+    # ``policies.Evidence``: what a policy's ``exit_layers`` and ``sweep`` read
+    def distance(self, measure: str) -> np.ndarray:
+        return self.distances[measure]
+
+    def signal(self, name: str) -> np.ndarray:
+        return self.signals[name]
+
+    def computed(self, measure: str) -> np.ndarray:
+        """[N] bool: the sentences whose ``distance(measure)`` was computed."""
+        if measure not in self.distances:
+            return np.zeros(self.num_sentences, bool)
+        return self.edit_done if measure == "edit" else np.ones(self.num_sentences, bool)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         out = {"lengths": self.lengths, "tp": self.tp, "n_pred": self.n_pred, "n_gold": self.n_gold,
@@ -246,81 +260,47 @@ def _rows(split, summary, exits, ensemble, cols, sentences, **config) -> list[di
     return rows
 
 
-def sweep_split(summary: SplitSummary, split: str, grid: SweepGrid = SweepGrid()) -> list[dict]:
+def sweep_split(summary: SplitSummary, split: str, grid: SweepGrid = SweepGrid(),
+                kinds: Sequence[type] | None = None) -> list[dict]:
     """Every configuration of ``grid`` on one split: a list of rows (see ``CSV_FIELDS``).
 
-    VEE with every measure, patience and tau; entropy and max-prob with every tau; budget at
-    every layer; the full model; each with and without the ensemble. When the edit distance was
-    computed on part of the split only, the VEE rows of every measure are repeated on that part
-    (``sentences`` = "edit subset") so that the measure ablation compares like with like.
+    Each policy class in ``kinds`` (default: every registered one, ``policies.POLICIES``) gives
+    its own grid (``Policy.sweep``): VEE with every measure, patience and tau; entropy and
+    max-prob with every tau; budget at every layer; the full model; each with and without the
+    ensemble (the full model without). When the edit distance was computed on part of the split
+    only, the VEE rows of every measure are repeated on that part (``sentences`` = "edit
+    subset") so that the measure ablation compares like with like.
     """
-    M, N = summary.num_layers, summary.num_sentences
-    pats = np.asarray(grid.patiences if grid.patiences is not None else range(1, M), int)
-    pats = pats[(pats >= 1) & (pats <= M - 1)] if M > 1 else np.asarray([1])
+    N = summary.num_sentences
     everyone = np.arange(N)
-    edit_subset = np.flatnonzero(summary.edit_done)
+    edit_subset = np.flatnonzero(summary.computed("edit"))
     subsets = [(ALL, everyone)]
     if "edit" in summary.distances and 0 < len(edit_subset) < N:
         subsets.append(("edit subset", edit_subset))
     rows: list[dict] = []
-    taus = np.asarray(grid.distance_taus)
     for ens in grid.ensembles:
-        for name, cols in subsets:
-            for measure in grid.measures:
-                if measure not in summary.distances:
-                    continue
-                if measure == "edit" and name == ALL and len(edit_subset) < N:
-                    continue  # edit only where it was computed
-                exits, _ = vee_exit_layers(summary.distances[measure][..., cols], taus, pats)  # [T, P, n]
-                T, P = exits.shape[:2]
-                rows += _rows(split, summary, exits.reshape(T * P, -1), ens, cols, name, strategy="vee",
-                              measure=measure, tau=np.repeat(taus, P).tolist(), patience=np.tile(pats, T).tolist())
-        for strategy, below, ts in (("entropy", True, grid.entropy_taus), ("maxprob", False, grid.maxprob_taus)):
-            exits = threshold_exit_layers(summary.signals[strategy], np.asarray(ts), below=below)
-            rows += _rows(split, summary, exits, ens, everyone, ALL, strategy=strategy, tau=list(ts))
-        layers = np.arange(1, M + 1)
-        rows += _rows(split, summary, np.repeat(layers[:, None], N, 1), ens, everyone, ALL, strategy="budget",
-                      layer=layers.tolist())
-    rows += _rows(split, summary, np.full((1, N), M), False, everyone, ALL, strategy="full")
+        for kind in (POLICIES.values() if kinds is None else kinds):
+            for name, cols, exits, fields in kind.sweep(summary, grid, subsets, ens):
+                rows += _rows(split, summary, exits, ens, cols, name, strategy=kind.name, **fields)
     return rows
 
 
-def row_policy(row: dict):
-    """The ``policies`` config of a sweep row (to run it with the online engine, ``eval.py --strategy``)."""
-    opt = lambda k: None if row.get(k, "") == "" else row[k]
-    return make_policy(row["strategy"], measure=opt("measure"), tau=opt("tau"), patience=opt("patience"),
-                       layer=opt("layer"), ensemble=bool(row["ensemble"]))
+def row_policy(row: dict) -> Policy:
+    """The policy of a sweep row (to run it with the online engine, ``eval.py --strategy``):
+    ``policy_from_input(row, strict=False)``; a policy is returned as it is."""
+    return policy_from_input(row, strict=False)
 
 
-def config_exits(summary: SplitSummary, row: dict) -> np.ndarray:
-    """Exit layers [N] (1-based) of the configuration of ``row`` on every sentence of ``summary``."""
-    M, N = summary.num_layers, summary.num_sentences
-    s = row["strategy"]
-    if s == "vee":
-        return vee_exit_layers(summary.distances[row["measure"]], row["tau"], row["patience"])[0][0, 0]
-    if s in ("entropy", "maxprob"):
-        return threshold_exit_layers(summary.signals[s], row["tau"], below=s == "entropy")[0]
-    if s == "budget":
-        return np.full(N, int(row["layer"]))
-    if s == "full":
-        return np.full(N, M)
-    raise ValueError(f"unknown strategy {s!r}")
+def config_exits(summary: SplitSummary, row: dict | Policy) -> np.ndarray:
+    """Exit layers [N] (1-based) of the configuration of ``row`` (or a policy) on every sentence of ``summary``."""
+    return row_policy(row).exit_layers(summary)["exit_layer"]
 
 
-def near_ties(summary: SplitSummary, row: dict, exits: np.ndarray) -> int:
-    """Decisions up to the exit whose distance (or signal) lies within ``NEAR_TIE`` of tau: they
-    may go the other way in the online engine (float rounding differs between batch shapes)."""
-    M = summary.num_layers
-    layers = np.arange(M)[:, None]
-    decided = layers < np.minimum(exits, M - 1)  # [M, N]: layer m (0-based) decided, forced last excluded
-    tau = np.float32(row.get("tau") or 0.0)
-    if row["strategy"] == "vee":
-        D = np.nan_to_num(summary.distances[row["measure"]], nan=np.inf)
-        pairs = np.triu(np.ones((M, M), bool), 1)[..., None] & decided[None]
-        return int(((np.abs(D - tau) < NEAR_TIE) & pairs).sum())
-    if row["strategy"] in ("entropy", "maxprob"):
-        return int(((np.abs(summary.signals[row["strategy"]] - tau) < NEAR_TIE) & decided).sum())
-    return 0
+def near_ties(summary: SplitSummary, row: dict | Policy, exits: np.ndarray | None = None) -> int:
+    """Decisions up to the exit whose distance (or signal) lies within ``policies.NEAR_TIE`` of tau:
+    they may go the other way in the online engine (float rounding differs between batch shapes).
+    ``exits`` (the configuration's exit layers) is not needed: the policy finds them again."""
+    return int(row_policy(row).exit_layers(summary)["near_ties"].sum())
 
 
 # --- Pareto fronts, bootstrap, Table 1 ---------------------------------------------------------

