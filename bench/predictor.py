@@ -35,7 +35,7 @@ from vee_jax.data.readers import read_split  # noqa: E402
 from vee_jax.data.sentence import Sentence  # noqa: E402
 from vee_jax.decode import decode_table  # noqa: E402
 from vee_jax.engine import prepare, vee_infer  # noqa: E402
-from vee_jax.predict import Predictor, batch_shape, policy_to_dict, rows_bucket  # noqa: E402
+from vee_jax.predict import Predictor, batch_shape, rows_bucket  # noqa: E402
 from vee_jax.workdir import load_run_info  # noqa: E402
 
 
@@ -93,7 +93,7 @@ def main(argv=None) -> None:
     n = len(words)
     res = {
         "machine": cpu_name(), "workdir": Path(args.workdir).name, "data": Path(path).name, "sentences": n,
-        "rounds": args.rounds, "policy": policy_to_dict(policy),
+        "rounds": args.rounds, "policy": policy.to_dict(),
         "avg_exit_layer": float(np.mean([x[1] for x in ref])),
         "sentences_per_s": {k: n / v for k, v in best.items()},
         "predictor_over_direct_time_b1": best["predictor_b1"] / best["direct_b1"],

@@ -9,6 +9,7 @@ and ``train_step``'s loss on the recorded logits.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "v1"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +87,80 @@ def test_train_step_loss_from_the_recorded_logits(fixture_v1):
     want, want_per_exit = reference_loss(ref["logits"], batch["gold"], batch["lengths"], np.arange(1.0, M + 1))
     np.testing.assert_allclose(np.asarray(metrics["per_exit"]), want_per_exit, rtol=1e-5)
     np.testing.assert_allclose(float(metrics["loss"]), want, rtol=1e-5)
+
+
+# --- what users call: recorded before the commands, the policies and the service were refactored ---
+PREDICTIONS = json.loads((FIXTURE / "predictions.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def v1_dir(tmp_path_factory):
+    """A scratch copy of the fixture (backbone, workdir, data), the working directory of these tests."""
+    root = tmp_path_factory.mktemp("v1_predict")
+    for name in ("backbone", "workdir"):
+        shutil.copytree(FIXTURE / name, root / name)
+    shutil.copyfile(FIXTURE / "data.json", root / "data.json")
+    # The same sentences in the W2NER JSON format that eval.py reads (spans [start, end, type]).
+    recs = json.loads((FIXTURE / "data.json").read_text())
+    (root / "eval.json").write_text(json.dumps([{"sentence": r["sentence"], "ner": [
+        {"index": list(range(s, e + 1)), "type": t} for s, e, t in r["ner"]]} for r in recs]))
+    return root
+
+
+def _spans(words_result) -> list:
+    return [[[s, e, t] for s, e, t, _ in r["spans"]] for r in words_result]
+
+
+@pytest.mark.parametrize("key", sorted(PREDICTIONS["results"]))
+def test_predictor_equals_the_recorded_predictions(v1_dir, key, monkeypatch):
+    """``Predictor`` (words and raw text, batch 1 and 32) gives what the format-1 code recorded in
+    tests/fixtures/v1/predictions.json (tests/fixtures/record_predictions.py, commit 21ca600)."""
+    from vee_jax.predict import Predictor
+
+    monkeypatch.chdir(v1_dir)
+    strategy, bs = key.rsplit("_b", 1)
+    policy = next(p for p in PREDICTIONS["policies"] if p["strategy"] == strategy)
+    want = PREDICTIONS["results"][key]
+    p = Predictor.from_workdir("workdir", policy=policy, batch_size=int(bs))
+    words = [r["sentence"] for r in json.loads((v1_dir / "data.json").read_text())]
+    got = p.predict_words(words)
+    assert [g.exit_layer for g in got] == [w["exit_layer"] for w in want["words"]]
+    assert [[[s, e, t] for s, e, t, _ in g.spans] for g in got] == _spans(want["words"])
+    np.testing.assert_allclose([sc for g in got for *_, sc in g.spans],
+                               [sc for w in want["words"] for *_, sc in w["spans"]], atol=1e-4)
+    texts = [t.to_dict() for t in p(PREDICTIONS["texts"])]
+    for a, b in zip(texts, want["texts"]):
+        assert a["exit_layer"] == b["exit_layer"]
+        assert [(e["start"], e["end"], e["type"], e["text"]) for e in a["entities"]] == \
+            [(e["start"], e["end"], e["type"], e["text"]) for e in b["entities"]]
+
+
+def test_eval_and_the_service_equal_the_recorded_predictions(v1_dir, monkeypatch):
+    """eval.py's predictions and the HTTP service's answers under VEE-KL, as recorded."""
+    from fastapi.testclient import TestClient
+
+    from helpers import run_script
+    from vee_jax.predict import Predictor
+    from vee_jax.serving import create_app
+
+    policy = PREDICTIONS["policies"][0]
+    want = PREDICTIONS["results"]["vee_b32"]
+    out = v1_dir / "eval_vee.json"
+    # From the fixture's folder: the workdir names its backbone by a relative path.
+    r = run_script([str(ROOT / "eval.py"), "--workdir", str(v1_dir / "workdir"), "--data", str(v1_dir / "eval.json"),
+                    "--strategy", "vee", "--measure", "kl", "--tau", str(policy["tau"]), "--patience",
+                    str(policy["patience"]), "--quiet", "--output", str(out)], cwd=v1_dir)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ev = json.loads(out.read_text())
+    assert ev["exit_layers"] == [w["exit_layer"] for w in want["words"]]
+    assert ev["predictions"] == _spans(want["words"])
+
+    monkeypatch.chdir(v1_dir)
+    app = create_app(Predictor.from_workdir("workdir", policy=policy, batch_size=8), start_worker=True)
+    with TestClient(app) as client:
+        resp = client.post("/ner", json={"texts": PREDICTIONS["texts"]})
+    assert resp.status_code == 200, resp.text
+    for a, b in zip(resp.json()["results"], want["texts"]):
+        assert a["exit_layer"] == b["exit_layer"]
+        assert [(e["start"], e["end"], e["type"]) for e in a["entities"]] == \
+            [(e["start"], e["end"], e["type"]) for e in b["entities"]]

@@ -150,17 +150,16 @@ def test_entities_have_offsets_into_the_text(predictor):
 def test_policies_from_dicts_are_checked(predictor):
     from vee_jax.policies import BudgetPolicy, VeePolicy
     from vee_jax.policies import policy_from_input
-    from vee_jax.predict import policy_from_dict, policy_to_dict
 
     assert policy_from_input({"strategy": "budget", "layer": 2}) == BudgetPolicy(layer=2)
     assert policy_from_input(None) == VeePolicy() and policy_from_input("full").name == "full"
-    assert policy_from_dict(policy_to_dict(VeePolicy(tau=0.5))) == VeePolicy(tau=0.5)
+    assert policy_from_input(VeePolicy(tau=0.5).to_dict()) == VeePolicy(tau=0.5)
     for bad, msg in [({"strategy": "x"}, "strategy must be one of"), ({"strategy": "vee", "layer": 2}, "no field"),
                      ({"strategy": "vee", "patience": 1.5}, "patience must be int"),
                      ({"strategy": "vee", "tau": float("nan")}, "finite number"),
                      ({"strategy": "vee", "ensemble": 1}, "ensemble must be bool")]:
         with pytest.raises(ValueError, match=msg):
-            policy_from_dict(bad)
+            policy_from_input(bad)
     with pytest.raises(ValueError, match="budget layer 9"):
         predictor.predict_words([["a"]], {"strategy": "budget", "layer": 9})
 

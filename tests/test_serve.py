@@ -155,14 +155,12 @@ def texts(tiny_workdir):
 def test_http_round_trip(server, texts):
     import httpx
 
-    from vee_jax.predict import policy_to_dict
-
     pair = texts[:2]
     r = httpx.post(server.url + "/ner", json={"texts": pair}, timeout=60)
     assert r.status_code == 200, r.text
     body = r.json()
     answered = [x["exit_layer"] for x in body["results"]]  # every sentence's exit layer, as answered
-    assert body["policy"] == policy_to_dict(server.predictor.policy) and body["level"] == 0
+    assert body["policy"] == server.predictor.policy.to_dict() and body["level"] == 0
     for got, want, text in zip(body["results"], server.predictor(pair), pair):
         assert_same_result({**got, "text": text}, want.to_dict())
         assert all(text[e["start"]:e["end"]] == e["text"] for e in got["entities"])

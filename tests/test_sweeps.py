@@ -86,7 +86,8 @@ def test_sweep_f1_equals_evaluate_policy(setup):
     """The F1, average exit layer and exit layers of sweep rows equal evaluate_policy (the online
     engine, decoding and span_prf) run with the same policy."""
     from vee_jax.evaluation import evaluate_policy
-    from vee_jax.sweeps import config_exits, near_ties, row_policy, sweep_split
+    from vee_jax.policies import policy_from_input
+    from vee_jax.sweeps import config_exits, near_ties, sweep_split
 
     summary = _summary(setup, measures=("kl", "cosine"))
     rows = sweep_split(summary, "test")
@@ -103,7 +104,7 @@ def test_sweep_f1_equals_evaluate_policy(setup):
               pick(strategy="vee", measure="cosine", patience=2, ensemble=True),
               pick(strategy="maxprob", ensemble=False)]
     for row in chosen:
-        policy = row_policy(row)
+        policy = policy_from_input(row, strict=False)
         res = evaluate_policy(setup["state"], setup["spec"], sents, encoded, LABELS, True, policy, batch_size=8)
         assert res["offline_disagreements"] == 0
         np.testing.assert_array_equal(res["exit_layers"], config_exits(summary, row), err_msg=str(policy))

@@ -356,7 +356,7 @@ def serve_main(argv: list[str] | None = None) -> None:
     keep_freed_memory()  # many jitted calls on large batches: no page faults at each (allocator.py)
     _setup_logging()
     log = logging.getLogger("vee_jax")
-    from .predict import Predictor, policy_to_dict
+    from .predict import Predictor
     from .serving import Limits, create_app
 
     try:
@@ -370,7 +370,7 @@ def serve_main(argv: list[str] | None = None) -> None:
     except user_errors() as e:
         _fail(e)
     for i, lv in enumerate(ladder):
-        log.info("ladder level %d: %s (dev avg exit layer %s, dev F1 %s)", i, policy_to_dict(lv.policy),
+        log.info("ladder level %d: %s (dev avg exit layer %s, dev F1 %s)", i, lv.policy.to_dict(),
                  lv.avg_exit_layer, lv.f1)
     if args.warmup_subwords > 0:
         t0 = time.perf_counter()

@@ -33,7 +33,6 @@ from .data.features import (SUBWORD_BUCKETS, Encoded, batch_plan, bucket, collat
                             encode_sentences)
 from .data.sentence import Sentence
 from .decode import decode_table
-from .errors import PolicyError
 from .policies import Policy, check_policy, policy_from_input
 from .words import RULE_OF_FORMAT, Word, split_words
 
@@ -41,20 +40,6 @@ log = logging.getLogger("vee_jax")
 
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 """Batch rows are padded to the next of these (capped at the predictor's ``batch_size``)."""
-
-
-# --- policies as plain dicts (the HTTP API; serve.py calls these names) ---------------------------
-def policy_to_dict(policy: Policy) -> dict[str, Any]:
-    """``policy.to_dict()``: ``{"strategy": "vee", "measure": "kl", "tau": 0.01, "patience": 2, ...}``."""
-    return policy.to_dict()
-
-
-def policy_from_dict(d: Mapping[str, Any]) -> Policy:
-    """``policies.policy_from_input(d)``: strict (unknown strategies or fields, values of the wrong
-    type raise PolicyError, a ValueError, naming what is allowed; the HTTP API answers 422)."""
-    if not isinstance(d, Mapping):
-        raise PolicyError(f"a policy is an object like {{\"strategy\": \"vee\", \"tau\": 0.01}}, got {d!r}")
-    return policy_from_input(d)
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -279,4 +264,4 @@ class Predictor:
 
 
 __all__ = ["Entity", "Prediction", "Predictor", "ROW_BUCKETS", "WordPrediction", "batch_shape",
-           "policy_from_dict", "policy_to_dict", "rows_bucket", "split_words", "to_prediction", "words_for"]
+           "rows_bucket", "split_words", "to_prediction", "words_for"]

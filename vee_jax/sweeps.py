@@ -285,22 +285,16 @@ def sweep_split(summary: SplitSummary, split: str, grid: SweepGrid = SweepGrid()
     return rows
 
 
-def row_policy(row: dict) -> Policy:
-    """The policy of a sweep row (to run it with the online engine, ``eval.py --strategy``):
-    ``policy_from_input(row, strict=False)``; a policy is returned as it is."""
-    return policy_from_input(row, strict=False)
-
-
 def config_exits(summary: SplitSummary, row: dict | Policy) -> np.ndarray:
     """Exit layers [N] (1-based) of the configuration of ``row`` (or a policy) on every sentence of ``summary``."""
-    return row_policy(row).exit_layers(summary)["exit_layer"]
+    return policy_from_input(row, strict=False).exit_layers(summary)["exit_layer"]
 
 
 def near_ties(summary: SplitSummary, row: dict | Policy, exits: np.ndarray | None = None) -> int:
     """Decisions up to the exit whose distance (or signal) lies within ``policies.NEAR_TIE`` of tau:
     they may go the other way in the online engine (float rounding differs between batch shapes).
     ``exits`` (the configuration's exit layers) is not needed: the policy finds them again."""
-    return int(row_policy(row).exit_layers(summary)["near_ties"].sum())
+    return int(policy_from_input(row, strict=False).exit_layers(summary)["near_ties"].sum())
 
 
 # --- Pareto fronts, bootstrap, Table 1 ---------------------------------------------------------
@@ -495,5 +489,5 @@ def read_csv(path: str | Path) -> list[dict]:
 
 
 __all__ = ["CSV_COLUMNS", "CSV_FIELDS", "METHODS", "SplitSummary", "SweepGrid", "choose", "config_exits",
-           "default_targets", "format_table1", "near_ties", "paired_bootstrap", "pareto_front", "read_csv", "row_policy",
+           "default_targets", "format_table1", "near_ties", "paired_bootstrap", "pareto_front", "read_csv",
            "sentence_counts", "summarize", "sweep_split", "table1", "write_csv"]

@@ -25,8 +25,8 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from ..policies import Policy
-from ..predict import Predictor, policy_from_dict, policy_to_dict, to_prediction
+from ..policies import Policy, policy_from_input
+from ..predict import Predictor, to_prediction
 from ..words import split_words
 from .batcher import Job, MicroBatcher, Overloaded
 from .controller import DepthController
@@ -85,7 +85,7 @@ class _Admission:
         if request.policy is None:
             return None
         try:
-            pol = self.predictor.check(policy_from_dict(request.policy))
+            pol = self.predictor.check(policy_from_input(request.policy))
         except (ValueError, TypeError) as e:
             raise HTTPException(422, f"policy: {e}") from None
         if pol not in self.request_policies and pol not in self.known:
@@ -130,7 +130,7 @@ def create_app(predictor: Predictor, *, ladder: Sequence[Level] | None = None, t
 
     def state() -> ServiceState:
         level, policy = batcher.current()
-        return ServiceState(batcher.queued, level, policy_to_dict(policy), batcher.latency.p95(batcher.clock()),
+        return ServiceState(batcher.queued, level, policy.to_dict(), batcher.latency.p95(batcher.clock()),
                             controller.target_ms, predictor.compilations, controller.steps_down, controller.steps_up)
 
     metrics.watch(state)
@@ -168,7 +168,7 @@ def create_app(predictor: Predictor, *, ladder: Sequence[Level] | None = None, t
         preds = [to_prediction(t, ws, r) for t, ws, r in zip(request.texts, words, job.results)]
         batcher.latency.add(batcher.clock(), (batcher.clock() - job.arrival) * 1e3)
         metrics.request("/ner", 200, time.perf_counter() - t0)
-        return {"results": [p.to_dict(with_text=False) for p in preds], "policy": policy_to_dict(job.policy_used),
+        return {"results": [p.to_dict(with_text=False) for p in preds], "policy": job.policy_used.to_dict(),
                 "level": job.level}
 
     @app.middleware("http")
@@ -185,7 +185,7 @@ def create_app(predictor: Predictor, *, ladder: Sequence[Level] | None = None, t
         level, policy = batcher.current()
         return {"status": "ok", "num_layers": predictor.num_layers, "labels": predictor.labels,
                 "word_rule": predictor.word_rule, "batch_size": predictor.batch_size,
-                "level": level, "policy": policy_to_dict(policy), "target_p95_ms": controller.target_ms,
+                "level": level, "policy": policy.to_dict(), "target_p95_ms": controller.target_ms,
                 "ladder": [lv.to_dict() for lv in ladder], "queue": batcher.queued,
                 "compilations": predictor.compilations,
                 "limits": {**dataclasses.asdict(limits), "max_texts": admission.max_texts}}

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..config import ConfigError
-from ..policies import BudgetPolicy, Policy
-from ..predict import policy_from_dict, policy_to_dict
-from ..sweeps import METHODS, choose, read_csv, row_policy
+from ..policies import BudgetPolicy, Policy, policy_from_input
+from ..sweeps import METHODS, choose, read_csv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,12 +26,13 @@ class Level:
     f1: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"policy": policy_to_dict(self.policy), "avg_exit_layer": self.avg_exit_layer, "f1": self.f1}
+        return {"policy": self.policy.to_dict(), "avg_exit_layer": self.avg_exit_layer, "f1": self.f1}
 
 
 def _depth(policy: Policy, num_layers: int) -> float:
-    """A policy's deepest exit: the budget layer, else M."""
-    return policy.layer if isinstance(policy, BudgetPolicy) else num_layers
+    """A policy's deepest exit: the layer every sentence leaves at when it has one, else M."""
+    fixed = policy.fixed_exit(num_layers, policy.knobs())
+    return num_layers if fixed is None else int(fixed)
 
 
 def default_ladder(base: Policy, num_layers: int) -> list[Level]:
@@ -54,13 +54,13 @@ def ladder_from_sweep(rows: Sequence[dict[str, Any]] | str | Path, base: Policy,
     if isinstance(rows, (str, Path)):
         rows = read_csv(rows)
     split_rows = [r for r in rows if r["split"] == split]
-    base_row = next((r for r in split_rows if row_policy(r) == base), None)
+    base_row = next((r for r in split_rows if policy_from_input(r, strict=False) == base), None)
     levels = [Level(base, base_row["avg_exit_layer"] if base_row else None, base_row["f1"] if base_row else None)]
     for target in (2 * num_layers / 3, num_layers / 2, num_layers / 3):
         row = choose(split_rows, target, METHODS["VEE-KL"])
         prev = levels[-1].avg_exit_layer if levels[-1].avg_exit_layer is not None else num_layers
         if row is not None and row["avg_exit_layer"] < prev - 1e-9:
-            levels.append(Level(row_policy(row), row["avg_exit_layer"], row["f1"]))
+            levels.append(Level(policy_from_input(row, strict=False), row["avg_exit_layer"], row["f1"]))
     return levels
 
 
@@ -72,7 +72,7 @@ def load_ladder(path: str | Path) -> list[Level]:
     levels = []
     for i, it in enumerate(items):
         try:
-            pol = policy_from_dict(it["policy"] if isinstance(it, dict) and "policy" in it else it)
+            pol = policy_from_input(it["policy"] if isinstance(it, dict) and "policy" in it else it)
         except ValueError as e:
             raise ConfigError(f"{path}: policy {i}: {e}") from None
         extra = it if isinstance(it, dict) and "policy" in it else {}

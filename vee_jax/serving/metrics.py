@@ -33,7 +33,7 @@ class ServiceState:
 
     queue: int  # sentences waiting
     level: int  # ladder level in force, 0 = deepest
-    policy: dict[str, Any]  # its policy (``policy_to_dict``)
+    policy: dict[str, Any]  # its policy (``Policy.to_dict``)
     p95_ms: float | None  # the recent p95 latency the controller sees; None: no recent answer
     target_ms: float | None  # the controller's target; None: adaptive depth off
     compilations: int  # distinct (policy, batch shape) engine compilations
