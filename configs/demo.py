@@ -17,6 +17,6 @@ def get_config():
     c.data.dev = str(DEMO / "dev.json")
     c.data.test = str(DEMO / "test.json")
     c.data.nested = True
-    c.train.epochs = 3
+    c.train.epochs = 5
     c.train.early_stopping_patience = 8
     return c
