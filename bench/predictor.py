@@ -31,7 +31,7 @@ from _common import cpu_name, write_results  # noqa: E402
 
 from vee_jax.allocator import keep_freed_memory  # noqa: E402
 from vee_jax.data.features import batch_plan, collate, encode_sentences  # noqa: E402
-from vee_jax.data.readers import read_split  # noqa: E402
+from vee_jax.data.splits import read_file  # noqa: E402
 from vee_jax.data.sentence import Sentence  # noqa: E402
 from vee_jax.decode import decode_table  # noqa: E402
 from vee_jax.engine import prepare, vee_infer  # noqa: E402
@@ -68,7 +68,7 @@ def main(argv=None) -> None:
     p1 = preds[1]
     config_data = load_run_info(Path(args.workdir).expanduser())[0].data
     path = args.data or config_data.test
-    sentences = read_split(config_data, path)[: args.sentences]
+    sentences = read_file(config_data, path)[: args.sentences]
     words = [list(s.words) for s in sentences]
     model = p1.model  # the same prepared weights for the direct variants
     policy = p1.policy

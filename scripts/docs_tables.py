@@ -175,6 +175,18 @@ def genia_exits_compared() -> str:
 genia_exits_compared.source = "bench/results/exit_rank_genia.json, results/genia_ffnn64/test_per_exit.json"
 
 
+def predictor() -> str:
+    """bench/predictor.py: what users call (Predictor) against engine.prepare's layout run directly."""
+    d = _load("bench/results/predictor_cpu.json")
+    sps = d["sentences_per_s"]
+    rows = [[b, f"{sps[f'predictor_b{b}']:.1f}", f"{sps[f'direct_b{b}']:.1f}",
+             f"{d[f'predictor_over_direct_time_b{b}']:.3f}"] for b in (1, 32)]
+    return _table(["batch", "Predictor sentences/s", "direct sentences/s", "Predictor / direct time"], rows)
+
+
+predictor.source = "bench/results/predictor_cpu.json"
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "demo_per_exit": per_exit("results/demo/test_per_exit.json"),
     "genia_per_exit": per_exit("results/genia/test_per_exit.json"),
@@ -192,6 +204,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "batched_ffnn64": batched("bench/results/cpu_ffnn64.json"),
     "exit_rank": exit_rank,
     "genia_exits_compared": genia_exits_compared,
+    "predictor": predictor,
 }
 
 
