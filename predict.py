@@ -3,7 +3,7 @@
 Texts from the arguments, ``--input FILE`` (one per line) or stdin; one JSON line per text.
 """
 
-from vee_jax.cli import predict_main
+from vee_jax.commands.predict import main
 
 if __name__ == "__main__":
-    predict_main()
+    main()

@@ -3,7 +3,7 @@
 ``POST /ner`` with ``{"texts": [...]}``; ``GET /health``, ``GET /metrics`` (Prometheus), ``/docs``.
 """
 
-from vee_jax.cli import serve_main
+from vee_jax.commands.serve import main
 
 if __name__ == "__main__":
-    serve_main()
+    main()

@@ -3,7 +3,7 @@
 Any config field can be overridden: ``--config.train.epochs=8``. The same command resumes.
 """
 
-from vee_jax.cli import train_main
+from vee_jax.commands.train import main
 
 if __name__ == "__main__":
-    train_main()
+    main()

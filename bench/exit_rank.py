@@ -12,7 +12,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -23,9 +22,12 @@ import jax  # noqa: E402
 from vee_jax.bert import encode_layers, word_vectors  # noqa: E402
 from vee_jax.data.features import iterate_batches  # noqa: E402
 from vee_jax.decode import decode_table  # noqa: E402
-from vee_jax.evaluate_cli import _load_eval_data  # noqa: E402
 from vee_jax.exits import biaffine, compress_exits  # noqa: E402
 from vee_jax.metrics import span_prf  # noqa: E402
+from vee_jax.data.features import encode_sentences  # noqa: E402
+from vee_jax.data.splits import load_split  # noqa: E402
+from vee_jax.paths import display_path  # noqa: E402
+from vee_jax.trained import TrainedModel  # noqa: E402
 
 
 def main(argv=None):
@@ -36,9 +38,11 @@ def main(argv=None):
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     ranks = [int(r) for r in args.ranks.split(",")]
-    ns = SimpleNamespace(workdir=args.workdir, checkpoint="best", data=None, split=args.split)
-    config, info, spec, state, sentences, encoded, name = _load_eval_data(ns)
-    labels, nested = info["labels"], info["nested"]
+    model = TrainedModel.load(args.workdir)
+    spec, state, labels, nested = model.spec, model.state, model.labels, model.nested
+    sentences = load_split(model.config.data, args.split)
+    name = f"{args.split} ({display_path(model.config.data.get(args.split))})"
+    encoded, _ = encode_sentences(sentences, model.tokenizer, labels, model.max_subwords)
     enc = state["params"]["encoder"]
 
     @jax.jit
@@ -50,7 +54,7 @@ def main(argv=None):
     batches = [(idx, b["lengths"], words_of(enc, {k: b[k] for k in keys})) for idx, b in iterate_batches(encoded, 32)]
     tables = jax.jit(jax.vmap(lambda ep, w: jax.nn.softmax(biaffine(ep, w), -1)))
     gold = [s.span_set() for s in sentences]
-    result = {"workdir": args.workdir, "split": name, "f1": {}}
+    result = {"workdir": display_path(args.workdir), "split": name, "f1": {}}
     for r in ranks:
         ex = compress_exits(state["params"]["exits"], r)
         M = ex["U"].shape[0]

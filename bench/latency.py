@@ -67,7 +67,8 @@ from vee_jax.data.features import (SUBWORD_BUCKETS, WORD_BUCKETS, bucket, collat
                                    iterate_batches)
 from vee_jax.data.readers import read_split  # noqa: E402
 from vee_jax.decode import decode_table  # noqa: E402
-from vee_jax.evaluate_cli import load_trained  # noqa: E402
+from vee_jax.paths import display_path  # noqa: E402
+from vee_jax.trained import TrainedModel  # noqa: E402
 from vee_jax.exits import biaffine, compress_exits  # noqa: E402
 from vee_jax.metrics import span_prf  # noqa: E402
 from vee_jax.offline import exit_probs, layer_distances, vee_exit_layers  # noqa: E402
@@ -303,7 +304,8 @@ def main(argv=None):
     keep_freed_memory()  # as eval.py and predict.py do (vee_jax/allocator.py)
 
     workdir = pick_workdir(args.workdir)
-    config, info, spec, state, tokenizer = load_trained(workdir)
+    model = TrainedModel.load(workdir)
+    config, info, spec, state, tokenizer = model.config, model.info, model.spec, model.state, model.tokenizer
     labels, nested, pooling = info["labels"], info["nested"], spec.pooling
     data = pick_data(args.data, config)
     from vee_jax.data.splits import reader_options
@@ -474,7 +476,7 @@ def main(argv=None):
     dev = jax.devices()[0]
     result = {
         "machine": machine(), "command": "python bench/latency.py " + " ".join(argv or sys.argv[1:]),
-        "workdir": str(workdir), "data": str(data), "sentences": N, "rounds": args.rounds,
+        "workdir": display_path(workdir), "data": display_path(data), "sentences": N, "rounds": args.rounds,
         "points_chosen_on": "dev", "dev_data": dev_name, "dev_sentences": len(dev_encoded),
         "choice": "per target average exit layer, the (tau, patience) with the best dev F1 within 0.3 layers of it "
                   "(offline tables of the dev sentences); dev_f1 / dev_avg_exit_layer: what it was chosen with; "

@@ -172,7 +172,7 @@ def detokenize(words: Sequence[str]) -> str:
 def test_texts(workdir: str, limit: int = 500) -> list[str]:
     """Up to ``limit`` sentences of the workdir's test split, as text."""
     from vee_jax.data.splits import load_split
-    from vee_jax.workdir import load_run_info
+    from vee_jax.trained import load_run_info
 
     config, _ = load_run_info(Path(workdir).expanduser())
     return [detokenize(s.words) for s in load_split(config.data, "test")[:limit] if s.words]
@@ -274,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
             (out / f"metrics_{mode}.txt").write_text(__import__("httpx").get(url + "/metrics", timeout=10).text)
         finally:
             stop_server(proc)
-    (out / "load.json").write_text(json.dumps({"rows": rows, "notes": notes, "args": vars(args)}, indent=2))
+    from vee_jax.paths import display_path
+
+    (out / "load.json").write_text(json.dumps({"rows": rows, "notes": notes, "args": {k: display_path(v) if k in ("workdir", "out") and v else v for k, v in vars(args).items()}}, indent=2))
     (out / "load.md").write_text(markdown(rows))
     plot(rows, out / "load.png", f"{Path(args.workdir).name}: serve.py under load")
     print(markdown(rows))

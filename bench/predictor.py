@@ -36,7 +36,7 @@ from vee_jax.data.sentence import Sentence  # noqa: E402
 from vee_jax.decode import decode_table  # noqa: E402
 from vee_jax.engine import prepare, vee_infer  # noqa: E402
 from vee_jax.predict import Predictor, batch_shape, rows_bucket  # noqa: E402
-from vee_jax.workdir import load_run_info  # noqa: E402
+from vee_jax.trained import load_run_info  # noqa: E402
 
 
 def direct(pred: Predictor, model: dict, words, batch_size: int, policy):

@@ -85,9 +85,10 @@ def synthetic_batch(vocab_size: int, B: int, T: int, K: int, seed: int = 0) -> d
 def load_model(args):
     """(spec, encoder params, exit params or None, backbone folder)."""
     if args.workdir:
-        from vee_jax.evaluate_cli import load_trained
+        from vee_jax.trained import TrainedModel
 
-        _, info, spec, state, _ = load_trained(args.workdir)
+        model = TrainedModel.load(args.workdir)
+        info, spec, state = model.info, model.spec, model.state
         if spec.ffnn_size or spec.pooling != "first" or spec.exits != "all":
             raise SystemExit(f"{args.workdir}: the torch side implements the paper's exits only "
                              f"(no ffnn, first-subword pooling, exits='all'); got ffnn_size={spec.ffnn_size}, "

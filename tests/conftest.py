@@ -98,7 +98,7 @@ def write_untrained_workdir(workdir: Path, backbone: Path, data: Path, labels: l
     from vee_jax.trainer import build_optimizer, build_spec
     from vee_jax.training import init_state
     from vee_jax.weights import load_backbone
-    from vee_jax.workdir import checkpoint_manager, save_checkpoint, save_run_info
+    from vee_jax.trained import checkpoint_manager, save_checkpoint, save_run_info
 
     config = base_config()
     config.data.train = config.data.dev = config.data.test = str(data)

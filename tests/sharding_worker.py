@@ -95,7 +95,7 @@ def steps() -> dict:
 
 
 def checkpoint(folder: str) -> dict:
-    from vee_jax.workdir import checkpoint_manager, restore_checkpoint, save_checkpoint
+    from vee_jax.trained import checkpoint_manager, restore_checkpoint, save_checkpoint
 
     one = distributed.make_mesh(mesh_config(1, 1), jax.devices()[:1])
     eight = distributed.make_mesh(mesh_config(4, 2), jax.devices())

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vee_jax.workdir import checkpoint_manager, restore_checkpoint, save_checkpoint
+from vee_jax.trained import checkpoint_manager, restore_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +24,7 @@ CHILD = r'''
 import shutil, sys, time
 from pathlib import Path
 import jax.numpy as jnp
-from vee_jax.workdir import checkpoint_manager, save_checkpoint
+from vee_jax.trained import checkpoint_manager, save_checkpoint
 
 wd, mode = Path(sys.argv[1]), sys.argv[2]
 mngr = checkpoint_manager(wd, "latest")

@@ -72,3 +72,18 @@ def test_the_path_scan_catches_paths():
     for good in ['"workdir": "~/vee_runs/genia"', "../shared/data/genia/test.json", "runs/demo",
                  "https://example.org/work/x", "ms/sentence", "p50/p95", "http://127.0.0.1:58709 (docs: /docs;"]:
         assert not ABSOLUTE.search(good), good
+
+
+def test_display_path_writes_no_machine_path(tmp_path, monkeypatch):
+    from vee_jax.paths import display_path
+
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert display_path(tmp_path / "repo" / "runs" / "demo") == "runs/demo"
+    assert display_path(tmp_path / "home" / "vee_runs" / "genia") == "~/vee_runs/genia"
+    assert display_path("runs/demo") == "runs/demo"  # relative paths as given
+    elsewhere = display_path("/srv/shared/data/genia/test.json")
+    assert elsewhere == ".../genia/test.json"
+    for shown in (elsewhere, display_path(tmp_path / "x")):
+        assert not ABSOLUTE.search(f'"workdir": "{shown}"'), shown

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def fixture_v1(tmp_path_factory):
     """The fixture copied to a scratch folder (paths inside are relative to it), loaded."""
-    from vee_jax.evaluate_cli import load_trained
+    from vee_jax.trained import TrainedModel
 
     root = tmp_path_factory.mktemp("v1")
     for name in ("backbone", "workdir"):
@@ -33,7 +33,8 @@ def fixture_v1(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.chdir(root)
     try:
-        config, info, spec, state, tok = load_trained("workdir")
+        m = TrainedModel.load("workdir")
+        spec, state = m.spec, m.state
     finally:
         mp.undo()
     ref = dict(np.load(FIXTURE / "reference.npz"))

@@ -279,7 +279,7 @@ def test_run_fields_and_cache_key_of_an_hf_split(tmp_path):
 
     from vee_jax.cache import data_fingerprint
     from vee_jax.config import base_config
-    from vee_jax.trainer import run_config_changes
+    from vee_jax.trained import run_config_changes
 
     # A workdir saved before the hf fields existed resumes: a missing field has its default value.
     old = base_config().to_dict()

@@ -57,9 +57,9 @@ def test_two_processes_train_like_one(tmp_path, tiny_data, tiny_minilm_vocab_dir
 
     # The checkpoint the two processes wrote restores in one process, equal to the one-process run's.
     check = ("import sys, jax, numpy as np\n"
-             "from vee_jax.evaluate_cli import load_trained\n"
-             "a = load_trained(sys.argv[1], 'latest')[3]['params']\n"
-             "b = load_trained(sys.argv[2], 'latest')[3]['params']\n"
+             "from vee_jax.trained import TrainedModel\n"
+             "a = TrainedModel.load(sys.argv[1], 'latest').params\n"
+             "b = TrainedModel.load(sys.argv[2], 'latest').params\n"
              "d = sum(float(np.sum((np.asarray(x) - np.asarray(y)) ** 2)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))\n"
              "n = sum(float(np.sum(np.asarray(y) ** 2)) for y in jax.tree.leaves(b))\n"
              "print((d / n) ** 0.5)\n")

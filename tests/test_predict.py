@@ -102,14 +102,14 @@ def predictor(tiny_workdir):
 
 
 def test_predictor_equals_eval_on_the_same_words(tiny_workdir, predictor):
-    from vee_jax.cli import eval_parser
-    from vee_jax.evaluate_cli import run_policy_eval
+    from vee_jax.commands import eval as eval_command
 
     data = tiny_workdir / "data.json"
-    args = eval_parser().parse_args(["--workdir", str(tiny_workdir), "--data", str(data), "--strategy", "vee",
+    fv = eval_command.define_flags()
+    eval_command.parse(fv, "eval.py", "", ["--workdir", str(tiny_workdir), "--data", str(data), "--strategy", "vee",
                                      "--measure", "kl", "--tau", str(POLICY["tau"]), "--patience", "1", "--batch-size", "8",
                                      "--quiet"])
-    ev = run_policy_eval(args)
+    ev, _ = eval_command.evaluate(fv)
     sentences = [r["sentence"] for r in json.loads(data.read_text())]
     got = predictor.predict_words(sentences)
     assert [p.exit_layer for p in got] == ev["exit_layers"]
@@ -165,7 +165,7 @@ def test_policies_from_dicts_are_checked(predictor):
 
 
 def test_predict_cli(tiny_workdir, tmp_path, monkeypatch, capsys):
-    from vee_jax.cli import predict_main
+    from vee_jax.commands.predict import main as predict_main
 
     monkeypatch.setenv("VEE_JAX_XLA_CACHE", "none")
     pol = ["--strategy", "vee", "--tau", str(POLICY["tau"]), "--patience", "1", "--batch-size", "8"]

@@ -214,7 +214,7 @@ def test_choose_on_dev_and_table1(setup):
 # --- the cache and eval.py --sweep ------------------------------------------------------------------
 def _write_workdir(root: Path, setup) -> Path:
     from vee_jax.config import base_config
-    from vee_jax.workdir import save_run_info
+    from vee_jax.trained import save_run_info
 
     data = root / "data"
     data.mkdir(parents=True)
@@ -238,21 +238,27 @@ def _write_workdir(root: Path, setup) -> Path:
 def test_sweep_cli_caches_and_invalidates(tmp_path, setup, monkeypatch):
     """eval.py --sweep: builds the caches once, reuses them without loading the model, rebuilds a
     split when the checkpoint step or its data file changes; writes the CSV, figures and Table 1."""
-    import vee_jax.evaluate_cli as ec
-    from vee_jax.cli import eval_parser
+    from vee_jax.commands import eval as eval_command
+    from vee_jax.trained import TrainedModel
 
     wd = _write_workdir(tmp_path, setup)
     loads = []
 
-    def fake_load(workdir, checkpoint):
-        step = max(int(p.name) for p in (Path(workdir) / "checkpoints" / checkpoint).iterdir())
+    def fake_load(cls, workdir, checkpoint):
+        step = max(int(p.name) for p in (workdir.path / "checkpoints" / checkpoint).iterdir())
         loads.append(step)
-        return None, None, setup["spec"], setup["state"], setup["tokenizer"], {"step": step}
+        return TrainedModel(workdir, setup["spec"], setup["state"], setup["tokenizer"], {"step": step}, checkpoint)
 
-    monkeypatch.setattr(ec, "_load_trained", fake_load)
-    args = eval_parser().parse_args(["--workdir", str(wd), "--checkpoint", "latest", "--sweep", "--quiet",
-                                     "--edit-max-words", "4", "--bootstrap", "50", "--batch-size", "4"])
-    res = ec.run_sweep(args)
+    monkeypatch.setattr(TrainedModel, "load", classmethod(fake_load))
+
+    fv = eval_command.define_flags()
+    eval_command.parse(fv, "eval.py", "", ["--workdir", str(wd), "--checkpoint", "latest", "--sweep", "--quiet",
+                                           "--edit-max-words", "4", "--bootstrap", "50", "--batch-size", "4"])
+
+    def run_sweep():
+        return eval_command.evaluate(fv)[0]
+
+    res = run_sweep()
     assert loads == [5]  # one model load for both splits
     assert [(r["tables_reused"], r["summary_reused"]) for r in res["splits"]] == [(False, False)] * 2
     out = wd / "sweeps"
@@ -265,22 +271,22 @@ def test_sweep_cli_caches_and_invalidates(tmp_path, setup, monkeypatch):
                            "precision", "recall", "f1"]
     assert "| VEE-KL |" in (out / "table1.md").read_text()
     # The sweep's test tables are the build_tables tables of the fixture.
-    tpath = Path(res["splits"][1]["tables"])
+    tpath = wd / "cache" / Path(res["splits"][1]["tables"]).name
     with np.load(tpath) as z:
         np.testing.assert_array_equal(z["probs_3"], setup["splits"]["test"][2][3])
 
     def refuse(*a, **k):
         raise AssertionError("the model must not be loaded when the caches are valid")
 
-    monkeypatch.setattr(ec, "_load_trained", refuse)
-    res2 = ec.run_sweep(args)
+    monkeypatch.setattr(TrainedModel, "load", classmethod(refuse))
+    res2 = run_sweep()
     assert [r["summary_reused"] for r in res2["splits"]] == [True, True]
     assert (out / "sweep.csv").read_text() == csv1
 
     # A new checkpoint step: both splits rebuilt, the old step's caches removed.
-    monkeypatch.setattr(ec, "_load_trained", fake_load)
+    monkeypatch.setattr(TrainedModel, "load", classmethod(fake_load))
     (wd / "checkpoints" / "latest" / "9").mkdir()
-    res3 = ec.run_sweep(args)
+    res3 = run_sweep()
     assert loads == [5, 9]
     assert [(r["tables_reused"], r["summary_reused"]) for r in res3["splits"]] == [(False, False)] * 2
     names = sorted(p.name for p in (wd / "cache").iterdir())
@@ -289,6 +295,6 @@ def test_sweep_cli_caches_and_invalidates(tmp_path, setup, monkeypatch):
     # Changing only the test data file rebuilds test and reuses dev.
     f = wd.parent / "data" / "test.json"
     f.write_text(f.read_text() + "\n")
-    res4 = ec.run_sweep(args)
+    res4 = run_sweep()
     assert [r["summary_reused"] for r in res4["splits"]] == [True, False]
     assert res4["splits"][1]["tables_reused"] is False

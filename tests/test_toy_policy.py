@@ -115,8 +115,12 @@ def test_toy_policy_agrees_everywhere(layer, ensemble):
 
 
 def test_toy_policy_from_flags():
-    import argparse
+    from absl import flags
 
-    args = argparse.Namespace(strategy="even_at", layer=3, tau=None, measure=None, patience=None, ensemble=False)
-    assert policy_from_input(args, num_layers=CFG.num_layers) == EvenAtPolicy(3)
+    from vee_jax.commands.common import define_policy_flags, parse
+
+    fv = flags.FlagValues()
+    define_policy_flags(fv, "exit policy")  # the registry's names: the toy policy is a choice
+    parse(fv, "eval.py", "", ["--strategy", "even_at", "--layer", "3"])
+    assert policy_from_input(fv, num_layers=CFG.num_layers) == EvenAtPolicy(3)
     assert EvenAtPolicy in POLICIES.values()

@@ -9,7 +9,7 @@ import pytest
 
 import vee_jax.trainer as trainer
 from vee_jax.config import DEMO, base_config
-from vee_jax.workdir import checkpoint_manager
+from vee_jax.trained import checkpoint_manager
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, tiny_minilm_vocab_dir):

@@ -32,11 +32,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .errors import CacheError  # noqa: F401  (its old import path: errors.CacheError)
+from .trained import Workdir
 
 log = logging.getLogger("vee_jax")
 
 CACHE_VERSION = 1
-CACHE_DIR = "cache"
 
 
 # --- the key ------------------------------------------------------------------------------------
@@ -89,26 +89,12 @@ def data_fingerprint(data_cfg: Any, split: str) -> dict[str, Any]:
     return fp
 
 
-def checkpoint_fingerprint(workdir: str | Path, checkpoint: str) -> dict[str, Any]:
-    """``{"name", "step", "mtime_ns"}`` of the newest checkpoint in ``workdir/checkpoints/<checkpoint>``.
-
-    Reads the folder listing only (no restore), so a cache hit never loads the model.
-    """
-    folder = Path(workdir).expanduser() / "checkpoints" / checkpoint
-    steps = sorted(int(p.name) for p in folder.glob("*") if p.is_dir() and p.name.isdigit()) if folder.is_dir() else []
-    if not steps:
-        raise CacheError(f"{workdir}: no {checkpoint} checkpoint in {folder}"
-                         + (" (try --checkpoint latest)" if checkpoint == "best" else ""))
-    step = steps[-1]
-    return {"name": checkpoint, "step": step, "mtime_ns": (folder / str(step)).stat().st_mtime_ns}
-
-
 def table_key(workdir: str | Path, checkpoint: str, config: Any, info: dict[str, Any], split: str,
               dtype: str = "float32") -> dict[str, Any]:
     """The cache key of a split's tables (see the module docstring)."""
     return {
         "version": CACHE_VERSION,
-        "checkpoint": checkpoint_fingerprint(workdir, checkpoint),
+        "checkpoint": Workdir(workdir).checkpoint_fingerprint(checkpoint),
         "data": data_fingerprint(config.data, split),
         "model": {"backbone": str(info.get("backbone")), "tokenizer": str(info.get("tokenizer")),
                   "pooling": config.model.get("pooling", "first"), "max_subwords": config.data.get("max_subwords"),
@@ -123,7 +109,7 @@ def key_hash(key: dict[str, Any]) -> str:
 
 def table_cache_path(workdir: str | Path, key: dict[str, Any]) -> Path:
     ck = key["checkpoint"]
-    return Path(workdir).expanduser() / CACHE_DIR / f"{key['data']['split']}-{ck['name']}-{ck['step']}-{key_hash(key)}.npz"
+    return Workdir(workdir).cache_dir / f"{key['data']['split']}-{ck['name']}-{ck['step']}-{key_hash(key)}.npz"
 
 
 # --- load or build ------------------------------------------------------------------------------
@@ -214,5 +200,5 @@ def build_tables(state: Any, spec: Any, encoded: Sequence[Any], batch_size: int 
     return tables  # type: ignore[return-value]
 
 
-__all__ = ["CacheError", "build_tables", "checkpoint_fingerprint", "data_fingerprint", "load_or_build_npz",
+__all__ = ["CacheError", "build_tables", "data_fingerprint", "load_or_build_npz",
            "load_or_build_tables", "read_npz", "table_cache_path", "table_key"]

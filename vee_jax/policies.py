@@ -30,7 +30,6 @@ itself always compares the single layers' tables).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 from typing import Any, ClassVar, Iterator, Mapping, Protocol, Sequence
@@ -405,7 +404,7 @@ def policy_from_input(obj: Any = None, *, num_layers: int | None = None, strict:
     obj: a policy (returned as it is); None (VEE's defaults: kl, tau 0.01, patience 2); a strategy
     name; a mapping ``{"strategy": name, field: value}`` (from JSON: strict, every key must be a
     field of the right type; ``strict=False`` for sweep rows, which carry other columns and ""
-    for fields that do not apply); or command-line flag values (an ``argparse.Namespace``:
+    for fields that do not apply); or a command's parsed flags (absl ``FlagValues``:
     ``--strategy`` (default vee) and the policy's fields, unset ones (None) left at their
     defaults). ``num_layers``: also check that the policy can run on that many layers.
     Raises PolicyError (a ``ConfigError``) with a message that says what to change.
@@ -418,10 +417,10 @@ def policy_from_input(obj: Any = None, *, num_layers: int | None = None, strict:
         policy = _build({"strategy": obj}, strict=True)
     elif isinstance(obj, Mapping):
         policy = _build(obj, strict=True if strict is None else strict)
-    elif not isinstance(obj, argparse.Namespace):
+    elif not hasattr(obj, "flag_values_dict"):
         raise PolicyError(f"a policy is an object like {{\"strategy\": \"vee\", \"tau\": 0.01}}, got {obj!r}")
     else:  # command-line flags
-        flags = dict(vars(obj))
+        flags = obj.flag_values_dict()
         strategy = flags.get("strategy") or "vee"
         cls = POLICIES.get(strategy)
         for k, what in (cls.FLAGS_NEEDED if cls else {}).items():

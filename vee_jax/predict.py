@@ -135,11 +135,12 @@ class Predictor:
       word_rule: how raw text becomes words (``vee_jax.words``).
       max_subwords: the model's subword limit; longer sentences keep the words that fit.
       batch_size: at most this many sentences per engine call.
+      prepared: ``params`` already in ``engine.prepare``'s layout (``TrainedModel.prepared``).
     """
 
     def __init__(self, spec, params: Any, tokenizer, labels: Sequence[str], nested: bool, *,
                  policy: Policy | Mapping[str, Any] | str | None = None, word_rule: str = "ptb",
-                 max_subwords: int = 512, batch_size: int = 32):
+                 max_subwords: int = 512, batch_size: int = 32, prepared: Mapping[str, Any] | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         split_words("", word_rule)  # validates the rule
@@ -149,7 +150,7 @@ class Predictor:
         # The engine's inference layout (one weight tree per layer and per exit), built once:
         # what bench/latency.py times; the stacked training layout would copy a layer's weights
         # at every iteration of the loop.
-        self.model = prepare(spec.bert, params["encoder"], params["exits"])
+        self.model = prepared if prepared is not None else prepare(spec.bert, params["encoder"], params["exits"])
         self.labels, self.nested = list(labels), bool(nested)
         self.word_rule, self.max_subwords, self.batch_size = word_rule, max_subwords, batch_size
         self.policy = self.check(policy_from_input(policy))
@@ -159,12 +160,18 @@ class Predictor:
     def from_workdir(cls, workdir: str | Path, policy: Policy | Mapping[str, Any] | str | None = None, *,
                      checkpoint: str = "best", word_rule: str | None = None, batch_size: int = 32) -> "Predictor":
         """Load a train.py workdir (its best checkpoint by default); the word rule follows its data format."""
-        from .evaluate_cli import load_trained
+        from .trained import TrainedModel
 
-        config, info, spec, state, tokenizer = load_trained(workdir, checkpoint)
-        rule = word_rule or RULE_OF_FORMAT.get(config.data.format, "ptb")
-        return cls(spec, state["params"], tokenizer, info["labels"], info["nested"], policy=policy, word_rule=rule,
-                   max_subwords=min(config.data.max_subwords, spec.bert.max_position), batch_size=batch_size)
+        return cls.from_trained(TrainedModel.load(workdir, checkpoint), policy, word_rule=word_rule,
+                                batch_size=batch_size)
+
+    @classmethod
+    def from_trained(cls, model, policy: Policy | Mapping[str, Any] | str | None = None, *,
+                     word_rule: str | None = None, batch_size: int = 32) -> "Predictor":
+        """A ``trained.TrainedModel``'s predictor, on its prepared layout (built once, shared)."""
+        rule = word_rule or RULE_OF_FORMAT.get(model.config.data.format, "ptb")
+        return cls(model.spec, model.params, model.tokenizer, model.labels, model.nested, policy=policy,
+                   word_rule=rule, max_subwords=model.max_subwords, batch_size=batch_size, prepared=model.prepared)
 
     @property
     def num_layers(self) -> int:

@@ -21,15 +21,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import distributed
-from .config import ConfigError, base_config
+from .config import ConfigError
 from .data.features import SUBWORD_BUCKETS, batch_plan, encode_sentences, iterate_batches, num_shapes
 from .data.splits import check_labels, label_set, label_source, load_split
 from .evaluation import evaluate_exits
-from .training import ModelSpec, init_state, make_optimizer
+from .training import build_optimizer, build_spec, init_state
 from .weights import load_backbone, param_shapes, tokenizer_fingerprint
-from .workdir import (
-    WorkdirError, append_metrics, checkpoint_manager, load_run_info, restore_checkpoint, save_checkpoint,
-    save_run_info,
+from .trained import (
+    WorkdirError, append_metrics, checkpoint_manager, load_run_info, restore_checkpoint, run_config_changes,
+    save_checkpoint, save_run_info,
 )
 
 log = logging.getLogger("vee_jax")
@@ -87,41 +87,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                         f"{SUBWORD_BUCKETS[-1]}, the largest length bucket)")
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
-
-
-def build_spec(config: ml_collections.ConfigDict, bert_config, num_labels: int) -> ModelSpec:
-    return ModelSpec(bert=bert_config, num_labels=num_labels, pooling=config.model.pooling,
-                     ffnn_size=config.model.ffnn_size or None, exits=config.model.exits)
-
-
-def build_optimizer(config: ml_collections.ConfigDict, total_steps: int):
-    o = config.optim
-    return make_optimizer(total_steps, lr=o.lr, exit_lr=o.exit_lr, weight_decay=o.weight_decay,
-                          warmup_fraction=o.warmup_fraction, clip_norm=o.clip_norm)
-
-
-# Fields that define a run: resuming with any of them changed would not continue the same run.
-RUN_FIELDS = ("seed", "data.format", "data.train", "data.dev", "data.scheme", "data.token_column",
-              "data.tag_column", "data.labels", "data.nested", "data.dev_fraction", "data.dev_seed",
-              "data.max_subwords", "data.hf_config", "data.hf_tokens_column", "data.hf_tags_column",
-              "data.hf_entities_column", "data.tag_names", "model", "optim", "train.epochs", "train.batch_size",
-              "train.select_by")
-
-
-def run_config_changes(old: ml_collections.ConfigDict, new: ml_collections.ConfigDict) -> list[str]:
-    """``"field: old -> new"`` for every run-defining field that differs (JSON-normalised)."""
-    import json
-
-    default = base_config()
-
-    def get(c, path):
-        d = default  # a field added after the run was saved has its default value there
-        for part in path.split("."):
-            c = c.get(part, d.get(part) if hasattr(d, "get") else None) if hasattr(c, "get") else None
-            d = d.get(part) if hasattr(d, "get") else None
-        return json.loads(json.dumps(c.to_dict() if hasattr(c, "to_dict") else c, default=list))
-
-    return [f"{f}: {get(old, f)!r} -> {get(new, f)!r}" for f in RUN_FIELDS if get(old, f) != get(new, f)]
 
 
 def dev_score(result: dict[str, Any], select_by: str) -> float:

@@ -89,6 +89,19 @@ def make_optimizer(
     )
 
 
+def build_spec(config: Any, bert_config: BertConfig, num_labels: int) -> ModelSpec:
+    """The model of a config (``config.model``) on a backbone: what a checkpoint of it holds."""
+    return ModelSpec(bert=bert_config, num_labels=num_labels, pooling=config.model.pooling,
+                     ffnn_size=config.model.ffnn_size or None, exits=config.model.exits)
+
+
+def build_optimizer(config: Any, total_steps: int) -> optax.GradientTransformation:
+    """The optimizer of a config (``config.optim``); a checkpoint's state holds its moments."""
+    o = config.optim
+    return make_optimizer(total_steps, lr=o.lr, exit_lr=o.exit_lr, weight_decay=o.weight_decay,
+                          warmup_fraction=o.warmup_fraction, clip_norm=o.clip_norm)
+
+
 def init_state(spec: ModelSpec, encoder_params: Any, optimizer: optax.GradientTransformation, seed: int = 0) -> State:
     """A fresh train state: pretrained encoder, random exits, optimiser state, step 0."""
     key = jax.random.PRNGKey(seed)

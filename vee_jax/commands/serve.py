@@ -1,0 +1,102 @@
+"""``python serve.py --workdir runs/genia --port 8000 [--target-p95-ms 200]``.
+
+POST /ner, GET /health, GET /metrics, /docs. With ``--target-p95-ms`` the depth follows the
+load (a ladder of exit policies, ``vee_jax.serving``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Sequence
+
+from absl import flags
+
+from .common import define_policy_flags, fail, parse, positive_int, setup_logging, user_errors
+
+DESCRIPTION = ("Serve a trained workdir over HTTP: POST /ner, GET /health, GET /metrics, /docs. "
+               "With --target-p95-ms the depth follows the load (a ladder of exit policies).")
+
+
+def define_flags() -> flags.FlagValues:
+    fv = flags.FlagValues()
+    flags.DEFINE_string("workdir", None, "the --workdir given to train.py", flag_values=fv)
+    flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "which checkpoint", flag_values=fv)
+    flags.DEFINE_string("host", "127.0.0.1", "the address to listen on", flag_values=fv)
+    flags.DEFINE_integer("port", 8000, "the port to listen on", flag_values=fv)
+    positive_int("batch_size", 32, "at most this many sentences per micro-batch", fv)
+    flags.DEFINE_float("max_wait_ms", 5.0, "how long a micro-batch waits to fill", lower_bound=0.0, flag_values=fv)
+    flags.DEFINE_float("target_p95_ms", None,
+                       "latency target: step down the ladder when the p95 latency or the queue's expected wait "
+                       "passes it, back up when both fall under half of it (default: off, level 0 only)",
+                       flag_values=fv)
+    flags.DEFINE_string("ladder", None,
+                        "JSON list of policies, deepest first (default: the --strategy policy, then the dev sweep's "
+                        "best VEE-KL at average exit layer <= 2M/3, M/2, M/3 when workdir/sweeps/sweep.csv "
+                        "exists, else budgets at those layers)", flag_values=fv)
+    positive_int("max_texts", 32, "texts per request (413 past it)", fv)
+    positive_int("max_chars", 2000, "characters per text (413 past it)", fv)
+    positive_int("max_body_bytes", 1 << 20, "request body size (413 past it)", fv)
+    positive_int("max_queue", 256, "sentences waiting; past it requests get 503 with Retry-After", fv)
+    flags.DEFINE_integer("warmup_subwords", 64, "compile every ladder policy on every batch shape up to this many "
+                                                "subwords at start (0: compile on first use)", lower_bound=0,
+                         flag_values=fv)
+    flags.DEFINE_enum("word_rule", None, ["ptb", "chars", "whitespace"],
+                      "how text is cut into words (default: the rule of the workdir's data format)", flag_values=fv)
+    define_policy_flags(fv, "exit policy at level 0, the deepest (default: vee, kl, tau 0.01, patience 2)")
+    flags.mark_flag_as_required("workdir", flag_values=fv)
+    return fv
+
+
+def build_ladder(ladder_json: str | None, predictor, sweeps_dir):
+    """The ladder of exit policies: ``--ladder``, else from the workdir's sweep, else budgets."""
+    from ..serving import default_ladder, ladder_from_sweep, load_ladder
+
+    if ladder_json:
+        return load_ladder(ladder_json)
+    sweep = sweeps_dir / "sweep.csv"
+    if sweep.exists():
+        return ladder_from_sweep(sweep, predictor.policy, predictor.num_layers)
+    return default_ladder(predictor.policy, predictor.num_layers)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from ..allocator import keep_freed_memory
+
+    fv = define_flags()
+    rest = parse(fv, "serve.py", DESCRIPTION, argv)
+    if rest:
+        fail(f"serve.py: unexpected arguments {rest}")
+    keep_freed_memory()  # many jitted calls on large batches: no page faults at each (allocator.py)
+    setup_logging()
+    log = logging.getLogger("vee_jax")
+    from ..paths import display_path
+    from ..policies import policy_from_input
+    from ..predict import Predictor
+    from ..serving import Limits, create_app
+    from ..trained import TrainedModel
+
+    try:
+        model = TrainedModel.load(fv.workdir, fv.checkpoint)
+        predictor = Predictor.from_trained(model, policy_from_input(fv), word_rule=fv.word_rule,
+                                           batch_size=fv.batch_size)
+        ladder = build_ladder(fv.ladder, predictor, model.workdir.sweeps_dir)
+        limits = Limits(max_texts=fv.max_texts, max_chars=fv.max_chars, max_body_bytes=fv.max_body_bytes,
+                        max_queue=fv.max_queue)
+        app = create_app(predictor, ladder=ladder, target_p95_ms=fv.target_p95_ms, limits=limits,
+                         max_wait_ms=fv.max_wait_ms)
+    except user_errors() as e:
+        fail(e)
+    for i, lv in enumerate(ladder):
+        log.info("ladder level %d: %s (dev avg exit layer %s, dev F1 %s)", i, lv.policy.to_dict(),
+                 lv.avg_exit_layer, lv.f1)
+    if fv.warmup_subwords > 0:
+        t0 = time.perf_counter()
+        n = predictor.warm_up([lv.policy for lv in ladder], max_subwords=fv.warmup_subwords)
+        log.info("warm-up: %d compilations (policies x batch shapes up to %d subwords) in %.1f s", n,
+                 fv.warmup_subwords, time.perf_counter() - t0)
+    import uvicorn
+
+    log.info("serving %s on http://%s:%d (docs: /docs; adaptive depth %s)", display_path(fv.workdir), fv.host, fv.port,
+             f"on, target p95 {fv.target_p95_ms} ms" if fv.target_p95_ms else "off")
+    uvicorn.run(app, host=fv.host, port=fv.port, log_level="warning", access_log=False)
