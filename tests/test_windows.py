@@ -210,11 +210,13 @@ def test_predictor_merges_windows_at_their_own_exits(trained):
     rows = pred.encode(long)
     groups = sentence_rows([e.offset for e in rows])
     assert len(groups) == 2 and all(len(g) >= 3 for g in groups)
-    probs, exits = pred.infer_batch(rows, pred.policy)
+    out = [pred.infer_batch(rows[k:k + 8], pred.policy) for k in range(0, len(rows), 8)]
+    probs = [p for ps, _ in out for p in ps[:8]]
+    exits = [x for _, xs in out for x in xs[:8]]
     got = pred.predict_words(long)
     for sent, g, p in zip(long, groups, got):
         mine = [rows[r] for r in g]
-        table = merge_tables([probs[r, :rows[r].length, :rows[r].length] for r in g], [e.window for e in mine],
+        table = merge_tables([probs[r][:rows[r].length, :rows[r].length] for r in g], [e.window for e in mine],
                              len(sent))
         want = [(s, t, pred.labels[c - 1]) for s, t, c, _ in decode_table(table, len(sent), pred.nested)]
         assert [(s, t, ty) for s, t, ty, _ in p.spans] == want
