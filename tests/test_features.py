@@ -27,7 +27,7 @@ def test_alignment_first_subword_and_end(tok):
     pieces = [tok.convert_ids_to_tokens(e.input_ids[a:b].tolist()) for a, b in zip(e.word_index, e.word_end)]
     assert pieces == [["il", "-", "2"], ["gene"], ["expression"]]
     assert e.input_ids[0] == tok.cls_token_id and e.input_ids[-1] == tok.sep_token_id
-    assert e.spans == ((0, 1, 1),) and rep.truncated_sentences == 0
+    assert e.spans == ((0, 1, 1),) and rep.windowed_sentences == 0
 
 
 def test_word_without_subwords_keeps_its_position(tok):
@@ -39,15 +39,20 @@ def test_word_without_subwords_keeps_its_position(tok):
     assert e.spans == ((3, 3, 2),)
 
 
-def test_too_long_sentence_is_counted_not_silent(tok):
+def test_too_long_sentence_is_windowed_and_counted(tok):
     words = tuple(f"word{i}" for i in range(40))
     s = Sentence(words, ((0, 0, "DNA"), (5, 30, "protein"), (35, 36, "DNA")))
-    (e,), rep = encode_sentences([s], tok, LABELS, max_subwords=32)
-    assert len(e.input_ids) <= 32
-    assert rep.truncated_sentences == 1 and rep.dropped_words == 40 - e.length
-    assert e.spans == ((0, 0, 1),)
-    assert set(e.lost_spans) == {(5, 30, "protein"), (35, 36, "DNA")} and rep.lost_spans == 2
-    assert "count as missed" in rep.summary("test")
+    rows, rep = encode_sentences([s], tok, LABELS, max_subwords=32)
+    assert all(len(e.input_ids) <= 32 for e in rows) and len(rows) > 1
+    assert rep.windowed_sentences == 1 and rep.windows == len(rows)
+    assert rows[0].offset == 0 and rows[-1].window[1] == 40 and all(e.num_words == 40 for e in rows)
+    assert rows[0].spans == ((0, 0, 1),)
+    a = next(e for e in rows if e.offset <= 35 and 36 < e.window[1])  # the short entity is in a window
+    assert (35 - a.offset, 36 - a.offset, 1) in a.spans
+    # the 26-word entity lies in no window of 15 words: counted, never silent
+    assert set(rows[0].lost_spans) == {(5, 30, "protein")} and rep.lost_spans == 1
+    assert sum(len(e.lost_spans) for e in rows) == 1
+    assert "cannot be predicted" in rep.summary("test")
 
 
 @st.composite

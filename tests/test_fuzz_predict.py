@@ -2,13 +2,13 @@
 
 words -> ``encode_sentences`` (MiniLM's real tokenizer) -> ``collate`` -> the jitted ``eval_step``
 (a tiny random encoder) -> ``decode_table`` per exit -> ``span_prf``. For every example: no
-crash, every gold entity is counted (in the table or reported as lost past the model limit,
+crash, every gold entity is counted (in a window's table or reported as lost: in no window,
 and in the metrics' ``n_gold``), the metrics equal an independent count of the span lists
 (``count_matches``; also against gold that holds some predictions, since a random model
-rarely hits gold), predictions lie inside the words the model saw, and the same sentences
+rarely hits gold), predictions lie inside the sentence's words, and the same sentences
 collated with extra padding (more rows, subwords and words) give the same result.
 
-Batches always have one of two shapes, so the whole test compiles ``eval_step`` twice.
+Batches (of rows: sentences or windows) always have one of two shapes, so the whole test compiles ``eval_step`` twice.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from vee_jax.data.sentence import Sentence
 from vee_jax.decode import decode_table
 from vee_jax.metrics import span_prf
 from vee_jax.training import ModelSpec, eval_step
+from vee_jax.windows import merge_tables, sentence_rows
 
 LABELS = ["DNA", "protein"]
 B, SHAPE = 4, (64, 64)  # every batch: 4 rows, 64 subwords, 64 words ...
 WIDE_B, WIDE = 6, (96, 96)  # ... and the same sentences with extra padding
-LIMITS = (16, 40, 64)  # data.max_subwords: small limits cut sentences, their entities must be counted
+LIMITS = (16, 40, 64)  # data.max_subwords: small limits window sentences, their entities must be counted
 
 # Words the tokenizer treats oddly: control characters, a lone combining mark, zero-width and
 # byte-order marks, whitespace (no subword at all), emoji sequences, CJK, accents, the empty word.
@@ -62,13 +63,21 @@ def model(tiny_minilm_vocab_dir):
     return tok, spec, state
 
 
-def predict(spec, state, encoded, shape, batch_size) -> tuple[np.ndarray, list[list[set]]]:
-    """Every exit's tables ``[M, B, L, L, K]`` and decoded spans ``pred[m][i]`` (type names)."""
-    batch = collate(encoded, shape, batch_size)
-    probs = np.asarray(eval_step(state, batch, spec=spec))
-    pred = [[{(s, e, LABELS[c - 1]) for s, e, c, _ in decode_table(probs[m, i], enc.length, nested=True)}
-             for i, enc in enumerate(encoded)] for m in range(spec.num_exits)]
-    return probs, pred
+def predict(spec, state, encoded, shape, batch_size) -> tuple[list[np.ndarray], list[list[set]]]:
+    """Every exit's table of each sentence ``[M, n, n, K]`` (windows merged) and decoded spans ``pred[m][i]``."""
+    rows = []
+    for k in range(0, len(encoded), batch_size):
+        chunk = encoded[k:k + batch_size]
+        probs = np.asarray(eval_step(state, collate(chunk, shape, batch_size), spec=spec))
+        rows += [probs[:, r, :e.length, :e.length] for r, e in enumerate(chunk)]
+    tables = []
+    for g in sentence_rows([e.offset for e in encoded]):
+        mine = [encoded[r] for r in g]
+        n = mine[0].num_words if len(g) > 1 else mine[0].length
+        tables.append(merge_tables([rows[r] for r in g], [e.window for e in mine], n))
+    pred = [[{(s, e, LABELS[c - 1]) for s, e, c, _ in decode_table(t[m], t.shape[1], nested=True)} for t in tables]
+            for m in range(spec.num_exits)]
+    return tables, pred
 
 
 def count_matches(gold, pred) -> dict:
@@ -110,14 +119,18 @@ def test_predict_path_counts_every_entity_and_ignores_padding(model, sents, limi
     tok, spec, state = model
     encoded, report = encode_sentences(sents, tok, LABELS, max_subwords=limit)
 
-    # Nothing lost silently: each gold span is in the table or reported as lost, once.
-    for sent, enc in zip(sents, encoded):
-        assert enc.num_words == len(sent.words) and enc.length <= len(sent.words)
-        in_table = {(s, e, LABELS[c - 1]) for s, e, c in enc.spans}
-        assert in_table | set(enc.lost_spans) == sent.span_set()
-        assert not in_table & set(enc.lost_spans)
-        assert all(e < enc.length for _, e, _ in in_table) and all(e >= enc.length for _, e, _ in enc.lost_spans)
-        assert len(enc.input_ids) <= limit
+    # Nothing lost silently: each gold span is in a window's table or reported as lost, once.
+    groups = sentence_rows([e.offset for e in encoded])
+    assert len(groups) == len(sents)
+    for sent, g in zip(sents, groups):
+        rows = [encoded[r] for r in g]
+        assert all(e.num_words == len(sent.words) for e in rows)
+        assert set().union(*(range(*e.window) for e in rows)) == set(range(len(sent.words)))
+        in_table = {(s + e.offset, t + e.offset, LABELS[c - 1]) for e in rows for s, t, c in e.spans}
+        lost = {sp for e in rows for sp in e.lost_spans}
+        assert in_table | lost == sent.span_set()
+        assert not in_table & lost
+        assert all(len(e.input_ids) <= limit for e in rows)
     assert report.lost_spans == sum(len(e.lost_spans) for e in encoded)
 
     probs, pred = predict(spec, state, encoded, SHAPE, B)
@@ -126,10 +139,9 @@ def test_predict_path_counts_every_entity_and_ignores_padding(model, sents, limi
         assert_metrics([s.spans for s in sents], pred[m])  # every gold entity counted, lost ones as missed
         # A random model rarely hits gold: score it also against gold that holds some predictions.
         assert_metrics([tuple(s.spans) + tuple(sorted(p)[::2]) for s, p in zip(sents, pred[m])], pred[m])
-        for enc, p in zip(encoded, pred[m]):
-            assert all(0 <= s <= e < enc.length for s, e, _ in p)  # only words the model saw
+        for sent, p in zip(sents, pred[m]):
+            assert all(0 <= s <= e < len(sent.words) for s, e, _ in p)  # only the sentence's words
         # Extra padding changes nothing: same tables on the real cells, same predictions.
         assert wide_pred[m] == pred[m]
-        for i, enc in enumerate(encoded):
-            n = enc.length
-            np.testing.assert_allclose(wide_probs[m, i, :n, :n], probs[m, i, :n, :n], atol=1e-5)
+        for wide, table in zip(wide_probs, probs):
+            np.testing.assert_allclose(wide[m], table[m], atol=1e-5)

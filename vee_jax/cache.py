@@ -36,7 +36,7 @@ from .trained import Workdir
 
 log = logging.getLogger("vee_jax")
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: sentences past the subword limit are windowed, no longer truncated
 
 
 # --- the key ------------------------------------------------------------------------------------
@@ -181,12 +181,15 @@ def build_tables(state: Any, spec: Any, encoded: Sequence[Any], batch_size: int 
     """Every exit's probability table of each sentence: float32 [M, n_i, n_i, K], data order.
 
     One ``eval_step`` (``all_exit_logits`` + softmax) per batch, the batches of
-    ``evaluate_policy``'s offline replay.
+    ``evaluate_policy``'s offline replay. ``encoded``: rows; a windowed sentence's tables are
+    merged exit by exit (``windows.merge_tables``) into one over all its words.
     """
     from .data.features import iterate_batches
     from .training import eval_step
+    from .windows import Gather, merge_tables
 
-    tables: list[np.ndarray | None] = [None] * len(encoded)
+    gather = Gather([e.offset for e in encoded])
+    tables: list[np.ndarray | None] = [None] * len(gather.groups)
     batches = iterate_batches(encoded, batch_size)
     if progress:
         from tqdm.auto import tqdm
@@ -196,7 +199,10 @@ def build_tables(state: Any, spec: Any, encoded: Sequence[Any], batch_size: int 
         probs = np.asarray(eval_step(state, batch, spec=spec))  # [M, B, L, L, K]
         for r, i in enumerate(idx):
             n = int(batch["lengths"][r])
-            tables[i] = np.ascontiguousarray(probs[:, r, :n, :n], np.float32)
+            for s, got in gather.add(i, np.ascontiguousarray(probs[:, r, :n, :n], np.float32)):
+                rows = [encoded[j] for j in gather.groups[s]]
+                words = rows[0].num_words if len(rows) > 1 else n
+                tables[s] = merge_tables(got, [e.window for e in rows], words)
     return tables  # type: ignore[return-value]
 
 

@@ -17,6 +17,7 @@ from .distributed import to_host
 from .measures import normalized_entropy
 from .metrics import span_prf
 from .training import ModelSpec, eval_step
+from .windows import Gather, merge_tables, sentence_exit_layer
 
 _entropy = jax.jit(normalized_entropy)
 
@@ -41,16 +42,38 @@ def predict_exits(
     state: Any, spec: ModelSpec, encoded: Sequence[Encoded], labels: Sequence[str], nested: bool,
     batch_size: int = 32, *, progress: bool = False, step=None,
 ) -> tuple[list[list[set]], np.ndarray]:
-    """Decoded spans of every exit: ``(pred[m][i] = {(start, end, type)}, entropy [M, N])``."""
-    M, N = spec.num_exits, len(encoded)
+    """Decoded spans of every exit: ``(pred[m][i] = {(start, end, type)}, entropy [M, N])`` over sentences.
+
+    ``encoded``: rows (``encode_sentences``); a windowed sentence's tables are merged exit by
+    exit (``windows.merge_tables``) before decoding, and its entropy is the merged table's.
+    """
+    M = spec.num_exits
+    gather = Gather([e.offset for e in encoded])
+    N = len(gather.groups)
     pred: list[list[set]] = [[set() for _ in range(N)] for _ in range(M)]
     entropy = np.zeros((M, N), np.float32)
     for idx, lengths, probs, ent in exit_table_batches(state, spec, encoded, batch_size, progress=progress, step=step):
         for r, i in enumerate(idx):
-            entropy[:, i] = ent[:, r]
-            for m in range(M):
-                pred[m][i] = {(s, e, labels[c - 1]) for s, e, c, _ in decode_table(probs[m, r], int(lengths[r]), nested)}
+            n = int(lengths[r])
+            for s, tables in gather.add(i, (probs[:, r, :n, :n], ent[:, r])):
+                rows = [encoded[j] for j in gather.groups[s]]
+                table, entropy[:, s] = _sentence_tables(rows, tables)
+                for m in range(M):
+                    pred[m][s] = {(a, b, labels[c - 1]) for a, b, c, _ in decode_table(table[m], table.shape[1], nested)}
     return pred, entropy
+
+
+def _words(rows: Sequence[Encoded]) -> int:
+    """A sentence's words from its rows (one row: the row's words)."""
+    return rows[0].num_words if len(rows) > 1 else rows[0].length
+
+
+def _sentence_tables(rows: Sequence[Encoded], tables: Sequence[tuple[np.ndarray, np.ndarray]]):
+    """``(every exit's table [M, n, n, K], entropy [M])`` of a sentence from its rows' ``(tables, entropy)``."""
+    if len(rows) == 1:
+        return tables[0]
+    merged = merge_tables([t for t, _ in tables], [e.window for e in rows], _words(rows))
+    return merged, np.asarray(_entropy(merged[:, None], np.asarray([merged.shape[1]])))[:, 0]
 
 
 def evaluate_exits(
@@ -59,8 +82,8 @@ def evaluate_exits(
 ) -> dict[str, Any]:
     """Per-exit micro P/R/F1 (with per-type scores) and mean normalised entropy.
 
-    Gold spans come from ``sentences`` themselves, so entities past the model's length limit
-    (not in ``encoded``) count as missed rather than disappearing.
+    Gold spans come from ``sentences`` themselves, so entities that no window holds (longer
+    than the windows' overlap, ``lost_spans``) count as missed rather than disappearing.
     """
     pred, entropy = predict_exits(state, spec, encoded, labels, nested, batch_size, progress=progress, step=step)
     gold = [s.span_set() for s in sentences]
@@ -165,10 +188,9 @@ def evaluate_policy(
     """
     from .engine import prepare
     from .exits import compress_exits
-    from .offline import exit_probs, replay
     from .policies import FullPolicy, check_policy
 
-    M, N = spec.num_exits, len(encoded)
+    M, N = spec.num_exits, len(sentences)
     check_policy(policy, M)
     params = state["params"]
     exits_used = compress_exits(params["exits"], exit_rank) if exit_rank else params["exits"]
@@ -191,24 +213,9 @@ def evaluate_policy(
     full_seconds, _ = _engine_pass(spec, exact, batches, FullPolicy(), keep=False)
     _, outs = _engine_pass(spec, model, batches, policy, keep=True)
 
-    exit_layers = np.zeros(N, np.int64)
-    pred: list[list[tuple[int, int, str]]] = [[] for _ in range(N)]
-    near_ties = disagree = 0
-    tables = {}
-    it = zip(host_batches, outs)
-    if progress:
-        it = tqdm(list(it), desc="decode + replay", unit="batch", leave=False)
-    for (idx, batch), out in it:
-        full = np.asarray(exit_probs(spec.bert, params["encoder"], exits_used, batch, pooling=spec.pooling))
-        off = replay(policy, full, batch["lengths"])
-        for r, i in enumerate(idx):
-            n = int(batch["lengths"][r])
-            exit_layers[i] = out["exit_layer"][r]
-            pred[i] = [(s, e, labels[c - 1]) for s, e, c, _ in decode_table(out["probs"][r], n, nested)]
-            near_ties += int(off["near_ties"][r])
-            disagree += int(off["exit_layer"][r] != out["exit_layer"][r])
-            if dump_tables:
-                tables[f"probs_{i}"] = full[:, r, :n, :n].astype(np.float32)
+    exit_layers, pred, near_ties, disagree, tables = _decide_sentences(
+        spec, params, exits_used, encoded, N, host_batches, outs, policy, labels, nested,
+        keep_tables=bool(dump_tables), progress=progress)
     if dump_tables:
         from pathlib import Path
 
@@ -232,6 +239,45 @@ def evaluate_policy(
         "predictions": [[[s, e, t] for s, e, t in sorted(p)] for p in pred],
         "lost_spans": sum(len(e.lost_spans) for e in encoded),
     }
+
+
+def _decide_sentences(spec, params, exits_used, encoded, N, host_batches, outs, policy, labels, nested, *,
+                      keep_tables: bool, progress: bool):
+    """Per sentence: exit layer, decoded spans; near-ties and offline disagreements; offline tables.
+
+    Each batch's engine outputs ``outs`` are checked against the offline ``replay`` of the same
+    rows. A windowed sentence is decided once all its rows are in: its windows' tables at their
+    own exits merged (``windows.merge_tables``), its exit layer the max over its windows, online
+    and offline alike. Returns ``(exit_layers [N], pred, near_ties, disagreements, tables)``.
+    """
+    from .offline import exit_probs, replay
+
+    exit_layers = np.zeros(N, np.int64)
+    pred: list[list[tuple[int, int, str]]] = [[] for _ in range(N)]
+    near_ties = disagree = 0
+    tables = {}
+    gather = Gather([e.offset for e in encoded])
+    it = zip(host_batches, outs)
+    if progress:
+        it = tqdm(list(it), desc="decode + replay", unit="batch", leave=False)
+    for (idx, batch), out in it:
+        full = np.asarray(exit_probs(spec.bert, params["encoder"], exits_used, batch, pooling=spec.pooling))
+        off = replay(policy, full, batch["lengths"])
+        near_ties += int(off["near_ties"][:len(idx)].sum())
+        for r, i in enumerate(idx):
+            n = int(batch["lengths"][r])
+            row = (out["probs"][r, :n, :n], int(out["exit_layer"][r]), int(off["exit_layer"][r]),
+                   full[:, r, :n, :n] if keep_tables else None)
+            for k, got in gather.add(i, row):
+                rows = [encoded[j] for j in gather.groups[k]]
+                windows, n_k = [e.window for e in rows], _words(rows)
+                table = merge_tables([g[0] for g in got], windows, n_k)
+                exit_layers[k] = sentence_exit_layer([g[1] for g in got])
+                pred[k] = [(s, e, labels[c - 1]) for s, e, c, _ in decode_table(table, n_k, nested)]
+                disagree += int(sentence_exit_layer([g[2] for g in got]) != exit_layers[k])
+                if keep_tables:
+                    tables[f"probs_{k}"] = merge_tables([g[3] for g in got], windows, n_k)
+    return exit_layers, pred, near_ties, disagree, tables
 
 
 def format_policy(result: dict) -> str:

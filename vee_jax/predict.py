@@ -34,6 +34,7 @@ from .data.features import (SUBWORD_BUCKETS, Encoded, batch_plan, bucket, collat
 from .data.sentence import Sentence
 from .decode import decode_table
 from .policies import Policy, check_policy, policy_from_input
+from .windows import Gather, merge_tables, sentence_exit_layer, sentence_rows
 from .words import RULE_OF_FORMAT, Word, split_words
 
 log = logging.getLogger("vee_jax")
@@ -67,13 +68,13 @@ class Entity:
 class WordPrediction:
     """A sentence's result over words: ``spans`` ``(start, end, type, score)``, ``end`` inclusive.
 
-    ``exit_layer``: 1-based layer the sentence left at. ``truncated_words``: words past the
-    model's subword limit (not analysed: no entity can reach them).
+    ``exit_layer``: 1-based layer the sentence left at (a windowed sentence: the max over its
+    windows). ``windows``: rows the sentence ran as (1 unless longer than the subword limit).
     """
 
     spans: tuple[tuple[int, int, str, float], ...]
     exit_layer: int
-    truncated_words: int = 0
+    windows: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,14 +85,14 @@ class Prediction:
     entities: tuple[Entity, ...]
     exit_layer: int
     words: tuple[Word, ...]
-    truncated_words: int = 0
+    windows: int = 1
 
     def to_dict(self, with_text: bool = True) -> dict[str, Any]:
         """``{"text", "entities": [{"start", "end", "type", "text", "score"}], "exit_layer"}``."""
         d: dict[str, Any] = {"text": self.text} if with_text else {}
         d.update(entities=[e.to_dict() for e in self.entities], exit_layer=self.exit_layer)
-        if self.truncated_words:
-            d["truncated_words"] = self.truncated_words
+        if self.windows > 1:
+            d["windows"] = self.windows
         return d
 
 
@@ -102,7 +103,7 @@ def to_prediction(text: str, words: Sequence[Word], wp: WordPrediction) -> Predi
         a, b = words[s][1], words[e][2]
         ents.append(Entity(a, b, t, text[a:b], float(p), (s, e)))
     ents.sort(key=lambda x: (x.start, x.end, x.type))
-    return Prediction(text, tuple(ents), wp.exit_layer, tuple(words), wp.truncated_words)
+    return Prediction(text, tuple(ents), wp.exit_layer, tuple(words), wp.windows)
 
 
 # --- shapes ----------------------------------------------------------------------------------
@@ -133,7 +134,7 @@ class Predictor:
       nested: decoding allows nested spans (True) or not (flat data).
       policy: the default exit policy (a policy, a dict, a strategy name; None: VEE defaults).
       word_rule: how raw text becomes words (``vee_jax.words``).
-      max_subwords: the model's subword limit; longer sentences keep the words that fit.
+      max_subwords: the model's subword limit; longer sentences run as overlapping windows.
       batch_size: at most this many sentences per engine call.
       prepared: ``params`` already in ``engine.prepare``'s layout (``TrainedModel.prepared``).
     """
@@ -209,31 +210,46 @@ class Predictor:
 
     # --- the steps ---------------------------------------------------------------------------
     def encode(self, sentences: Sequence[Sequence[str]]) -> list[Encoded]:
-        """Words -> ``Encoded`` (subwords; sentences past the limit keep the words that fit)."""
+        """Words -> ``Encoded`` rows (subwords; a sentence past the limit: several window rows)."""
         enc, rep = encode_sentences([Sentence(tuple(w)) for w in sentences], self.tokenizer, self.labels,
                                     self.max_subwords)
-        if rep.truncated_sentences:
-            log.warning(rep.summary("input"))
+        if rep.windowed_sentences:
+            log.info(rep.summary("input"))
         return enc
 
     def run(self, encoded: Sequence[Encoded], policy: Policy, *, progress: bool = False) -> list[WordPrediction]:
-        """Batches of sentences of one subword bucket (``batch_plan``), each one ``run_batch``."""
-        out: list[WordPrediction | None] = [None] * len(encoded)
+        """Batches of rows of one subword bucket (``batch_plan``), each one ``infer_batch``.
+
+        One result per sentence (``windows.sentence_rows``): a windowed sentence is decided once
+        all its windows have run, and only unfinished sentences' tables are kept meanwhile.
+        """
+        gather = Gather([e.offset for e in encoded])
+        out: list[WordPrediction | None] = [None] * len(gather.groups)
         plan = batch_plan(encoded, self.batch_size, shuffle=False)
         if progress:
             from tqdm.auto import tqdm
 
             plan = tqdm(plan, desc="predict", unit="batch", leave=False)
         for _, idx in plan:
-            for i, p in zip(idx, self.run_batch([encoded[i] for i in idx], policy)):
-                out[i] = p
+            probs, exits = self.infer_batch([encoded[i] for i in idx], policy)
+            for r, i in enumerate(idx):
+                n = encoded[i].length
+                for s, got in gather.add(i, (probs[r, :n, :n], int(exits[r]))):
+                    out[s] = self.decide([encoded[j] for j in gather.groups[s]], got)
         return out  # type: ignore[return-value]
 
     def run_batch(self, encoded: Sequence[Encoded], policy: Policy) -> list[WordPrediction]:
-        """One engine call on up to ``batch_size`` sentences, padded to ``(rows, T, L)`` buckets.
+        """One engine call on up to ``batch_size`` rows; one result per sentence (its windows all here)."""
+        probs, exits = self.infer_batch(encoded, policy)
+        rows = [(probs[r, :e.length, :e.length], int(exits[r])) for r, e in enumerate(encoded)]
+        return [self.decide([encoded[r] for r in g], [rows[r] for r in g])
+                for g in sentence_rows([e.offset for e in encoded])]
 
-        ``vee_infer`` gives ``probs`` [B, L, L, K] at each sentence's exit and ``exit_layer`` [B];
-        each row is decoded with ``decode_table``.
+    def infer_batch(self, encoded: Sequence[Encoded], policy: Policy) -> tuple[np.ndarray, np.ndarray]:
+        """One engine call on up to ``batch_size`` rows, padded to ``(rows, T, L)`` buckets.
+
+        Returns ``vee_infer``'s ``probs`` [B, L, L, K] at each row's exit and ``exit_layer`` [B]
+        (numpy; rows past ``len(encoded)`` are padding).
         """
         from .engine import vee_infer
 
@@ -243,12 +259,18 @@ class Predictor:
         self._compiled.add((policy, B, T, L))
         out = vee_infer(self.spec.bert, self.model["encoder"], self.model["exits"], batch, policy,
                         pooling=self.spec.pooling)
-        probs, exits = np.asarray(out["probs"]), np.asarray(out["exit_layer"])
-        results = []
-        for r, e in enumerate(encoded):
-            spans = tuple((s, t, self.labels[c - 1], p) for s, t, c, p in decode_table(probs[r], e.length, self.nested))
-            results.append(WordPrediction(spans, int(exits[r]), e.num_words - e.length))
-        return results
+        return np.asarray(out["probs"]), np.asarray(out["exit_layer"])
+
+    def decide(self, rows: Sequence[Encoded], tables: Sequence[tuple[np.ndarray, int]]) -> WordPrediction:
+        """A sentence's result from its rows' ``(table [l, l, K] at the row's exit, exit layer)``.
+
+        Windows' tables are merged (``windows.merge_tables``) and the merged table decoded with
+        ``decode_table``; the exit layer is the max over the windows.
+        """
+        n = rows[0].num_words if len(rows) > 1 else rows[0].length
+        table = merge_tables([t for t, _ in tables], [e.window for e in rows], n)
+        spans = tuple((s, t, self.labels[c - 1], p) for s, t, c, p in decode_table(table, n, self.nested))
+        return WordPrediction(spans, sentence_exit_layer([x for _, x in tables]), len(rows))
 
     def warm_up(self, policies: Iterable[Policy], max_subwords: int = 64,
                 rows: Sequence[int] | None = None) -> int:

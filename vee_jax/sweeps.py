@@ -98,7 +98,8 @@ class SplitSummary:
 
 
 def _bucket(n: int, buckets: Sequence[int]) -> int:
-    return next(b for b in buckets if max(n, 1) <= b)
+    """The smallest bucket >= n; n itself past the last one (a windowed sentence can be that long)."""
+    return next((b for b in buckets if max(n, 1) <= b), n)
 
 
 def _rebatch(tables: Sequence[np.ndarray], idx: Iterable[int], buckets: Sequence[int]):
@@ -160,7 +161,7 @@ def summarize(
     """Distances, signals and span counts of one split from its cached tables.
 
     tables: per sentence float32 [M, n_i, n_i, K]; gold: per sentence the set of gold
-    ``(start, end, type)`` (``Sentence.span_set()``; entities cut off by truncation included, so
+    ``(start, end, type)`` (``Sentence.span_set()``; entities that no window holds included, so
     they count as missed). ``edit_max_words``: compute the edit distance (O(n^2) per pair with
     n = L(L+1)/2 cells, so O(L^4)) only for sentences of at most this many words (None: all).
     """

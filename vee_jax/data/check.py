@@ -128,7 +128,7 @@ def warnings(stats: dict[str, Any]) -> list[str]:
         out.append(f"{stats['crossing_pairs']} crossing pair(s): no decoding can return both")
     if stats["sentences_over_bert"]:
         out.append(f"{stats['sentences_over_bert']} sentence(s) over {BERT_POSITIONS} words "
-                   "(more subwords still): they need windows, not silent truncation")
+                   "(more subwords still): they run as overlapping windows")
     return out
 
 
@@ -146,27 +146,38 @@ def format_report(title: str, secs: list[Section], notes: list[str]) -> str:
 
 def subword_section(sentences: Sequence[Sentence], tokenizer, max_subwords: int = 512) -> tuple[Section, list[str]]:
     """Subword statistics with the model's tokenizer: lengths, [UNK] words, sentences over the limit."""
+    from ..windows import sentence_rows
     from .features import encode_sentences
 
     labels = sorted({t for s in sentences for _, _, t in s.spans})
     encoded, rep = encode_sentences(sentences, tokenizer, labels, max_subwords)
-    lengths = [len(e.input_ids) for e in encoded]
-    unk = sum(int((e.input_ids == tokenizer.unk_token_id).sum()) for e in encoded)
-    total = max(sum(lengths) - 2 * len(encoded), 1)
+    pieces = [_sentence_pieces([encoded[r] for r in g]) for g in sentence_rows([e.offset for e in encoded])]
+    lengths = [2 + sum(len(p) for p in ps) for ps in pieces]
+    unk = sum(int((p == tokenizer.unk_token_id).sum()) for ps in pieces for p in ps)
+    total = max(sum(lengths) - 2 * len(pieces), 1)
     rows = [
         ("tokenizer", str(tokenizer.name_or_path)),
         ("subwords per sentence (+[CLS],[SEP])", _pct(percentiles(lengths))),
         ("[UNK] subwords", f"{_n(unk)} ({100 * unk / total:.1f}%)"),
-        (f"sentences over {max_subwords} subwords", _n(rep.truncated_sentences)),
-        ("entities past the limit", _n(rep.lost_spans)),
+        (f"sentences over {max_subwords} subwords (windowed)", _n(rep.windowed_sentences)),
+        ("entities in no single window", _n(rep.lost_spans)),
     ]
     notes = []
-    if rep.truncated_sentences:
+    if rep.windowed_sentences:
         notes.append(rep.summary("subwords").split("; ", 1)[1])
     if unk / total > 0.05:
         notes.append(f"{100 * unk / total:.0f}% of subwords are [UNK]: this tokenizer does not cover the "
                      "data's characters well (use a backbone whose vocabulary does)")
     return ("Subwords", rows), notes
+
+
+def _sentence_pieces(rows) -> list[np.ndarray]:
+    """A sentence's subword ids per word from its rows (``Encoded``; overlapping windows counted once)."""
+    out: dict[int, np.ndarray] = {}
+    for e in rows:
+        for w, (a, b) in enumerate(zip(e.word_index, e.word_end)):
+            out.setdefault(e.offset + w, e.input_ids[a:b])
+    return [out[w] for w in sorted(out)]
 
 
 def check(path: str, format: str, *, tokenizer=None, max_subwords: int = 512, **options: Any) -> str:

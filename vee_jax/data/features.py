@@ -1,7 +1,8 @@
 """Words -> subwords -> fixed-shape batches: alignment, gold tables and length buckets.
 
 Tables are over words (NOTES item 6): ``word_index[l]`` is the position of word l's first
-subword, ``word_end[l]`` the exclusive end of its subwords. Batches are padded to a shape from
+subword, ``word_end[l]`` the exclusive end of its subwords. A sentence longer than the subword
+limit becomes overlapping windows, one row each (``vee_jax.windows``). Batches are padded to a shape from
 a small set of (subwords, words) buckets so that a whole epoch compiles a handful of shapes.
 """
 
@@ -14,6 +15,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from ..windows import plan_windows, unreachable_spans, window_spans
 from .sentence import Sentence
 
 log = logging.getLogger(__name__)
@@ -24,11 +26,14 @@ WORD_BUCKETS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 
 @dataclasses.dataclass(frozen=True)
 class Encoded:
-    """One sentence as the model sees it (only the words that fit; see ``lost_spans``).
+    """One row as the model sees it: a whole sentence, or one window of a long one (``vee_jax.windows``).
 
     input_ids: [T] with [CLS] first and [SEP] last. word_index, word_end: [L] subword
     positions (first, exclusive end). spans: ((start, end, class_id), ...) with class ids
-    1..K-1 over the first L words. lost_spans: gold spans that reach past the words that fit.
+    1..K-1 over the row's L words (a window's gold sub-table). offset: the row's first word in
+    its sentence (0 for a whole sentence and for a sentence's first window); the row holds words
+    ``offset .. offset + L - 1``. lost_spans: gold spans of the sentence that lie in no window,
+    so cannot be predicted (on the sentence's first row only, so that a sum over rows counts them once).
     """
 
     input_ids: np.ndarray
@@ -38,11 +43,17 @@ class Encoded:
     num_words: int  # words in the source sentence
     lost_spans: tuple[tuple[int, int, str], ...] = ()
     empty_words: int = 0  # words the tokenizer turned into no subword (kept as [UNK])
+    offset: int = 0  # the row's first word in its sentence
 
     @property
     def length(self) -> int:
-        """L: the words represented in the table."""
+        """L: the words represented in the row's table."""
         return len(self.word_index)
+
+    @property
+    def window(self) -> tuple[int, int]:
+        """``(offset, offset + L)``: the sentence's words this row holds."""
+        return self.offset, self.offset + self.length
 
 
 @dataclasses.dataclass
@@ -50,17 +61,22 @@ class EncodeReport:
     """What encoding had to do, so that nothing is lost silently."""
 
     sentences: int = 0
-    truncated_sentences: int = 0
-    dropped_words: int = 0
-    lost_spans: int = 0
+    windowed_sentences: int = 0  # longer than the limit: encoded as overlapping windows
+    windows: int = 0  # rows those sentences became
+    lost_spans: int = 0  # gold spans in no single window (longer than the windows' overlap)
+    clipped_words: int = 0  # words of more subwords than the limit: their first subwords are kept
     empty_words: int = 0
     multi_type_cells: int = 0  # a table cell holds one class: the extra types are not trained on
 
     def summary(self, name: str = "data") -> str:
         s = f"{name}: {self.sentences} sentences"
-        if self.truncated_sentences:
-            s += (f"; {self.truncated_sentences} longer than the model limit: {self.dropped_words} words "
-                  f"past the limit are not represented and {self.lost_spans} gold entities there count as missed")
+        if self.windowed_sentences:
+            s += (f"; {self.windowed_sentences} longer than the model limit, encoded as {self.windows} "
+                  f"overlapping windows")
+        if self.lost_spans:
+            s += f"; {self.lost_spans} gold entities lie in no single window: they cannot be predicted"
+        if self.clipped_words:
+            s += f"; {self.clipped_words} words longer than the limit keep only their first subwords"
         if self.empty_words:
             s += f"; {self.empty_words} words had no subword and are kept as [UNK]"
         if self.multi_type_cells:
@@ -78,57 +94,80 @@ def encode_sentences(
     """Tokenise words into subwords with a fast tokenizer and map spans to class ids.
 
     ``labels``: the ordered entity types; type ``labels[i]`` gets class id ``i + 1``.
-    A sentence whose subwords do not fit ``max_subwords`` (with [CLS] and [SEP]) keeps the
-    longest prefix of whole words that fits; the words and gold spans past it are counted in
-    the report (and evaluation counts those spans as missed), never dropped silently.
+    Returns rows in sentence order: one per sentence that fits ``max_subwords`` (with [CLS]
+    and [SEP]); a longer sentence becomes several rows, overlapping windows of whole words
+    (``windows.plan_windows``; ``windows.sentence_rows`` groups rows back into sentences).
     """
     label_id = {t: i + 1 for i, t in enumerate(labels)}
     report = EncodeReport(sentences=len(sentences))
-    cls_id, sep_id, unk_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.unk_token_id
+    specials = (tokenizer.cls_token_id, tokenizer.sep_token_id)
     out: list[Encoded] = []
-    # One batched call: fast tokenizers are much quicker over many sentences at once.
+    for sent, per_word in zip(sentences, _subwords(sentences, tokenizer)):
+        empty = _fill_empty(per_word, tokenizer.unk_token_id)
+        report.clipped_words += _clip(per_word, max_subwords - 2)
+        spans = tuple((s, e, label_id[t]) for s, e, t in sent.spans)
+        report.multi_type_cells += len(spans) - len({(s, e) for s, e, _ in spans})
+        windows = plan_windows([len(p) for p in per_word], max_subwords - 2)
+        lost = unreachable_spans(sent.spans, windows)
+        if len(windows) > 1:
+            report.windowed_sentences += 1
+            report.windows += len(windows)
+            report.lost_spans += len(lost)
+        report.empty_words += empty
+        for k, w in enumerate(windows):
+            out.append(_encode_window(per_word, w, spans, specials, len(sent.words),
+                                      lost if k == 0 else (), empty if k == 0 else 0))
+    return out, report
+
+
+def _subwords(sentences: Sequence[Sentence], tokenizer) -> list[list[list[int]]]:
+    """Each sentence's subword ids per word: ``[sentence][word] -> [ids]`` (one batched tokenizer call)."""
     word_lists = [list(s.words) for s in sentences]
     nonempty = [i for i, w in enumerate(word_lists) if w]
-    pieces_of: dict[int, list[list[int]]] = {}
-    if nonempty:
+    pieces: list[list[list[int]]] = [[] for _ in sentences]
+    if nonempty:  # fast tokenizers are much quicker over many sentences at once
         enc = tokenizer([word_lists[i] for i in nonempty], is_split_into_words=True, add_special_tokens=False)
         for j, i in enumerate(nonempty):
             per_word: list[list[int]] = [[] for _ in word_lists[i]]
             for tok, w in zip(enc["input_ids"][j], enc.word_ids(j)):
                 if w is not None:
                     per_word[w].append(tok)
-            pieces_of[i] = per_word
-    for i, sent in enumerate(sentences):
-        per_word = pieces_of.get(i, [])
-        empty = 0
-        for w, p in enumerate(per_word):
-            if not p:  # control character, lone combining mark...: keep the position
-                per_word[w] = [unk_id]
-                empty += 1
-        ids, starts, ends = [cls_id], [], []
-        for p in per_word:
-            if len(ids) + len(p) + 1 > max_subwords:
-                break
-            starts.append(len(ids))
-            ids.extend(p)
-            ends.append(len(ids))
-        ids.append(sep_id)
-        L = len(starts)
-        kept = tuple((s, e, label_id[t]) for s, e, t in sent.spans if e < L)
-        report.multi_type_cells += len(kept) - len({(s, e) for s, e, _ in kept})
-        lost = tuple(sp for sp in sent.spans if sp[1] >= L)
-        if L < len(sent.words):
-            report.truncated_sentences += 1
-            report.dropped_words += len(sent.words) - L
-            report.lost_spans += len(lost)
-        report.empty_words += empty
-        out.append(Encoded(np.asarray(ids, np.int32), np.asarray(starts, np.int32), np.asarray(ends, np.int32),
-                           kept, len(sent.words), lost, empty))
-    return out, report
+            pieces[i] = per_word
+    return pieces
+
+
+def _fill_empty(per_word: list[list[int]], unk_id: int) -> int:
+    """A word without subwords (control character, lone combining mark...) keeps its position as [UNK]."""
+    empty = [w for w, p in enumerate(per_word) if not p]
+    for w in empty:
+        per_word[w] = [unk_id]
+    return len(empty)
+
+
+def _clip(per_word: list[list[int]], budget: int) -> int:
+    """Keep the first ``budget`` subwords of a word longer than a window (its first subword represents it)."""
+    long = [w for w, p in enumerate(per_word) if len(p) > budget]
+    for w in long:
+        per_word[w] = per_word[w][:budget]
+    return len(long)
+
+
+def _encode_window(per_word: list[list[int]], window: tuple[int, int], spans, specials: tuple[int, int],
+                   num_words: int, lost: tuple, empty: int) -> Encoded:
+    """One row: [CLS] + the window's words' subwords + [SEP], and the window's gold sub-table."""
+    a, b = window
+    ids, starts, ends = [specials[0]], [], []
+    for p in per_word[a:b]:
+        starts.append(len(ids))
+        ids.extend(p)
+        ends.append(len(ids))
+    ids.append(specials[1])
+    return Encoded(np.asarray(ids, np.int32), np.asarray(starts, np.int32), np.asarray(ends, np.int32),
+                   window_spans(spans, window), num_words, lost, empty, a)
 
 
 def bucket(n: int, boundaries: Sequence[int]) -> int:
-    """The smallest boundary >= n (n past the last boundary is an error: encode truncates)."""
+    """The smallest boundary >= n (n past the last boundary is an error: encode windows long sentences)."""
     for b in boundaries:
         if n <= b:
             return b

@@ -74,10 +74,11 @@ class _Admission:
         p = self.predictor
         words = [split_words(t, p.word_rule) for t in texts]
         encoded = p.encode([[w for w, _, _ in ws] for ws in words])
-        for i, e in enumerate(encoded):
+        for i, e in enumerate(encoded):  # one row per text: the micro-batcher does not run windows
             if e.length < e.num_words:
                 raise HTTPException(413, f"texts.{i}: longer than the model's limit of {p.max_subwords} "
-                                         f"subwords ({e.num_words - e.length} of {e.num_words} words past it)")
+                                         f"subwords ({e.num_words} words; predict.py runs such texts as "
+                                         f"overlapping windows, this service does not)")
         return words, encoded
 
     def policy(self, request: NerRequest) -> Policy | None:
