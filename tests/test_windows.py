@@ -178,10 +178,11 @@ POLICY = {"strategy": "vee", "measure": "kl", "tau": 0.05, "patience": 1}
 
 @pytest.fixture(scope="module")
 def trained(tiny_workdir):
-    from vee_jax.evaluate_cli import load_trained
     from vee_jax.predict import Predictor
+    from vee_jax.trained import TrainedModel
 
-    config, info, spec, state, tokenizer = load_trained(tiny_workdir)
+    m = TrainedModel.load(tiny_workdir)
+    info, spec, state, tokenizer = m.info, m.spec, m.state, m.tokenizer
     pred = Predictor(spec, state["params"], tokenizer, info["labels"], info["nested"], policy=POLICY,
                      max_subwords=LIMIT, batch_size=8)
     words = [r["sentence"] for r in json.loads((tiny_workdir / "data.json").read_text())]
