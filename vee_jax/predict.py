@@ -243,6 +243,32 @@ class Predictor:
             results.append(WordPrediction(spans, int(exits[r]), e.num_words - e.length))
         return results
 
+    # --- documents (vee_jax.documents) -------------------------------------------------------
+    @property
+    def sentence_rule(self) -> str:
+        """How documents are cut into sentences (``vee_jax.sentences``): set by whoever knows the
+        workdir's data format (``documents.sentence_rule_of_workdir``); else ``zh`` for the ``chars``
+        word rule, ``pysbd`` otherwise."""
+        from .documents import default_sentence_rule
+
+        return self.__dict__.get("_sentence_rule") or default_sentence_rule(self.word_rule)
+
+    @sentence_rule.setter
+    def sentence_rule(self, rule: str | None) -> None:
+        from .documents import check_sentence_rule
+
+        self.__dict__["_sentence_rule"] = None if rule is None else check_sentence_rule(rule)
+
+    def predict_documents(self, texts: Sequence[str], policy: Policy | Mapping[str, Any] | str | None = None, *,
+                          sentence_rule: str | None = None, batch_size: int | None = None,
+                          progress: bool = False):
+        """Entities of documents of any length: ``documents.predict_documents`` (sentences of all
+        documents batched together; offsets into each document; each sentence's exit layer)."""
+        from .documents import predict_documents
+
+        return predict_documents(self, texts, policy, sentence_rule=sentence_rule, batch_size=batch_size,
+                                 progress=progress)
+
     def warm_up(self, policies: Iterable[Policy], max_subwords: int = 64,
                 rows: Sequence[int] | None = None) -> int:
         """Compile ``policies`` on every rows bucket (or ``rows``) and subword bucket up to ``max_subwords``.

@@ -1,0 +1,130 @@
+"""Documents through the Predictor: offsets into the document, one-sentence documents equal to
+``Predictor.__call__``, sentences batched across documents, the predict.py documents input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from test_predict import POLICY, _load_bench, assert_same_result
+from vee_jax.documents import plan_documents
+
+SEPARATORS = [" ", "  ", "\n", "\n\n", " \n ", "\t"]
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_workdir):
+    from vee_jax.predict import Predictor
+
+    return Predictor.from_workdir(tiny_workdir, policy=POLICY, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def texts(tiny_workdir):
+    """The tiny workdir's 8 sentences as text (each one sentence under every rule but ``lines`` tests)."""
+    detokenize = _load_bench().detokenize
+    return [detokenize(r["sentence"]) for r in json.loads((tiny_workdir / "data.json").read_text())]
+
+
+# --- the plan (no model) ------------------------------------------------------------------------
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from(list("aZ9-.,;:()\"'!? \t\n中。é")), max_size=60), max_size=4),
+       st.sampled_from(["pysbd", "lines", "lines+pysbd", "zh", "none"]), st.sampled_from(["ptb", "chars", "whitespace"]))
+def test_plan_offsets_round_trip(docs, sentence_rule, word_rule):
+    plan = plan_documents(docs, sentence_rule, word_rule)
+    assert [sp.doc for sp in plan] == sorted(sp.doc for sp in plan)
+    for sp in plan:
+        text = docs[sp.doc]
+        assert sp.words and text[sp.start:sp.end].strip() == text[sp.start:sp.end]
+        for w, a, b in sp.words:
+            assert text[a:b] == w and sp.start <= a < b <= sp.end
+    for d, text in enumerate(docs):  # every non-space character is in one word of one sentence
+        covered = sorted(i for sp in plan if sp.doc == d for _, a, b in sp.words for i in range(a, b))
+        assert covered == [i for i, c in enumerate(text) if not c.isspace()]
+
+
+def test_plan_refuses_unknown_rules_and_non_strings():
+    with pytest.raises(ValueError, match="unknown sentence rule"):
+        plan_documents(["a"], "spacy", "ptb")
+    with pytest.raises(TypeError, match="document 1 is a int"):
+        plan_documents(["a", 3], "none", "ptb")
+
+
+# --- through the model --------------------------------------------------------------------------
+def test_one_sentence_document_is_todays_result(predictor, texts):
+    for text in texts[:4]:
+        want = predictor([text])[0]
+        for rule in ("none", "pysbd"):
+            (doc,) = predictor.predict_documents([text], sentence_rule=rule)
+            assert len(doc.sentences) == 1, (rule, text)
+            assert doc.sentences[0].exit_layer == want.exit_layer
+            # exactly: the same words, the same batch shape
+            assert [(e.start, e.end, e.type, e.text, e.score, e.words) for e in doc.entities] == \
+                   [(e.start, e.end, e.type, e.text, e.score, e.words) for e in want.entities]
+            assert all(e.sentence == 0 for e in doc.entities)
+    # An empty document has no sentence and no entity; a plain string is refused.
+    assert predictor.predict_documents(["", "  \n"])[0].to_dict() == {"text": "", "entities": [], "sentences": []}
+    with pytest.raises(TypeError, match="list of documents"):
+        predictor.predict_documents("one string")
+    with pytest.raises(ValueError, match="batch_size must be 1..8"):
+        predictor.predict_documents(["a"], batch_size=9)
+
+
+def _check_document(doc, sentence_texts, preds) -> None:
+    """``doc``'s sentences are ``sentence_texts`` and their results those of ``preds`` (one per sentence),
+    shifted to document offsets."""
+    assert [doc.text[s.start:s.end] for s in doc.sentences] == sentence_texts
+    for k, (s, want) in enumerate(zip(doc.sentences, preds)):
+        got = [e for e in doc.entities if e.sentence == k]
+        assert all(s.start <= e.start < e.end <= s.end and doc.text[e.start:e.end] == e.text for e in got)
+        shifted = {"exit_layer": s.exit_layer,
+                   "entities": [dict(e.to_dict(), start=e.start - s.start, end=e.end - s.start) for e in got]}
+        assert_same_result(shifted, want.to_dict())
+
+
+def test_documents_batch_sentences_across_documents(predictor, texts):
+    # 3 documents of 3, 4 and 1 sentences: 8 sentences, one engine call of 8 rows
+    docs = [" ".join(texts[:3]), "\n".join(texts[3:7]) + "\n", "  " + texts[7]]
+    before = predictor.compilations
+    got = predictor.predict_documents(docs, sentence_rule="lines+pysbd")
+    want = predictor(texts)
+    _check_document(got[0], texts[:3], want[:3])
+    _check_document(got[1], texts[3:7], want[3:7])
+    _check_document(got[2], texts[7:], want[7:])
+    assert predictor.compilations - before <= 1
+    d = got[1].to_dict()
+    assert set(d) == {"text", "entities", "sentences"} and len(d["sentences"]) == 4
+    assert all(set(s) == {"start", "end", "exit_layer", "words"} for s in d["sentences"])
+    assert all(set(e) == {"start", "end", "type", "text", "score", "sentence"} for e in d["entities"])
+    # At batch 1 the same results (other batch shapes: floats within rounding).
+    for a, b in zip(got, predictor.predict_documents(docs, sentence_rule="lines+pysbd", batch_size=1)):
+        assert [s.exit_layer for s in a.sentences] == [s.exit_layer for s in b.sentences]
+        assert [(e.start, e.end, e.type) for e in a.entities] == [(e.start, e.end, e.type) for e in b.entities]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_document_offsets_round_trip(predictor, texts, data):
+    picks = data.draw(st.lists(st.sampled_from(range(len(texts))), min_size=1, max_size=5), label="sentences")
+    seps = data.draw(st.lists(st.sampled_from(SEPARATORS), min_size=len(picks) + 1, max_size=len(picks) + 1))
+    doc = seps[0] + "".join(texts[i] + s for i, s in zip(picks, seps[1:]))
+    rule = data.draw(st.sampled_from(["pysbd", "lines+pysbd", "none"]))
+    (got,) = predictor.predict_documents([doc], sentence_rule=rule)
+    assert [s.start for s in got.sentences] == sorted(s.start for s in got.sentences)
+    for e in got.entities:
+        s = got.sentences[e.sentence]
+        assert doc[e.start:e.end] == e.text and s.start <= e.start < e.end <= s.end
+    if rule != "none":  # every sentence of the fixture is one sentence, in any company
+        _check_document(got, [texts[i] for i in picks], predictor([texts[i] for i in picks]))
+
+
+def test_sentence_rule_follows_the_workdir(tiny_workdir, predictor):
+    from vee_jax.documents import sentence_rule_of_workdir
+
+    assert sentence_rule_of_workdir(tiny_workdir) == "pysbd"  # data.format json
+    assert predictor.sentence_rule == "pysbd"
+    with pytest.raises(ValueError, match="unknown sentence rule"):
+        predictor.sentence_rule = "spacy"
