@@ -128,3 +128,50 @@ def test_sentence_rule_follows_the_workdir(tiny_workdir, predictor):
     assert predictor.sentence_rule == "pysbd"
     with pytest.raises(ValueError, match="unknown sentence rule"):
         predictor.sentence_rule = "spacy"
+
+
+# --- predict.py ----------------------------------------------------------------------------------
+def test_predict_cli_documents(tiny_workdir, predictor, texts, tmp_path, monkeypatch, capsys):
+    from vee_jax.cli import predict_main
+
+    monkeypatch.setenv("VEE_JAX_XLA_CACHE", "none")
+    pol = ["--workdir", str(tiny_workdir), "--quiet", "--strategy", "vee", "--tau", str(POLICY["tau"]),
+           "--patience", "1", "--batch-size", "8"]
+    docs = [" ".join(texts[:3]), texts[3] + "\n\n" + texts[4]]
+    want = [d.to_dict() for d in predictor.predict_documents(docs)]
+
+    def same(rows, want):
+        for r, w in zip(rows, want, strict=True):
+            assert [s["exit_layer"] for s in r["sentences"]] == [s["exit_layer"] for s in w["sentences"]]
+            assert [(e["start"], e["end"], e["type"], e["sentence"]) for e in r["entities"]] == \
+                   [(e["start"], e["end"], e["type"], e["sentence"]) for e in w["entities"]]
+
+    # JSONL in (other fields copied), JSONL out
+    inp = tmp_path / "docs.jsonl"
+    inp.write_text("".join(json.dumps({"id": f"d{i}", "text": d}) + "\n" for i, d in enumerate(docs)) + "\n")
+    out = tmp_path / "out.jsonl"
+    predict_main([*pol, "--input-format", "jsonl", "--input", str(inp), "--output", str(out)])
+    rows = [json.loads(l) for l in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["d0", "d1"] and [r["text"] for r in rows] == docs
+    assert [len(r["sentences"]) for r in rows] == [3, 2]
+    same(rows, want)
+    # a file is one document: its name instead of its text
+    files = [tmp_path / "a.txt", tmp_path / "b.txt"]
+    for f, d in zip(files, docs):
+        f.write_text(d, encoding="utf-8")
+    predict_main([*pol, "--input-format", "file", "--input", *map(str, files), "--output", str(out)])
+    rows = [json.loads(l) for l in out.read_text().splitlines()]
+    assert [r["file"] for r in rows] == list(map(str, files)) and "text" not in rows[0]
+    same(rows, want)
+    # one document a line with --sentences; arguments are documents too
+    (tmp_path / "lines.txt").write_text(docs[0] + "\n")
+    predict_main([*pol, "--sentences", "pysbd", "--input", str(tmp_path / "lines.txt"), "--output", str(out)])
+    same([json.loads(l) for l in out.read_text().splitlines()], want[:1])
+    capsys.readouterr()
+    predict_main([*pol, "--sentences", "lines", docs[1]])
+    same([json.loads(l) for l in capsys.readouterr().out.splitlines()], want[1:])
+    # a bad JSONL line: one line of error, exit 2
+    inp.write_text('{"text": "a"}\n{"txt": "b"}\n')
+    with pytest.raises(SystemExit) as e:
+        predict_main([*pol, "--input-format", "jsonl", "--input", str(inp)])
+    assert e.value.code == 2 and 'docs.jsonl:2: expected an object with a "text" string' in capsys.readouterr().err

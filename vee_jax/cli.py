@@ -224,16 +224,29 @@ def _policy(args):
 def predict_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="predict.py",
-        description="Entities in raw text with a trained workdir: one JSON line per text, "
+        description="Entities in raw text with a trained workdir, one JSON line per input. Inputs come from "
+                    "the arguments, --input FILE... (- for stdin) or stdin. Without --sentences and with "
+                    "--input-format lines each input is one sentence: "
                     '{"text", "entities": [{"start", "end", "type", "text", "score"}], "exit_layer"}. '
-                    "Texts come from the arguments, --input FILE (one per line; - for stdin) or stdin.")
+                    "As documents (--sentences RULE, or --input-format jsonl or file) each input is cut "
+                    'into sentences: {"text", "entities": [{..., "sentence"}], "sentences": '
+                    '[{"start", "end", "exit_layer", "words"}]}, offsets into the document (docs/documents.md).')
     p.add_argument("texts", nargs="*", help="texts to analyse (none: read --input or stdin)")
     p.add_argument("--workdir", required=True, help="the --workdir given to train.py")
     p.add_argument("--checkpoint", default="best", choices=["best", "latest"])
-    p.add_argument("--input", default=None, help="a file of texts, one per line (- for stdin)")
+    p.add_argument("--input", default=None, nargs="+", action="extend", metavar="FILE",
+                   help="files of inputs (- for stdin); see --input-format")
+    p.add_argument("--input-format", default="lines", choices=["lines", "jsonl", "file"],
+                   help="lines: one input per line (default); jsonl: one JSON object per line with \"text\" "
+                        "(its other fields, an \"id\" say, are copied to the output); file: each --input file is "
+                        "one document (its name in \"file\" instead of its text)")
+    p.add_argument("--sentences", default=None, choices=["auto", "pysbd", "lines", "lines+pysbd", "zh", "none"],
+                   help="treat each input as a document and cut it into sentences by this rule (auto: the rule "
+                        "of the workdir's data format: pysbd for GENIA-like json/hf, lines for conll, zh for "
+                        "msra; docs/sentences.md); the default for --input-format jsonl and file")
     p.add_argument("--output", default=None, help="write the JSON lines here (default stdout)")
     p.add_argument("--batch-size", type=int, default=32, help="sentences per engine call")
-    p.add_argument("--chunk", type=int, default=1024, help="lines read and answered at a time from a file")
+    p.add_argument("--chunk", type=int, default=1024, help="inputs read and answered at a time from a file")
     p.add_argument("--word-rule", default=None, choices=["ptb", "chars", "whitespace"],
                    help="how text is cut into words (default: the rule of the workdir's data format)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no log lines")
@@ -253,9 +266,57 @@ def _chunks(lines, size: int):
         yield chunk
 
 
+def _jsonl_records(lines, where: str):
+    """``{"text": ..., ...}`` per non-blank line of a JSONL file; a bad line is a ``UserError``."""
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{where}:{n}: not JSON ({e})") from None
+        if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
+            raise UserError(f'{where}:{n}: expected an object with a "text" string')
+        yield rec
+
+
+def _inputs(args, stack):
+    """``(records, total)``: records are dicts with "text" (and copied fields), in input order."""
+    if args.texts:
+        return ({"text": t} for t in args.texts), len(args.texts)
+    sources = args.input or ["-"]
+    if args.input_format == "file":
+        def files():
+            for src in sources:
+                if src == "-":
+                    yield {"file": "-", "text": sys.stdin.read()}
+                else:
+                    yield {"file": src, "text": Path(src).read_text(encoding="utf-8")}
+        return files(), len(sources)
+    total = 0 if all(s != "-" for s in sources) else None
+
+    def records():
+        for src in sources:
+            f = sys.stdin if src == "-" else stack.enter_context(open(src, encoding="utf-8"))
+            if args.input_format == "jsonl":
+                yield from _jsonl_records(f, src)
+            else:
+                yield from ({"text": t.rstrip("\r\n")} for t in f)
+    if total is not None:
+        for src in sources:
+            with open(src, encoding="utf-8") as g:
+                total += sum(1 for line in g if line.strip() or args.input_format == "lines")
+    return records(), total
+
+
 def predict_main(argv: list[str] | None = None) -> None:
-    """``python predict.py --workdir runs/genia [--strategy vee --patience 2 --tau 0.01] "text" ...``."""
+    """``python predict.py --workdir runs/genia [--strategy vee --patience 2 --tau 0.01] "text" ...``.
+
+    Documents: ``python predict.py --workdir runs/genia --sentences auto --input abstracts.txt`` (one
+    document a line), ``--input-format jsonl --input docs.jsonl`` or ``--input-format file --input *.txt``.
+    """
     import contextlib
+    import itertools
 
     args = predict_parser().parse_args(argv)
     keep_freed_memory()  # many jitted calls on large batches: no page faults at each (allocator.py)
@@ -264,9 +325,15 @@ def predict_main(argv: list[str] | None = None) -> None:
         logging.getLogger("vee_jax").setLevel(logging.WARNING)
     from .predict import Predictor
 
+    documents = args.sentences is not None or args.input_format != "lines"
     try:
         predictor = Predictor.from_workdir(args.workdir, _policy(args), checkpoint=args.checkpoint,
                                            word_rule=args.word_rule, batch_size=args.batch_size)
+        if documents:
+            from .documents import sentence_rule_of_workdir
+
+            rule = args.sentences if args.sentences not in (None, "auto") else sentence_rule_of_workdir(args.workdir)
+            predictor.sentence_rule = rule
     except user_errors() as e:
         _fail(e)
     with contextlib.ExitStack() as stack:
@@ -274,33 +341,38 @@ def predict_main(argv: list[str] | None = None) -> None:
         if args.output:
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)
             out = stack.enter_context(open(args.output, "w", encoding="utf-8"))
-        if args.texts:
-            source, total, chunk = [args.texts], len(args.texts), len(args.texts)
-        else:
-            src = args.input or "-"
-            if src == "-":
-                f, total = sys.stdin, None
-                chunk = 1 if sys.stdin.isatty() else args.chunk  # interactive: answer each line at once
-            else:
-                try:
-                    f = stack.enter_context(open(src, encoding="utf-8"))
-                except OSError as e:
-                    _fail(e)
-                with open(src, encoding="utf-8") as g:
-                    total = sum(1 for _ in g)
-                chunk = args.chunk
-            source = _chunks(f, chunk)
+        try:
+            records, total = _inputs(args, stack)
+        except OSError as e:
+            _fail(e)
+        interactive = not args.texts and (args.input is None or args.input == ["-"]) and sys.stdin.isatty()
+        size = 1 if interactive else len(args.texts) if args.texts else args.chunk  # a terminal: answer each line
         bar = None
         if not args.quiet and not args.texts:
             from tqdm.auto import tqdm
 
-            bar = stack.enter_context(tqdm(total=total, desc="predict", unit="text", file=sys.stderr))
-        for texts in source:
-            for pred in predictor(texts):
-                out.write(json.dumps(pred.to_dict(), ensure_ascii=False) + "\n")
-            out.flush()
-            if bar is not None:
-                bar.update(len(texts))
+            bar = stack.enter_context(tqdm(total=total, desc="predict", unit="doc" if documents else "text",
+                                           file=sys.stderr))
+        it = iter(records)
+        try:
+            while chunk := list(itertools.islice(it, size)):
+                texts = [r["text"] for r in chunk]
+                if documents:
+                    for rec, doc in zip(chunk, predictor.predict_documents(texts)):
+                        extra = {k: v for k, v in rec.items() if k not in ("text", "file")}
+                        row = doc.to_dict(with_text="file" not in rec)
+                        row = {"file": rec["file"], **row} if "file" in rec else row
+                        out.write(json.dumps({**extra, **row}, ensure_ascii=False) + "\n")
+                else:
+                    for pred in predictor(texts):
+                        out.write(json.dumps(pred.to_dict(), ensure_ascii=False) + "\n")
+                out.flush()
+                if bar is not None:
+                    bar.update(len(texts))
+        except (OSError, UnicodeDecodeError) as e:
+            _fail(e)
+        except user_errors() as e:
+            _fail(e)
 
 
 # --- serve -----------------------------------------------------------------------------------
