@@ -175,3 +175,66 @@ def test_predict_cli_documents(tiny_workdir, predictor, texts, tmp_path, monkeyp
     with pytest.raises(SystemExit) as e:
         predict_main([*pol, "--input-format", "jsonl", "--input", str(inp)])
     assert e.value.code == 2 and 'docs.jsonl:2: expected an object with a "text" string' in capsys.readouterr().err
+
+
+# --- the service: POST /ner/documents --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def client(predictor):
+    from fastapi.testclient import TestClient
+
+    from vee_jax.serving import Limits, create_app
+
+    app = create_app(predictor, limits=Limits(max_texts=4, max_chars=400, max_document_chars=3000, max_sentences=12,
+                                              max_words=400, max_body_bytes=1 << 16), max_wait_ms=2)
+    with TestClient(app) as c:
+        yield c
+
+
+def test_service_answers_documents(client, predictor, texts):
+    docs = [" ".join(texts[:3]), "", "\n".join(texts[3:5])]
+    r = client.post("/ner/documents", json={"documents": docs})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["policy"] == predictor.policy.to_dict() and body["level"] == 0
+    want = predictor.predict_documents(docs)
+    for got, w, doc in zip(body["results"], want, docs, strict=True):
+        assert [(s["start"], s["end"], s["exit_layer"]) for s in got["sentences"]] == \
+               [(s.start, s.end, s.exit_layer) for s in w.sentences]
+        assert [(e["start"], e["end"], e["type"], e["sentence"]) for e in got["entities"]] == \
+               [(e.start, e.end, e.type, e.sentence) for e in w.entities]
+        assert all(doc[e["start"]:e["end"]] == e["text"] for e in got["entities"])
+    assert [len(x["sentences"]) for x in body["results"]] == [3, 0, 2]
+    # More sentences than a batch (8): two jobs, one policy; the request's own policy and rule.
+    doc = " ".join(texts + texts[:2])
+    r = client.post("/ner/documents", json={"documents": [doc], "policy": {"strategy": "budget", "layer": 2},
+                                            "sentences": "pysbd"})
+    assert r.status_code == 200, r.text
+    assert r.json()["level"] is None and r.json()["policy"]["strategy"] == "budget"
+    assert [s["exit_layer"] for s in r.json()["results"][0]["sentences"]] == [2] * 10
+    r = client.post("/ner/documents", json={"documents": [doc]}).json()
+    assert r["level"] == 0 and len(r["results"][0]["sentences"]) == 10
+    # the old request form still works in the same app
+    r = client.post("/ner", json={"texts": texts[:2]})
+    assert r.status_code == 200 and len(r.json()["results"]) == 2
+    health = client.get("/health").json()
+    assert health["sentence_rule"] == "pysbd" and health["limits"]["max_sentences"] == 12
+    schema = client.get("/openapi.json").json()
+    assert "/ner/documents" in schema["paths"] and "DocumentsRequest" in schema["components"]["schemas"]
+
+
+def test_service_document_limits(client, texts):
+    many = " ".join(texts + texts[:5])  # 13 sentences
+    cases = [
+        ({"documents": ["a" * 1600, "b" * 1401]}, 413, "3001 characters in all, at most 3000 per request "
+                                                       "(max_document_chars)"),
+        ({"documents": [many]}, 413, "13 sentences in all, at most 12 per request (max_sentences)"),
+        ({"documents": [" ".join(["w"] * 401)]}, 413, "401 words in all, at most 400 per request (max_words)"),
+        ({"documents": []}, 422, "at least one document"),
+        ({"documents": ["a"], "sentences": "spacy"}, 422, "unknown sentence rule 'spacy'"),
+        ({"documents": "a"}, 422, "documents: Input should be a valid list"),
+        ({"documents": ["a"], "texts": ["a"]}, 422, "texts: Extra inputs are not permitted"),
+        ({"documents": ["a"], "policy": {"strategy": "budget", "layer": 5}}, 422, "budget layer 5"),
+    ]
+    for body, code, message in cases:
+        r = client.post("/ner/documents", json=body)
+        assert r.status_code == code and message in r.json()["detail"], (body, r.text)

@@ -379,7 +379,7 @@ def predict_main(argv: list[str] | None = None) -> None:
 def serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="serve.py",
-        description="Serve a trained workdir over HTTP: POST /ner, GET /health, GET /metrics, /docs. "
+        description="Serve a trained workdir over HTTP: POST /ner, POST /ner/documents, GET /health, GET /metrics, /docs. "
                     "With --target-p95-ms the depth follows the load (a ladder of exit policies).")
     p.add_argument("--workdir", required=True, help="the --workdir given to train.py")
     p.add_argument("--checkpoint", default="best", choices=["best", "latest"])
@@ -397,6 +397,13 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-texts", type=int, default=32, help="texts per request (413 past it)")
     p.add_argument("--max-chars", type=int, default=2000, help="characters per text (413 past it)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request body size (413 past it)")
+    p.add_argument("--max-document-chars", type=int, default=100_000,
+                   help="POST /ner/documents: characters per request, all documents together (413 past it)")
+    p.add_argument("--max-sentences", type=int, default=256,
+                   help="POST /ner/documents: sentences per request (413 past it; at most --max-queue)")
+    p.add_argument("--max-words", type=int, default=8192, help="POST /ner/documents: words per request (413 past it)")
+    p.add_argument("--sentences", default="auto", choices=["auto", "pysbd", "lines", "lines+pysbd", "zh", "none"],
+                   help="POST /ner/documents: the default sentence rule (auto: the workdir's data format's)")
     p.add_argument("--max-queue", type=int, default=256,
                    help="sentences waiting; past it requests get 503 with Retry-After")
     p.add_argument("--warmup-subwords", type=int, default=64,
@@ -434,9 +441,13 @@ def serve_main(argv: list[str] | None = None) -> None:
     try:
         predictor = Predictor.from_workdir(args.workdir, _policy(args), checkpoint=args.checkpoint,
                                            word_rule=args.word_rule, batch_size=args.batch_size)
+        from .documents import sentence_rule_of_workdir
+
+        predictor.sentence_rule = sentence_rule_of_workdir(args.workdir) if args.sentences == "auto" else args.sentences
         ladder = build_ladder(args, predictor)
         limits = Limits(max_texts=args.max_texts, max_chars=args.max_chars, max_body_bytes=args.max_body_bytes,
-                        max_queue=args.max_queue)
+                        max_queue=args.max_queue, max_document_chars=args.max_document_chars,
+                        max_sentences=args.max_sentences, max_words=args.max_words)
         app = create_app(predictor, ladder=ladder, target_p95_ms=args.target_p95_ms, limits=limits,
                          max_wait_ms=args.max_wait_ms)
     except user_errors() as e:
