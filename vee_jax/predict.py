@@ -169,10 +169,16 @@ class Predictor:
     @classmethod
     def from_trained(cls, model, policy: Policy | Mapping[str, Any] | str | None = None, *,
                      word_rule: str | None = None, batch_size: int = 32) -> "Predictor":
-        """A ``trained.TrainedModel``'s predictor, on its prepared layout (built once, shared)."""
-        rule = word_rule or RULE_OF_FORMAT.get(model.config.data.format, "ptb")
-        return cls(model.spec, model.params, model.tokenizer, model.labels, model.nested, policy=policy,
-                   word_rule=rule, max_subwords=model.max_subwords, batch_size=batch_size, prepared=model.prepared)
+        """A ``trained.TrainedModel``'s predictor, on its prepared layout (built once, shared); the word
+        and sentence rules follow the workdir's data format."""
+        from .sentences import RULE_OF_FORMAT as SENTENCE_RULE_OF_FORMAT
+
+        fmt = model.config.data.format
+        p = cls(model.spec, model.params, model.tokenizer, model.labels, model.nested, policy=policy,
+                word_rule=word_rule or RULE_OF_FORMAT.get(fmt, "ptb"), max_subwords=model.max_subwords,
+                batch_size=batch_size, prepared=model.prepared)
+        p.sentence_rule = SENTENCE_RULE_OF_FORMAT.get(fmt)
+        return p
 
     @property
     def num_layers(self) -> int:
@@ -271,6 +277,32 @@ class Predictor:
         table = merge_tables([t for t, _ in tables], [e.window for e in rows], n)
         spans = tuple((s, t, self.labels[c - 1], p) for s, t, c, p in decode_table(table, n, self.nested))
         return WordPrediction(spans, sentence_exit_layer([x for _, x in tables]), len(rows))
+
+    # --- documents (vee_jax.documents) -------------------------------------------------------
+    @property
+    def sentence_rule(self) -> str:
+        """How documents are cut into sentences (``vee_jax.sentences``): the rule of the workdir's data
+        format (``from_trained``) unless set; without a workdir ``zh`` for the ``chars`` word rule,
+        ``pysbd`` otherwise."""
+        from .documents import default_sentence_rule
+
+        return self.__dict__.get("_sentence_rule") or default_sentence_rule(self.word_rule)
+
+    @sentence_rule.setter
+    def sentence_rule(self, rule: str | None) -> None:
+        from .documents import check_sentence_rule
+
+        self.__dict__["_sentence_rule"] = None if rule is None else check_sentence_rule(rule)
+
+    def predict_documents(self, texts: Sequence[str], policy: Policy | Mapping[str, Any] | str | None = None, *,
+                          sentence_rule: str | None = None, batch_size: int | None = None,
+                          progress: bool = False):
+        """Entities of documents of any length: ``documents.predict_documents`` (sentences of all
+        documents batched together; offsets into each document; each sentence's exit layer)."""
+        from .documents import predict_documents
+
+        return predict_documents(self, texts, policy, sentence_rule=sentence_rule, batch_size=batch_size,
+                                 progress=progress)
 
     def warm_up(self, policies: Iterable[Policy], max_subwords: int = 64,
                 rows: Sequence[int] | None = None) -> int:

@@ -1,6 +1,6 @@
 """``python serve.py --workdir runs/genia --port 8000 [--target-p95-ms 200]``.
 
-POST /ner, GET /health, GET /metrics, /docs. With ``--target-p95-ms`` the depth follows the
+POST /ner, POST /ner/documents, GET /health, GET /metrics, /docs. With ``--target-p95-ms`` the depth follows the
 load (a ladder of exit policies, ``vee_jax.serving``).
 """
 
@@ -14,7 +14,7 @@ from absl import flags
 
 from .common import define_policy_flags, fail, parse, positive_int, setup_logging, user_errors
 
-DESCRIPTION = ("Serve a trained workdir over HTTP: POST /ner, GET /health, GET /metrics, /docs. "
+DESCRIPTION = ("Serve a trained workdir over HTTP: POST /ner, POST /ner/documents, GET /health, GET /metrics, /docs. "
                "With --target-p95-ms the depth follows the load (a ladder of exit policies).")
 
 
@@ -37,6 +37,14 @@ def define_flags() -> flags.FlagValues:
     positive_int("max_texts", 32, "texts per request (413 past it)", fv)
     positive_int("max_chars", 2000, "characters per text (413 past it)", fv)
     positive_int("max_body_bytes", 1 << 20, "request body size (413 past it)", fv)
+    positive_int("max_document_chars", 100_000, "POST /ner/documents: characters per request, all documents "
+                                                "together (413 past it)", fv)
+    positive_int("max_sentences", 256, "POST /ner/documents: sentences per request (413 past it; at most "
+                                       "--max-queue)", fv)
+    positive_int("max_words", 8192, "POST /ner/documents: words per request (413 past it)", fv)
+    flags.DEFINE_enum("sentences", "auto", ["auto", "pysbd", "lines", "lines+pysbd", "zh", "none"],
+                      "POST /ner/documents: the default sentence rule (auto: the workdir's data format's)",
+                      flag_values=fv)
     positive_int("max_queue", 256, "sentences waiting; past it requests get 503 with Retry-After", fv)
     flags.DEFINE_integer("warmup_subwords", 64, "compile every ladder policy on every batch shape up to this many "
                                                 "subwords at start (0: compile on first use)", lower_bound=0,
@@ -80,9 +88,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         model = TrainedModel.load(fv.workdir, fv.checkpoint)
         predictor = Predictor.from_trained(model, policy_from_input(fv), word_rule=fv.word_rule,
                                            batch_size=fv.batch_size)
+        if fv.sentences != "auto":  # auto: the workdir's data format's, set by from_trained
+            predictor.sentence_rule = fv.sentences
         ladder = build_ladder(fv.ladder, predictor, model.workdir.sweeps_dir)
         limits = Limits(max_texts=fv.max_texts, max_chars=fv.max_chars, max_body_bytes=fv.max_body_bytes,
-                        max_queue=fv.max_queue)
+                        max_queue=fv.max_queue, max_document_chars=fv.max_document_chars,
+                        max_sentences=fv.max_sentences, max_words=fv.max_words)
         app = create_app(predictor, ladder=ladder, target_p95_ms=fv.target_p95_ms, limits=limits,
                          max_wait_ms=fv.max_wait_ms)
     except user_errors() as e:

@@ -13,8 +13,10 @@ from .batcher import Job, MicroBatcher, Overloaded
 from .controller import DepthController, LatencyWindow
 from .ladder import Level, default_ladder, ladder_from_sweep, load_ladder
 from .metrics import LATENCY_BUCKETS, Metrics, ServiceState
-from .schemas import BodyLimit, EntityOut, Limits, NerRequest, NerResponse, ResultOut
+from .schemas import (BodyLimit, DocumentEntityOut, DocumentOut, DocumentsRequest, DocumentsResponse, EntityOut,
+                      Limits, NerRequest, NerResponse, ResultOut, SentenceOut)
 
-__all__ = ["LATENCY_BUCKETS", "BodyLimit", "DepthController", "EntityOut", "Job", "LatencyWindow", "Level", "Limits",
-           "Metrics", "MicroBatcher", "NerRequest", "NerResponse", "Overloaded", "ResultOut", "ServiceState",
+__all__ = ["LATENCY_BUCKETS", "BodyLimit", "DepthController", "DocumentEntityOut", "DocumentOut", "DocumentsRequest",
+           "DocumentsResponse", "EntityOut", "Job", "LatencyWindow", "Level", "Limits",
+           "Metrics", "MicroBatcher", "NerRequest", "NerResponse", "Overloaded", "ResultOut", "SentenceOut", "ServiceState",
            "create_app", "default_ladder", "ladder_from_sweep", "load_ladder"]

@@ -6,10 +6,17 @@
   "exit_layer": m}, ...], "policy": {...}, "level": i}``: the texts wait in the micro-batcher's
   queue and run under the level the controller chose when their batch was dispatched (or under
   the request's own policy); every answer names the policy that produced it.
+* ``POST /ner/documents`` ``{"documents": [...], "sentences": rule?, "policy": {...}?}`` ->
+  ``{"results": [{"entities": [{..., "sentence": k}], "sentences": [{"start", "end", "exit_layer",
+  "words"}]}, ...], "policy": {...}, "level": i}``: documents of any length, cut into sentences
+  (``vee_jax.documents``); offsets into each document. A request's sentences go to the batcher
+  in jobs of at most ``batch_size`` sentences; when it takes more than one job they all run
+  under the level in force when the request was admitted, so one policy answers it.
 * ``GET /health``, ``GET /metrics`` (Prometheus), ``/openapi.json`` and ``/docs``.
 
 Nothing is dropped: a request is answered, or refused at once with 503 and ``Retry-After`` when
-the queue is full. Limits (texts per request, characters per text, body bytes) give 413;
+the queue is full. Limits (texts per request, characters per text; characters, sentences and words per documents
+request; body bytes) give 413;
 malformed requests 400 (bad JSON) or 422 (a field of the wrong type, an unknown policy).
 """
 
@@ -25,19 +32,24 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from ..documents import assemble, plan_documents
 from ..policies import Policy, policy_from_input
+from ..sentences import RULES as SENTENCE_RULES
 from ..predict import Predictor, to_prediction
+from ..windows import sentence_rows
 from ..words import split_words
 from .batcher import Job, MicroBatcher, Overloaded
 from .controller import DepthController
 from .ladder import Level, default_ladder
 from .metrics import Metrics, ServiceState
-from .schemas import BodyLimit, Limits, NerRequest, NerResponse
+from .schemas import BodyLimit, DocumentsRequest, DocumentsResponse, Limits, NerRequest, NerResponse
 
 NER_ERRORS = {400: {"description": "invalid JSON"},
               413: {"description": "too many texts, a text or the body too long"},
               422: {"description": "a field of the wrong type or an invalid policy"},
               503: {"description": "queue full: retry after the Retry-After header's seconds"}}
+DOCUMENTS_ERRORS = {**NER_ERRORS, 413: {"description": "too many characters, sentences or words in the request, "
+                                                       "or the body too long"}}
 
 
 def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -59,6 +71,8 @@ class _Admission:
     def __init__(self, predictor: Predictor, ladder: Sequence[Level], limits: Limits):
         self.predictor, self.limits = predictor, limits
         self.max_texts = min(limits.max_texts, predictor.batch_size)
+        # a request's sentences must fit in the queue at once, or it could never be admitted
+        self.max_sentences = max(1, min(limits.max_sentences, limits.max_queue))
         self.known = {lv.policy for lv in ladder}
         self.request_policies: set[Policy] = set()
 
@@ -74,12 +88,35 @@ class _Admission:
         p = self.predictor
         words = [split_words(t, p.word_rule) for t in texts]
         encoded = p.encode([[w for w, _, _ in ws] for ws in words])
-        for i, e in enumerate(encoded):  # one row per text: the micro-batcher does not run windows
-            if e.length < e.num_words:
-                raise HTTPException(413, f"texts.{i}: longer than the model's limit of {p.max_subwords} "
-                                         f"subwords ({e.num_words} words; predict.py runs such texts as "
-                                         f"overlapping windows, this service does not)")
+        if len(encoded) > p.batch_size:  # a request is one batch; a long text is several window rows
+            raise HTTPException(413, f"texts: {len(encoded)} rows ({len(encoded) - len(texts)} extra windows of texts "
+                                     f"past the model's limit of {p.max_subwords} subwords), at most "
+                                     f"{p.batch_size} per request: send fewer texts, or POST /ner/documents")
         return words, encoded
+
+    def documents(self, request: DocumentsRequest):
+        """The documents' sentence plan and encoded sentences, within the per-request limits."""
+        docs, lim = request.documents, self.limits
+        if not docs:
+            raise HTTPException(422, "documents: give at least one document")
+        chars = sum(len(d) for d in docs)
+        if chars > lim.max_document_chars:
+            raise HTTPException(413, f"documents: {chars} characters in all, at most {lim.max_document_chars} "
+                                     f"per request (max_document_chars)")
+        rule = request.sentences or self.predictor.sentence_rule
+        if rule not in SENTENCE_RULES:
+            raise HTTPException(422, f"sentences: unknown sentence rule {rule!r}; expected one of "
+                                     f"{', '.join(SENTENCE_RULES)}")
+        plan = plan_documents(docs, rule, self.predictor.word_rule)
+        if len(plan) > self.max_sentences:
+            raise HTTPException(413, f"documents: {len(plan)} sentences in all, at most {self.max_sentences} "
+                                     f"per request (max_sentences)")
+        words = sum(len(sp.words) for sp in plan)
+        if words > lim.max_words:
+            raise HTTPException(413, f"documents: {words} words in all, at most {lim.max_words} per request "
+                                     f"(max_words)")
+        encoded = self.predictor.encode([[w for w, _, _ in sp.words] for sp in plan]) if plan else []
+        return plan, encoded
 
     def policy(self, request: NerRequest) -> Policy | None:
         """The request's own policy; None: the controller's."""
@@ -96,6 +133,20 @@ class _Admission:
                                          f"ladder's, see GET /health")
             self.request_policies.add(pol)
         return pol
+
+
+def _jobs(encoded: Sequence, rows: int) -> list[list]:
+    """Encoded rows in jobs of at most ``rows``, never cutting a sentence's windows apart (its rows
+    from one at word offset 0 to the next); a sentence of more windows than ``rows`` is a 413."""
+    jobs: list[list] = []
+    for group in sentence_rows([e.offset for e in encoded]):
+        if len(group) > rows:
+            raise HTTPException(413, f"documents: a sentence of {encoded[group[0]].num_words} words runs as "
+                                     f"{len(group)} windows, more than a batch of {rows} rows")
+        if not jobs or len(jobs[-1]) + len(group) > rows:
+            jobs.append([])
+        jobs[-1].extend(encoded[r] for r in group)
+    return jobs
 
 
 async def _answer(batcher: MicroBatcher, job: Job) -> None:
@@ -172,11 +223,41 @@ def create_app(predictor: Predictor, *, ladder: Sequence[Level] | None = None, t
         return {"results": [p.to_dict(with_text=False) for p in preds], "policy": job.policy_used.to_dict(),
                 "level": job.level}
 
+    @app.post("/ner/documents", response_model=DocumentsResponse, responses=DOCUMENTS_ERRORS)
+    async def ner_documents(request: DocumentsRequest):
+        """Entities of documents of any length: offsets into each document, each one's sentence and
+        score, and every sentence's span and exit layer."""
+        t0 = time.perf_counter()
+        plan, encoded = admission.documents(request)
+        policy, level = admission.policy(request), None
+        rows = batcher.max_rows
+        if policy is None and len(encoded) > rows:  # several jobs: all under the level in force now
+            level, policy = batcher.current()
+        jobs = [Job(part, policy, batcher.clock()) for part in _jobs(encoded, rows)]
+        try:
+            await asyncio.gather(*(_answer(batcher, j) for j in jobs))
+        except Overloaded as e:
+            return JSONResponse({"detail": str(e)}, status_code=503, headers={"Retry-After": str(e.retry_after_s)})
+        if any(isinstance(j.error, Overloaded) for j in jobs):
+            return JSONResponse({"detail": "the service is stopping"}, status_code=503, headers={"Retry-After": "1"})
+        failed = next((j.error for j in jobs if j.error is not None), None)
+        if failed is not None:
+            raise HTTPException(500, f"inference failed: {failed}")
+        if jobs:
+            used, level = (jobs[0].policy_used, jobs[0].level) if level is None else (policy, level)
+        else:  # no sentence in any document: nothing ran
+            level, used = batcher.current() if policy is None else (None, policy)
+        docs = assemble(request.documents, plan, [r for j in jobs for r in j.results])
+        metrics.request("/ner/documents", 200, None)
+        return {"results": [d.to_dict(with_text=False) for d in docs], "policy": used.to_dict(), "level": level}
+
     @app.middleware("http")
     async def count(request: Request, call_next):
         response = await call_next(request)
-        if not (request.url.path == "/ner" and response.status_code == 200):  # answered /ner: counted above
-            metrics.request(request.url.path if request.url.path in ("/ner", "/health", "/metrics") else "other",
+        answered = request.url.path in ("/ner", "/ner/documents") and response.status_code == 200
+        if not answered:  # answered: counted above
+            metrics.request(request.url.path if request.url.path in ("/ner", "/ner/documents", "/health", "/metrics")
+                            else "other",
                             response.status_code, None)
         return response
 
@@ -185,11 +266,13 @@ def create_app(predictor: Predictor, *, ladder: Sequence[Level] | None = None, t
         """Liveness and what the service runs: model, ladder, level in force, queue."""
         level, policy = batcher.current()
         return {"status": "ok", "num_layers": predictor.num_layers, "labels": predictor.labels,
-                "word_rule": predictor.word_rule, "batch_size": predictor.batch_size,
+                "word_rule": predictor.word_rule, "sentence_rule": predictor.sentence_rule,
+                "batch_size": predictor.batch_size,
                 "level": level, "policy": policy.to_dict(), "target_p95_ms": controller.target_ms,
                 "ladder": [lv.to_dict() for lv in ladder], "queue": batcher.queued,
                 "compilations": predictor.compilations,
-                "limits": {**dataclasses.asdict(limits), "max_texts": admission.max_texts}}
+                "limits": {**dataclasses.asdict(limits), "max_texts": admission.max_texts,
+                           "max_sentences": admission.max_sentences}}
 
     @app.get("/metrics", response_class=Response)
     async def prometheus(request: Request):

@@ -48,6 +48,12 @@ class Job:
     error: BaseException | None = None
     callback: Any = None  # called (in the worker thread) when done
 
+    @property
+    def sentences(self) -> int:
+        """Sentences in ``encoded``: a sentence past the subword limit is several window rows, the
+        first at word offset 0 (``Predictor.run_batch`` answers once per sentence)."""
+        return sum(getattr(e, "offset", 0) == 0 for e in self.encoded)
+
 
 class MicroBatcher:
     """A worker thread that runs queued requests in micro-batches under the controller's policy.
@@ -169,7 +175,7 @@ class MicroBatcher:
             self.metrics.batch([r.exit_layer for r in results])
             k = 0
             for j in jobs:
-                n = len(j.encoded)
+                n = j.sentences
                 self._finish(j, results=results[k:k + n], policy=policy, level=level)
                 k += n
 

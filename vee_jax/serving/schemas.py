@@ -1,6 +1,7 @@
 """The HTTP API's types (its OpenAPI schema) and limits: what a request may be, what an answer is.
 
-``NerRequest`` / ``NerResponse`` (pydantic) are ``POST /ner``'s body and answer; ``Limits`` holds
+``NerRequest`` / ``NerResponse`` (pydantic) are ``POST /ner``'s body and answer, ``DocumentsRequest`` /
+``DocumentsResponse`` those of ``POST /ner/documents``; ``Limits`` holds
 the request limits (413 past them); ``BodyLimit`` is the ASGI middleware that refuses a body over
 ``max_body_bytes`` before it is read whole.
 """
@@ -29,6 +30,8 @@ class ResultOut(BaseModel):
 
     entities: list[EntityOut]
     exit_layer: int = Field(description="1-based layer the sentence left the network at")
+    windows: int = Field(1, description="overlapping windows the text ran as (1 unless longer than the "
+                                        "model's subword limit; their tables are merged, no word is dropped)")
 
 
 class NerRequest(BaseModel):
@@ -50,15 +53,69 @@ class NerResponse(BaseModel):
     level: int | None = Field(description="its ladder level (0 = deepest); null for a request's own policy")
 
 
+class DocumentEntityOut(EntityOut):
+    """An entity of a document: characters ``[start, end)`` of the DOCUMENT and its sentence."""
+
+    sentence: int = Field(description="index of its sentence in the document's sentences")
+
+
+class SentenceOut(BaseModel):
+    """A sentence of a document: its characters, exit layer and words."""
+
+    start: int = Field(description="first character of the sentence in the document")
+    end: int = Field(description="one past its last character (document[start:end] is the sentence)")
+    exit_layer: int = Field(description="1-based layer the sentence left the network at")
+    words: int = Field(description="its words (by the service's word rule)")
+    windows: int = Field(1, description="overlapping windows the sentence ran as (1 unless longer than the "
+                                        "model's subword limit; their tables are merged, no word is dropped)")
+
+
+class DocumentOut(BaseModel):
+    """One document's entities (document offsets) and its sentences in text order."""
+
+    entities: list[DocumentEntityOut]
+    sentences: list[SentenceOut]
+
+
+class DocumentsRequest(BaseModel):
+    """``POST /ner/documents``'s body."""
+
+    model_config = ConfigDict(extra="forbid")
+    documents: list[str] = Field(description="the documents, any length within the limits (GET /health)",
+                                 examples=[["IL-2 gene expression requires NF-kappa B. It acts in T cells."]])
+    sentences: str | None = Field(
+        None, description="how documents are cut into sentences: pysbd, lines, lines+pysbd, zh or none "
+                          "(default: the rule of the model's data format, GET /health)")
+    policy: dict[str, Any] | None = Field(
+        None, description="an exit policy for this request instead of the controller's (as in POST /ner)")
+
+
+class DocumentsResponse(BaseModel):
+    """``POST /ner/documents``'s answer: one result per document, in order, and the policy that made them."""
+
+    results: list[DocumentOut]
+    policy: dict[str, Any] = Field(description="the policy that produced these results")
+    level: int | None = Field(description="its ladder level (0 = deepest); null for a request's own policy")
+
+
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """Request limits (413 past them); ``max_texts`` is also capped at the predictor's batch size."""
+    """Request limits (413 past them); ``max_texts`` is also capped at the predictor's batch size.
+
+    ``POST /ner``: ``max_texts`` texts of at most ``max_chars`` characters. ``POST /ner/documents``,
+    per request (all its documents together): ``max_document_chars`` characters,
+    ``max_sentences`` sentences (also capped at ``max_queue``: a request must fit in the queue) and
+    ``max_words`` words. Both: ``max_body_bytes``.
+    """
 
     max_texts: int = 32
     max_chars: int = 2000
     max_body_bytes: int = 1 << 20
     max_queue: int = 256
     max_request_policies: int = 8
+    max_document_chars: int = 100_000
+    max_sentences: int = 256
+    max_words: int = 8192
 
 
 class _TooLarge(Exception):
@@ -100,4 +157,5 @@ class BodyLimit:
             await self._send_413(send)
 
 
-__all__ = ["BodyLimit", "EntityOut", "Limits", "NerRequest", "NerResponse", "ResultOut"]
+__all__ = ["BodyLimit", "DocumentEntityOut", "DocumentOut", "DocumentsRequest", "DocumentsResponse", "EntityOut",
+           "Limits", "NerRequest", "NerResponse", "ResultOut", "SentenceOut"]
