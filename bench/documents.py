@@ -19,8 +19,10 @@ Per corpus, with one model and one policy:
   (``Predictor.predict_words``), entities mapped to the same character spans: what is lost to
   the splitter and the word rule is the difference;
 * ``agreement_f1``: the two predictions against each other;
-* ``words_dropped``: gold words that lie in no predicted sentence (a sentence is analysed whole:
-  past the subword limit it runs as windows, so this counts what a splitter could lose);
+* ``words_dropped``: gold words none of whose characters lie in a predicted sentence (never
+  analysed; a sentence is analysed whole, past the subword limit as windows);
+* ``words_cut``: gold words a predicted sentence boundary cuts in two (analysed, in two
+  sentences: a splitter's error, e.g. after an abbreviation's period);
 * throughput at batch 1 and at the default batch size: documents/s and words/s over the whole
   corpus, splitting included, after a pass that compiled every shape (best of ``--rounds``);
 * the splitter's boundary precision/recall (a boundary: where sentences 2, 3, ... start).
@@ -115,6 +117,21 @@ def prf(gold: list[set], pred: list[set]) -> dict:
             "tp": tp, "n_gold": ng, "n_pred": npred}
 
 
+def word_coverage(preds, docs) -> dict[str, int]:
+    """``words_dropped`` (gold words with no character in any predicted sentence) and ``words_cut``
+    (gold words that cross a predicted sentence's edge) over all documents."""
+    dropped = cut = 0
+    for p, d in zip(preds, docs):
+        spans = [(s.start, s.end) for s in p.sentences]
+        for offs, _ in d["sentences"]:
+            for a, b in offs:
+                inside = any(s <= a and b <= e for s, e in spans)
+                touched = any(s < b and a < e for s, e in spans)
+                dropped += not touched
+                cut += touched and not inside
+    return {"words_dropped": dropped, "words_cut": cut}
+
+
 def run_corpus(predictor, docs: list[dict], rule: str, rounds: int) -> dict:
     texts = [d["text"] for d in docs]
     words_gold = sum(len(w) for d in docs for _, w in d["sentences"])
@@ -135,8 +152,7 @@ def run_corpus(predictor, docs: list[dict], rule: str, rounds: int) -> dict:
     n_got, n_want = sum(map(len, got_b)), sum(map(len, want_b))
     words = sum(p.num_words for p in preds)
     out = {"documents": len(docs), "gold_sentences": len(flat), "sentences": sum(len(p.sentences) for p in preds),
-           "words": words, "gold_words": words_gold, "words_dropped": sum(not any(s.start <= a and b <= s.end for s in p.sentences)
-                                           for p, d in zip(preds, docs) for offs, _ in d["sentences"] for a, b in offs),
+           "words": words, "gold_words": words_gold, **word_coverage(preds, docs),
            "sentence_rule": rule,
            "f1_documents": prf(gold, from_docs), "f1_gold_sentences": prf(gold, from_gold),
            "agreement_f1": prf(from_gold, from_docs)["f1"],
@@ -170,13 +186,13 @@ def markdown(result: dict) -> str:
     lines = [f"Documents through `Predictor.predict_documents` (workdir `{result['workdir']}`, policy "
              f"`{json.dumps(result['policy'])}`, batch size {result['batch_size']}); {result['cpu']}, "
              f"{result['threads']} CPU threads.", ""]
-    lines += ["| corpus | docs | sentences (gold) | words | dropped | F1 documents | F1 gold sentences | agreement | "
+    lines += ["| corpus | docs | sentences (gold) | words | dropped | cut | F1 documents | F1 gold sentences | agreement | "
               "boundary P | boundary R | docs/s b1 | words/s b1 | docs/s bN | words/s bN | avg exit |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in result["corpora"].items():
         bn = r[f"batch_{result['batch_size']}"]
         lines.append(f"| {name} ({r['sentence_rule']}) | {r['documents']} | {r['sentences']} ({r['gold_sentences']}) | "
-                     f"{r['words']:,} | {r['words_dropped']} | {r['f1_documents']['f1']:.4f} | "
+                     f"{r['words']:,} | {r['words_dropped']} | {r['words_cut']} | {r['f1_documents']['f1']:.4f} | "
                      f"{r['f1_gold_sentences']['f1']:.4f} | {r['agreement_f1']:.4f} | "
                      f"{r['boundaries']['precision']:.4f} | {r['boundaries']['recall']:.4f} | "
                      f"{r['batch_1']['documents_per_s']:.2f} | {r['batch_1']['words_per_s']:,.0f} | "

@@ -34,7 +34,7 @@ from vee_jax.data.features import batch_plan, collate, encode_sentences  # noqa:
 from vee_jax.data.splits import read_file  # noqa: E402
 from vee_jax.data.sentence import Sentence  # noqa: E402
 from vee_jax.decode import decode_table  # noqa: E402
-from vee_jax.engine import prepare, vee_infer  # noqa: E402
+from vee_jax.engine import vee_infer  # noqa: E402
 from vee_jax.predict import Predictor, batch_shape, rows_bucket  # noqa: E402
 from vee_jax.trained import load_run_info  # noqa: E402
 

@@ -103,10 +103,11 @@ def predictor(tiny_workdir):
 
 def test_predictor_equals_eval_on_the_same_words(tiny_workdir, predictor):
     from vee_jax.commands import eval as eval_command
+    from vee_jax.commands.common import parse
 
     data = tiny_workdir / "data.json"
     fv = eval_command.define_flags()
-    eval_command.parse(fv, "eval.py", "", ["--workdir", str(tiny_workdir), "--data", str(data), "--strategy", "vee",
+    parse(fv, "eval.py", "", ["--workdir", str(tiny_workdir), "--data", str(data), "--strategy", "vee",
                                      "--measure", "kl", "--tau", str(POLICY["tau"]), "--patience", "1", "--batch-size", "8",
                                      "--quiet"])
     ev, _ = eval_command.evaluate(fv)

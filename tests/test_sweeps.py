@@ -239,6 +239,7 @@ def test_sweep_cli_caches_and_invalidates(tmp_path, setup, monkeypatch):
     """eval.py --sweep: builds the caches once, reuses them without loading the model, rebuilds a
     split when the checkpoint step or its data file changes; writes the CSV, figures and Table 1."""
     from vee_jax.commands import eval as eval_command
+    from vee_jax.commands.common import parse
     from vee_jax.trained import TrainedModel
 
     wd = _write_workdir(tmp_path, setup)
@@ -252,7 +253,7 @@ def test_sweep_cli_caches_and_invalidates(tmp_path, setup, monkeypatch):
     monkeypatch.setattr(TrainedModel, "load", classmethod(fake_load))
 
     fv = eval_command.define_flags()
-    eval_command.parse(fv, "eval.py", "", ["--workdir", str(wd), "--checkpoint", "latest", "--sweep", "--quiet",
+    parse(fv, "eval.py", "", ["--workdir", str(wd), "--checkpoint", "latest", "--sweep", "--quiet",
                                            "--edit-max-words", "4", "--bootstrap", "50", "--batch-size", "4"])
 
     def run_sweep():

@@ -219,15 +219,8 @@ def _rngs(rng: jax.Array | None) -> dict:
     return {} if rng is None else {"dropout": rng}
 
 
-def embed(
-    config: BertConfig,
-    params: Params,
-    input_ids: jax.Array,
-    attention_mask: jax.Array,
-    token_type_ids: jax.Array | None = None,
-    *,
-    rng: jax.Array | None = None,
-) -> jax.Array:
+def embed(config: BertConfig, params: Params, input_ids: jax.Array, attention_mask: jax.Array,
+          token_type_ids: jax.Array | None = None, *, rng: jax.Array | None = None) -> jax.Array:
     """Embedding output h^(0) (``BertEmbeddings`` on ``params["embeddings"]``).
 
     Args: input_ids, attention_mask, token_type_ids: [B, T] ints. ``rng``: dropout key
@@ -279,15 +272,8 @@ def layer_step(
     return transformer_layer(config, lp, hidden, bias, rng=rng)
 
 
-def encode_layers(
-    config: BertConfig,
-    params: Params,
-    input_ids: jax.Array,
-    attention_mask: jax.Array,
-    token_type_ids: jax.Array | None = None,
-    *,
-    rng: jax.Array | None = None,
-) -> jax.Array:
+def encode_layers(config: BertConfig, params: Params, input_ids: jax.Array, attention_mask: jax.Array,
+                  token_type_ids: jax.Array | None = None, *, rng: jax.Array | None = None) -> jax.Array:
     """Every hidden state: [M+1, B, T, d], the embedding output then layers 1..M (``BertEncoder``)."""
     return BertEncoder(config).apply({"params": params}, input_ids, attention_mask, token_type_ids,
                                      deterministic=rng is None, rngs=_rngs(rng))

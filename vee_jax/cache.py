@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import CacheError  # noqa: F401  (its old import path: errors.CacheError)
+from .errors import CacheError, DiskFullError, is_disk_full  # noqa: F401  (CacheError: its old import path)
 from .trained import Workdir
 
 log = logging.getLogger("vee_jax")
@@ -116,8 +116,16 @@ def table_cache_path(workdir: str | Path, key: dict[str, Any]) -> Path:
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if not is_disk_full(e):
+            raise
+        raise DiskFullError(f"{path}: the disk is full: this cache could not be written (its partial file "
+                            f"removed; the caches already there are kept). Free space, or point the sweep's "
+                            f"workdir elsewhere, and run again") from None
     os.replace(tmp, path)
 
 

@@ -29,10 +29,8 @@ is dropped.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .sentences import RULE_OF_FORMAT as SENTENCE_RULE_OF_FORMAT
 from .sentences import RULES as SENTENCE_RULES
 from .sentences import split_sentences
 from .words import Word, split_words
@@ -45,10 +43,11 @@ from .policies import Policy
 
 # --- results ---------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
-class DocumentEntity:
-    """An entity: characters ``[start, end)`` of the DOCUMENT, its sentence index and score.
+class Entity:
+    """One entity: characters ``[start, end)`` of the text (``text[start:end] == self.text``).
 
-    ``words``: ``(first, last)`` word indices within its sentence, last inclusive.
+    ``words``: ``(first, last)`` word indices, last inclusive (the table cell). ``score``: the
+    probability of ``type`` in the table the span was decoded from.
     """
 
     start: int
@@ -56,12 +55,22 @@ class DocumentEntity:
     type: str
     text: str
     score: float
-    sentence: int
     words: tuple[int, int]
 
     def to_dict(self) -> dict[str, Any]:
         return {"start": self.start, "end": self.end, "type": self.type, "text": self.text,
-                "score": round(self.score, 6), "sentence": self.sentence}
+                "score": round(self.score, 6)}
+
+
+@dataclasses.dataclass(frozen=True)
+class DocumentEntity(Entity):
+    """An entity of a document: characters ``[start, end)`` of the DOCUMENT and its sentence index;
+    ``words`` are word indices within that sentence."""
+
+    sentence: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "sentence": self.sentence}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +168,7 @@ def assemble(texts: Sequence[str], plan: Sequence[SentencePlan],
         text = texts[sp.doc]
         for s, e, t, p in r.spans:
             a, b = sp.words[s][1], sp.words[e][2]
-            ents[sp.doc].append(DocumentEntity(a, b, t, text[a:b], float(p), k, (s, e)))
+            ents[sp.doc].append(DocumentEntity(a, b, t, text[a:b], float(p), (s, e), sentence=k))
     out = []
     for text, es, ss in zip(texts, ents, sents):
         es.sort(key=lambda x: (x.start, x.end, x.type))
@@ -207,5 +216,5 @@ def predict_documents(predictor: "Predictor", texts: Sequence[str],
     return assemble(texts, plan, results)
 
 
-__all__ = ["DocumentEntity", "DocumentPrediction", "SENTENCE_RULES", "SentencePlan", "SentenceResult", "assemble",
+__all__ = ["DocumentEntity", "DocumentPrediction", "Entity", "SENTENCE_RULES", "SentencePlan", "SentenceResult", "assemble",
            "default_sentence_rule", "plan_documents", "predict_documents"]

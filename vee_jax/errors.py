@@ -34,6 +34,24 @@ class BackboneError(UserError):
     """A backbone folder that cannot be loaded; the message says what was found and expected."""
 
 
+class DiskFullError(UserError):
+    """The disk filled while a checkpoint or a cache was written; the message says what failed and
+    what was kept (nothing half-written is ever read: both are written aside and renamed)."""
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """``e`` (or what caused it) is a full disk: ``OSError`` ENOSPC, or a library's error that
+    carries it in its text (Orbax and TensorStore raise ``ValueError("RESOURCE_EXHAUSTED: ...
+    No space left on device [os_error_code='28']")`` from their writer threads)."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(e) or f"os_error_code='{errno.ENOSPC}'" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 class CacheError(UserError):
     """A cache that cannot be built as asked (no checkpoint, no data file)."""
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -236,14 +236,25 @@ class VeePolicy(Policy):
                     "measure": measure, "tau": np.repeat(taus, P).tolist(), "patience": np.tile(pats, T).tolist()}
 
 
+@dataclasses.dataclass(frozen=True)
 class _ThresholdPolicy(Policy):
-    """Exit at the first layer whose signal (``name``) is below (``below``) or above tau."""
+    """Exit at the first layer whose signal (``name``) is below (``below``) or above tau.
 
+    A subclass names itself, its direction and its signal ``(probs [B, L, L, K], lengths [B]) ->
+    [B]`` in its class line, and redeclares ``tau`` with its default (the field keeps its place).
+    """
+
+    tau: float = 0.0
+    ensemble: bool = False
     below: ClassVar[bool] = True
     KNOBS: ClassVar[dict[str, str]] = {"tau": "float32"}
 
+    def __init_subclass__(cls, *, name: str, below: bool, signal: Callable, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.name, cls.below, cls.signal_of = name, below, staticmethod(signal)
+
     def _signal(self, probs_m, lengths):
-        raise NotImplementedError
+        return self.signal_of(probs_m, lengths)
 
     def stop(self, probs_m, history, m, lengths, knobs, history_kl=None):
         s = self._signal(probs_m, lengths)
@@ -266,30 +277,18 @@ class _ThresholdPolicy(Policy):
 
 @register
 @dataclasses.dataclass(frozen=True)
-class EntropyPolicy(_ThresholdPolicy):
+class EntropyPolicy(_ThresholdPolicy, name="entropy", below=True, signal=normalized_entropy):  # Eq. 6, NOTES 2
     """BranchyNet: exit at the first layer whose normalised entropy (Eq. 6, NOTES 2) is < tau."""
 
     tau: float = 0.1
-    ensemble: bool = False
-    name: ClassVar[str] = "entropy"
-    below: ClassVar[bool] = True
-
-    def _signal(self, probs_m, lengths):
-        return normalized_entropy(probs_m, lengths)  # Eq. 6, NOTES item 2
 
 
 @register
 @dataclasses.dataclass(frozen=True)
-class MaxProbPolicy(_ThresholdPolicy):
+class MaxProbPolicy(_ThresholdPolicy, name="maxprob", below=False, signal=mean_max_prob):
     """Shallow-Deep: exit at the first layer whose mean (over valid cells) max probability is > tau."""
 
     tau: float = 0.9
-    ensemble: bool = False
-    name: ClassVar[str] = "maxprob"
-    below: ClassVar[bool] = False
-
-    def _signal(self, probs_m, lengths):
-        return mean_max_prob(probs_m, lengths)
 
 
 @register

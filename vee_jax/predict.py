@@ -33,6 +33,7 @@ from .data.features import (SUBWORD_BUCKETS, Encoded, batch_plan, bucket, collat
                             encode_sentences)
 from .data.sentence import Sentence
 from .decode import decode_table
+from .documents import Entity
 from .policies import Policy, check_policy, policy_from_input
 from .windows import Gather, merge_tables, sentence_exit_layer, sentence_rows
 from .words import RULE_OF_FORMAT, Word, split_words
@@ -44,24 +45,6 @@ ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 # --- results ---------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Entity:
-    """One entity: characters ``[start, end)`` of the text (``text[start:end] == self.text``).
-
-    ``words``: ``(first, last)`` word indices, last inclusive (the table cell). ``score``: the
-    probability of ``type`` in the table the span was decoded from.
-    """
-
-    start: int
-    end: int
-    type: str
-    text: str
-    score: float
-    words: tuple[int, int]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"start": self.start, "end": self.end, "type": self.type, "text": self.text,
-                "score": round(self.score, 6)}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,7 +39,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from .config import base_config
-from .errors import WorkdirError
+from .errors import DiskFullError, WorkdirError, is_disk_full
 
 log = logging.getLogger("vee_jax")
 
@@ -107,10 +107,33 @@ def save_checkpoint(mngr: ocp.CheckpointManager, step: int, state: Any, meta: di
     _empty_trash(mngr)  # a replaced step left by a killed run would block the rename below
     if step in mngr.all_steps():
         mngr.delete(step)
-    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-              force=True)
-    mngr.wait_until_finished()
+    try:
+        mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                  force=True)
+        mngr.wait_until_finished()
+    except Exception as e:
+        if not is_disk_full(e):
+            raise
+        raise _checkpoint_disk_full(mngr, step) from None
     _empty_trash(mngr)
+
+
+def _checkpoint_disk_full(mngr: ocp.CheckpointManager, step: int) -> DiskFullError:
+    """The one-line error of a checkpoint that did not fit: what failed, what was kept.
+
+    Orbax wrote the step under a temporary name, so it is never listed; that folder is removed
+    here to give the space back.
+    """
+    folder = Path(mngr.directory)
+    for tmp in folder.glob(f"{step}.orbax-checkpoint-tmp*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    _empty_trash(mngr)
+    kept = [s for s in ocp.utils.checkpoint_steps(folder) if s != step] if folder.is_dir() else []
+    was = (f"the {folder.name} checkpoint of step {max(kept)} is kept, complete" if kept else
+           f"no {folder.name} checkpoint was complete before it")
+    return DiskFullError(f"{folder}: the disk is full: the checkpoint of step {step} could not be written "
+                         f"(its partial files removed); {was}. Free space and run the same command again "
+                         f"to resume")
 
 
 def restore_checkpoint(mngr: ocp.CheckpointManager, like: Any, step: int | None = None):

@@ -22,9 +22,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean "fix your input", printed as one line (exit 2).
 
     Every ``errors.UserError`` (bad data with file and line, a wrong workdir, backbone folder or
-    cache, a config field, option or policy that cannot be used), a missing file and a full
-    disk (``OSError`` with a message that says what was kept). Anything else is a bug and keeps
-    its traceback.
+    cache, a config field, option or policy that cannot be used, a full disk while a checkpoint
+    or a cache was written) and a missing file. Anything else is a bug and keeps its traceback.
     """
     return (UserError, FileNotFoundError)
 
@@ -58,6 +57,25 @@ def parse(fv: flags.FlagValues, prog: str, description: str, argv: Sequence[str]
         fail(f"{prog}: {e} ({prog} --help lists the flags)")
 
 
+def begin(fv: flags.FlagValues, prog: str, description: str, argv: Sequence[str] | None, *,
+          positional: bool = False, keep_memory: bool = True, quiet_flag: str | None = None) -> list[str]:
+    """A command's start: its flags parsed (``parse``), the process settings made, the positional arguments.
+
+    ``positional``: whether arguments besides flags are allowed; ``keep_memory``: tune glibc's
+    malloc for many jitted calls on large batches (``allocator.keep_freed_memory``; train.py
+    leaves it alone); ``quiet_flag``: the name of the flag that silences the log.
+    """
+    rest = parse(fv, prog, description, argv)
+    if rest and not positional:
+        fail(f"{prog}: unexpected arguments {rest}")
+    if keep_memory:
+        from ..allocator import keep_freed_memory
+
+        keep_freed_memory()  # no page faults at each jitted call on large batches (allocator.py)
+    setup_logging(quiet=bool(fv[quiet_flag].value) if quiet_flag else False)
+    return rest
+
+
 def positive_int(name: str, default: int, help: str, fv: flags.FlagValues) -> None:
     flags.DEFINE_integer(name, default, help, lower_bound=1, flag_values=fv)
 
@@ -83,8 +101,18 @@ def setup_logging(quiet: bool = False) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("absl", "orbax", "jax._src"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("absl").addFilter(skip_disk_full)
     if quiet:
         logging.getLogger("vee_jax").setLevel(logging.WARNING)
+
+
+def skip_disk_full(record: logging.LogRecord) -> bool:
+    """Drop Orbax's tracebacks of a full disk (logged from its writer threads through absl): the
+    command reports it as one ``errors.DiskFullError`` line that says what was kept."""
+    from ..errors import is_disk_full
+
+    exc = record.exc_info[1] if record.exc_info else None
+    return not ((exc is not None and is_disk_full(exc)) or "No space left on device" in record.getMessage())
 
 
 def enable_compilation_cache() -> None:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 from absl import flags
 
-from .common import define_policy_flags, fail, parse, positive_int, setup_logging, user_errors
+from .common import begin, define_policy_flags, fail, positive_int, user_errors
 
 log = logging.getLogger("vee_jax")
 
@@ -326,14 +326,8 @@ def evaluate(fv: flags.FlagValues) -> tuple[dict[str, Any], str]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from ..allocator import keep_freed_memory
-
     fv = define_flags()
-    rest = parse(fv, "eval.py", DESCRIPTION, argv)
-    if rest:
-        fail(f"eval.py: unexpected arguments {rest}")
-    keep_freed_memory()  # many jitted calls on large batches: no page faults at each (allocator.py)
-    setup_logging()
+    begin(fv, "eval.py", DESCRIPTION, argv)
     try:
         result, text = evaluate(fv)
     except user_errors() as e:

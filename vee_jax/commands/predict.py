@@ -22,7 +22,7 @@ from typing import Iterable, Iterator, Sequence
 
 from absl import flags
 
-from .common import define_policy_flags, fail, parse, positive_int, setup_logging, user_errors
+from .common import begin, define_policy_flags, fail, positive_int, user_errors
 
 DESCRIPTION = ("Entities in raw text with a trained workdir, one JSON line per input. Inputs come from the "
                "arguments, --input FILE (repeatable; - for stdin) or stdin. Without --sentences and with "
@@ -126,12 +126,8 @@ def write_answers(predictor, chunk: list[dict], documents: bool, out) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     import itertools
 
-    from ..allocator import keep_freed_memory
-
     fv = define_flags()
-    args = parse(fv, "predict.py", DESCRIPTION, argv)
-    keep_freed_memory()  # many jitted calls on large batches: no page faults at each (allocator.py)
-    setup_logging(quiet=fv.quiet)
+    args = begin(fv, "predict.py", DESCRIPTION, argv, positional=True, quiet_flag="quiet")
     from ..policies import policy_from_input
     from ..predict import Predictor
 

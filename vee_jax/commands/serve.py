@@ -12,7 +12,7 @@ from typing import Sequence
 
 from absl import flags
 
-from .common import define_policy_flags, fail, parse, positive_int, setup_logging, user_errors
+from .common import begin, define_policy_flags, fail, positive_int, user_errors
 
 DESCRIPTION = ("Serve a trained workdir over HTTP: POST /ner, POST /ner/documents, GET /health, GET /metrics, /docs. "
                "With --target-p95-ms the depth follows the load (a ladder of exit policies).")
@@ -69,14 +69,8 @@ def build_ladder(ladder_json: str | None, predictor, sweeps_dir):
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from ..allocator import keep_freed_memory
-
     fv = define_flags()
-    rest = parse(fv, "serve.py", DESCRIPTION, argv)
-    if rest:
-        fail(f"serve.py: unexpected arguments {rest}")
-    keep_freed_memory()  # many jitted calls on large batches: no page faults at each (allocator.py)
-    setup_logging()
+    begin(fv, "serve.py", DESCRIPTION, argv)
     log = logging.getLogger("vee_jax")
     from ..paths import display_path
     from ..policies import policy_from_input

@@ -11,7 +11,7 @@ from typing import Sequence
 from absl import flags
 from ml_collections import config_flags
 
-from .common import fail, parse, setup_logging, user_errors
+from .common import begin, fail, user_errors
 
 DESCRIPTION = ("Train a vee_jax model (BERT and a biaffine exit after every layer, jointly) into --workdir; "
                "the same command resumes from its latest checkpoint.")
@@ -29,10 +29,7 @@ def define_flags() -> flags.FlagValues:
 
 def main(argv: Sequence[str] | None = None) -> None:
     fv = define_flags()
-    rest = parse(fv, "train.py", DESCRIPTION, argv)
-    if rest:
-        fail(f"train.py: unexpected arguments {rest}")
-    setup_logging()
+    begin(fv, "train.py", DESCRIPTION, argv, keep_memory=False)  # training leaves glibc's malloc alone
     from ..trainer import TrainingError, train_and_evaluate
 
     try:

@@ -102,14 +102,17 @@ def _json_values(text: str, path: PathArg) -> Iterator[tuple[Any, int]]:
     def fail(pos: int, problem: str, record: int) -> DataError:
         return _located(path, text, pos, f"invalid JSON: {problem}", record)
 
+    def close_array(i: int, record: int) -> None:
+        """``text[i]`` is the array's ``]``: only whitespace may follow it."""
+        i = ws.match(text, i + 1).end()
+        if i != n:
+            raise fail(i, "extra data after the array", record)
+
     record = 0
     if text[i] == "[":  # one array of records (the W2NER files)
         i = ws.match(text, i + 1).end()
         if i < n and text[i] == "]":
-            i = ws.match(text, i + 1).end()
-            if i != n:
-                raise fail(i, "extra data after the array", record)
-            return
+            return close_array(i, record)
         while True:
             if i >= n:
                 raise fail(i, "the array is not closed", record)
@@ -120,10 +123,7 @@ def _json_values(text: str, path: PathArg) -> Iterator[tuple[Any, int]]:
             if i < n and text[i] == ",":
                 i = ws.match(text, i + 1).end()
             elif i < n and text[i] == "]":
-                i = ws.match(text, i + 1).end()
-                if i != n:
-                    raise fail(i, "extra data after the array", record)
-                return
+                return close_array(i, record)
             else:
                 raise fail(i, "expected ',' or ']' after a record", record)
     else:  # JSON Lines: values separated by whitespace
