@@ -128,6 +128,21 @@ def test_predictor_equals_eval_on_the_same_words(tiny_workdir, predictor):
         assert [(e.words[0], e.words[1], e.type) for e in pred.entities] == [(s, e, t) for s, e, t, _ in got[i].spans]
 
 
+def test_continuous_engine_equals_whole_batches(tiny_workdir, predictor):
+    """Predictor(engine="continuous") (batched_infer) gives the whole-batch loop's spans and exit layers."""
+    from vee_jax.predict import Predictor
+
+    sentences = [r["sentence"] for r in json.loads((tiny_workdir / "data.json").read_text())]
+    cont = Predictor.from_workdir(tiny_workdir, policy=POLICY, batch_size=4)
+    cont.engine = "continuous"
+    want, got = predictor.predict_words(sentences), cont.predict_words(sentences)
+    assert [p.exit_layer for p in got] == [p.exit_layer for p in want]
+    assert len({p.exit_layer for p in got}) > 1  # sentences leave at different layers
+    assert [[s[:3] for s in p.spans] for p in got] == [[s[:3] for s in p.spans] for p in want]
+    with pytest.raises(ValueError, match="engine must be one of loop, continuous"):
+        Predictor(cont.spec, None, cont.tokenizer, cont.labels, True, prepared=cont.model, engine="fast")
+
+
 def test_entities_have_offsets_into_the_text(predictor):
     texts = ["IL-2 gene expression requires NF-kappa B.", "  Activation of (T cells) by anti-CD3,\te.g. in vitro.  ",
              "", "中 文"]

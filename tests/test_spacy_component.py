@@ -43,6 +43,25 @@ def test_entry_point_names_the_factory():
     assert "vee_ner" in spacy.registry.factories.get_all()
 
 
+def test_installed_entry_point_needs_no_import(tiny_workdir):
+    """An installed vee_jax: spaCy finds "vee_ner" by its entry point, the script imports no vee_jax."""
+    import subprocess
+    import sys
+    from importlib.metadata import entry_points
+
+    if not any(e.name == "vee_ner" for e in entry_points(group="spacy_factories")):
+        pytest.skip("the installed vee_jax metadata predates the entry point (pip install -e . registers it)")
+    script = ("import sys, spacy\n"
+              "nlp = spacy.blank('en')\n"
+              "nlp.add_pipe('vee_ner', config={'workdir': sys.argv[1], 'batch_size': 4})\n"
+              "doc = nlp('IL-2 gene expression requires NF-kappa B.')\n"
+              "print('vee' in doc.spans, 'vee_jax' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", script, str(tiny_workdir)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split() == ["True", "True"]  # the entry point imported vee_jax, the script did not
+
+
 def test_blank_english_pipeline(nlp, texts):
     doc = nlp(" ".join(texts[:3]))
     group = doc.spans["vee"]

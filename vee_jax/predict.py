@@ -120,11 +120,19 @@ class Predictor:
       max_subwords: the model's subword limit; longer sentences run as overlapping windows.
       batch_size: at most this many sentences per engine call.
       prepared: ``params`` already in ``engine.prepare``'s layout (``TrainedModel.prepared``).
+      engine: how ``run`` batches many sentences: ``"loop"``, whole batches through ``vee_infer``
+        (a batch runs until its slowest sentence exits), or ``"continuous"``, ``batched_infer``
+        (an exited sentence stops costing compute; the rule between them: docs/performance.md).
     """
+
+    ENGINES = ("loop", "continuous")
 
     def __init__(self, spec, params: Any, tokenizer, labels: Sequence[str], nested: bool, *,
                  policy: Policy | Mapping[str, Any] | str | None = None, word_rule: str = "ptb",
-                 max_subwords: int = 512, batch_size: int = 32, prepared: Mapping[str, Any] | None = None):
+                 max_subwords: int = 512, batch_size: int = 32, prepared: Mapping[str, Any] | None = None,
+                 engine: str = "loop"):
+        if engine not in self.ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(self.ENGINES)}, got {engine!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         split_words("", word_rule)  # validates the rule
@@ -137,6 +145,7 @@ class Predictor:
         self.model = prepared if prepared is not None else prepare(spec.bert, params["encoder"], params["exits"])
         self.labels, self.nested = list(labels), bool(nested)
         self.word_rule, self.max_subwords, self.batch_size = word_rule, max_subwords, batch_size
+        self.engine = engine
         self.policy = self.check(policy_from_input(policy))
         self._compiled: set[tuple] = set()
 
@@ -212,6 +221,8 @@ class Predictor:
         One result per sentence (``windows.sentence_rows``): a windowed sentence is decided once
         all its windows have run, and only unfinished sentences' tables are kept meanwhile.
         """
+        if self.engine == "continuous" and self.batch_size > 1 and len(encoded) > 1:
+            return self.run_continuous(encoded, policy)
         gather = Gather([e.offset for e in encoded])
         out: list[WordPrediction | None] = [None] * len(gather.groups)
         plan = batch_plan(encoded, self.batch_size, shuffle=False)
@@ -226,6 +237,16 @@ class Predictor:
                 for s, got in gather.add(i, (probs[r, :n, :n], int(exits[r]))):
                     out[s] = self.decide([encoded[j] for j in gather.groups[s]], got)
         return out  # type: ignore[return-value]
+
+    def run_continuous(self, encoded: Sequence[Encoded], policy: Policy) -> list[WordPrediction]:
+        """All rows through ``batched_infer`` (continuous batching, batches of ``batch_size``); one
+        result per sentence, its windows merged as in ``run``."""
+        from .batched import batched_infer
+
+        results, _ = batched_infer(self.spec.bert, self.model, encoded, policy, batch_size=self.batch_size,
+                                   pooling=self.spec.pooling)
+        return [self.decide([encoded[r] for r in g], [(results[r]["probs"], results[r]["exit_layer"]) for r in g])
+                for g in sentence_rows([e.offset for e in encoded])]
 
     def run_batch(self, encoded: Sequence[Encoded], policy: Policy) -> list[WordPrediction]:
         """One engine call on up to ``batch_size`` rows; one result per sentence (its windows all here)."""
