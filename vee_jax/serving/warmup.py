@@ -87,7 +87,7 @@ class WarmUp:
         before, hits = self.predictor.compilations, xla_compilations.cache_hits()
         try:
             self.predictor.warm_up(self.policies, max_subwords=self.max_subwords, on_step=self._step)
-        except Exception as e:  # noqa: BLE001 - reported by /health; the service stays unready
+        except Exception as e:  # reported by /health; the service stays unready
             log.exception("warm-up failed")
             self.error = e
             return
