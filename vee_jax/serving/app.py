@@ -293,7 +293,8 @@ def create_app(predictor: Predictor, *, ladder: Sequence[Level] | None = None, t
                 "programs": [describe_program(p) for p in admission.programs.values()],
                 "compilations": predictor.compilations, "compilation_cache_hits": xla_compilations.cache_hits(),
                 "warm_up": {"max_subwords": warmup.max_subwords, "programs_x_shapes": warmup.total,
-                            "seconds": None if warmup.seconds is None else round(warmup.seconds, 1)},
+                            "seconds": None if warmup.seconds is None else round(warmup.seconds, 1),
+                            "compilations": warmup.compilations, "cache_hits": warmup.cache_hits},
                 "limits": {**dataclasses.asdict(limits), "max_texts": admission.max_texts,
                            "max_sentences": admission.max_sentences}}
 

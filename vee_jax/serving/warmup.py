@@ -54,6 +54,7 @@ class WarmUp:
         self.done, self.total = 0, 0
         self.error: BaseException | None = None
         self.seconds: float | None = None  # how long it took, once ready
+        self.compilations = self.cache_hits = 0  # XLA compilations it made, programs it read from the cache
         self._ready = threading.Event()
         self._t0: float | None = None
         self._thread: threading.Thread | None = None
@@ -92,9 +93,11 @@ class WarmUp:
             self.error = e
             return
         self.seconds = time.perf_counter() - self._t0
+        self.compilations = self.predictor.compilations - before
+        self.cache_hits = xla_compilations.cache_hits() - hits
         log.info("warm-up: %d programs x batch shapes up to %d subwords in %.1f s (%d XLA compilations, %d read "
                  "from the persistent cache); ready", self.total, self.max_subwords, self.seconds,
-                 self.predictor.compilations - before, xla_compilations.cache_hits() - hits)
+                 self.compilations, self.cache_hits)
         self._ready.set()
 
     # --- what HTTP answers -----------------------------------------------------------------
