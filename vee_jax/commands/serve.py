@@ -97,8 +97,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                  lv.avg_exit_layer, lv.f1)
     warm = app.state.warmup
     if not warm.ready:
-        log.info("warm-up: compiling %d programs x batch shapes up to %d subwords in the background; /health "
-                 "answers 503 until it is done", warm.total, warm.max_subwords)
+        log.info("warm-up: compiling %d programs x %d batch shapes (up to %d subwords) in the background; /health "
+                 "answers 503 until it is done", warm.programs, warm.shapes, warm.max_subwords)
     import uvicorn
 
     log.info("serving %s on http://%s:%d (docs: /docs; adaptive depth %s)", display_path(fv.workdir), fv.host, fv.port,

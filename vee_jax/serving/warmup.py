@@ -51,7 +51,8 @@ class WarmUp:
     def __init__(self, predictor: Predictor, policies: Sequence[Policy], max_subwords: int | None = None):
         self.predictor, self.policies = predictor, list(policies)
         self.max_subwords = predictor.max_subwords if max_subwords is None else max_subwords
-        self.done, self.total = 0, 0
+        self.done, self.total = 0, 0  # (program, shape) pairs compiled, and to compile
+        self.programs = self.shapes = 0
         self.error: BaseException | None = None
         self.seconds: float | None = None  # how long it took, once ready
         self.compilations = self.cache_hits = 0  # XLA compilations it made, programs it read from the cache
@@ -62,8 +63,9 @@ class WarmUp:
             self.seconds = 0.0
             self._ready.set()
         else:
-            programs = {predictor.program(p) for p in self.policies}
-            self.total = len(programs) * len(predictor.shapes(self.max_subwords))
+            self.programs = len({predictor.program(p) for p in self.policies})
+            self.shapes = len(predictor.shapes(self.max_subwords))
+            self.total = self.programs * self.shapes
 
     @property
     def ready(self) -> bool:
@@ -95,8 +97,8 @@ class WarmUp:
         self.seconds = time.perf_counter() - self._t0
         self.compilations = self.predictor.compilations - before
         self.cache_hits = xla_compilations.cache_hits() - hits
-        log.info("warm-up: %d programs x batch shapes up to %d subwords in %.1f s (%d XLA compilations, %d read "
-                 "from the persistent cache); ready", self.total, self.max_subwords, self.seconds,
+        log.info("warm-up: %d programs x %d batch shapes (up to %d subwords) in %.1f s (%d XLA compilations, %d "
+                 "read from the persistent cache); ready", self.programs, self.shapes, self.max_subwords, self.seconds,
                  self.compilations, self.cache_hits)
         self._ready.set()
 
