@@ -187,6 +187,20 @@ def predictor() -> str:
 predictor.source = "bench/results/predictor_cpu.json"
 
 
+def serve_startup() -> str:
+    """bench/serve_startup.py: serve.py's seconds to ready, a first start and a later one (cache written)."""
+    d = _load("bench/results/serve_startup.json")
+    rows = [[name, r["seconds_to_listening"], r["seconds_to_ready"], r["warm_up_seconds"], r["programs_x_shapes"],
+             r["warm_up_compilations"], r["warm_up_cache_hits"], r["compilations"], r["cache_hits"]]
+            for name, r in (("first (empty cache)", d["first"]), ("later (cache written)", d["later"]))]
+    return _table(["start", "s to listening", "s to ready (/health 200)", "warm-up s", "programs x shapes",
+                   "warm-up: XLA compilations", "warm-up: read from cache", "process: XLA compilations",
+                   "process: read from cache"], rows)
+
+
+serve_startup.source = "bench/results/serve_startup.json"
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "demo_per_exit": per_exit("results/demo/test_per_exit.json"),
     "genia_per_exit": per_exit("results/genia/test_per_exit.json"),
@@ -205,6 +219,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "exit_rank": exit_rank,
     "genia_exits_compared": genia_exits_compared,
     "predictor": predictor,
+    "serve_startup": serve_startup,
 }
 
 

@@ -130,6 +130,9 @@ def server(tiny_workdir):
     from vee_jax.serving import Limits, create_app
 
     predictor = Predictor.from_workdir(tiny_workdir, policy=POLICY, batch_size=8)
+    # A small model limit keeps the warm-up short (its default: every shape up to the limit; 2
+    # programs x rows 1, 2, 4, 8 x subwords 16, 24, 32) and makes a long text run as windows.
+    predictor.max_subwords = 32
     app = create_app(predictor, limits=Limits(max_texts=4, max_chars=400, max_body_bytes=4096),
                      max_wait_ms=2)
     sock = socket.socket()
@@ -141,6 +144,7 @@ def server(tiny_workdir):
     while not srv.started:
         assert time.time() - t0 < 30 and thread.is_alive(), "the server did not start"
         time.sleep(0.05)
+    assert app.state.warmup.wait(300) and app.state.warmup.error is None, "the warm-up did not finish"
     yield SimpleNamespace(url=f"http://127.0.0.1:{sock.getsockname()[1]}", predictor=predictor, app=app)
     srv.should_exit = True
     thread.join(timeout=30)
@@ -244,7 +248,89 @@ def test_full_queue_answers_503_with_retry_after(server):
 
     from vee_jax.serving import Limits, create_app
 
-    app = create_app(server.predictor, limits=Limits(max_queue=0), start_worker=False)
+    app = create_app(server.predictor, limits=Limits(max_queue=0), start_worker=False, warmup_subwords=0)
     with TestClient(app) as client:
         r = client.post("/ner", json={"texts": ["IL-2"]})
     assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1 and "queue is full" in r.json()["detail"]
+
+
+# --- readiness: nothing compiles on the request path --------------------------------------------
+def _scraped(url: str) -> dict[str, float]:
+    return _load_bench().scrape(url)
+
+
+def test_no_compilation_after_warm_up(server):
+    """Every shape up to the model's limit (rows 1..8, subwords 16..32, windows of a long text),
+    under the ladder's policies and others of the same programs (other tau, patience, budget
+    layer): 0 new XLA compilations. A policy of another program is refused (422)."""
+    import httpx
+
+    health = httpx.get(server.url + "/health").json()
+    assert health["status"] == "ok" and health["warm_up"]["programs_x_shapes"] == 2 * 4 * 3
+    assert [p["strategy"] for p in health["programs"]] == ["vee", "budget"]
+    assert health["programs"][0]["any"] == ["tau", "patience"]
+    before, metric = server.predictor.compilations, _scraped(server.url)["vee_compilations"]
+    policies = [None, {"strategy": "vee", "measure": "kl", "tau": 0.5, "patience": 3},
+                {"strategy": "budget", "layer": 1}, {"strategy": "budget", "layer": 4}]
+    for words in (1, 14, 15, 22, 23, 30):  # + [CLS] [SEP]: subword buckets 16, 24, 32
+        for lines in (1, 2, 3, 5, 8):  # rows buckets 1, 2, 4, 4, 8: one documents job each
+            for policy in policies[:2] if lines in (3, 5) else policies:
+                doc = "\n".join(" ".join(["a"] * words) for _ in range(lines))
+                r = httpx.post(server.url + "/ner/documents", json={"documents": [doc], "sentences": "lines",
+                                                                    "policy": policy}, timeout=60)
+                assert r.status_code == 200, r.text
+    r = httpx.post(server.url + "/ner", json={"texts": [" ".join(["a"] * 100)]}, timeout=60)  # 4 windows of 32
+    assert r.status_code == 200 and r.json()["results"][0]["windows"] > 1, r.text
+    assert server.predictor.compilations == before
+    assert _scraped(server.url)["vee_compilations"] == metric
+
+    for other in ({"strategy": "vee", "measure": "cosine"}, {"strategy": "vee", "ensemble": True},
+                  {"strategy": "entropy", "tau": 0.5}):
+        r = httpx.post(server.url + "/ner", json={"texts": ["IL-2"], "policy": other}, timeout=60)
+        assert r.status_code == 422, r.text
+        assert "vee (measure kl, ensemble false; any tau, patience); budget (ensemble false; any layer)" in \
+            r.json()["detail"]
+    assert server.predictor.compilations == before
+
+
+def test_compilations_count_real_xla_compilations(server):
+    """The counter sees a new program compile once; a new knob value of it compiles nothing."""
+    p = server.predictor
+    before = p.compilations
+    p.predict_words([["a", "b"]], {"strategy": "maxprob", "tau": 0.5})
+    first = p.compilations - before
+    p.predict_words([["a", "b"]], {"strategy": "maxprob", "tau": 0.9})
+    assert first >= 1 and p.compilations - before == first
+
+
+def test_warming_up_answers_503(server, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from vee_jax.serving import create_app
+
+    release = threading.Event()
+
+    def slow_warm_up(policies, max_subwords=None, rows=None, on_step=None):
+        on_step(1, 24)
+        release.wait(30)
+        return 0
+
+    monkeypatch.setattr(server.predictor, "warm_up", slow_warm_up)
+    app = create_app(server.predictor, start_worker=False)
+    with TestClient(app) as client:
+        t0 = time.time()
+        while app.state.warmup.done < 1:
+            assert time.time() - t0 < 10
+            time.sleep(0.01)
+        r = client.get("/health")
+        assert r.status_code == 503 and r.json() == {"status": "warming up", "compiled": 1, "of": 24}
+        assert int(r.headers["retry-after"]) >= 1
+        for path, body in (("/ner", {"texts": ["IL-2"]}), ("/ner/documents", {"documents": ["IL-2."]})):
+            r = client.post(path, json=body)
+            assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1, r.text
+            assert r.json()["detail"] == "warming up: 1 of 24 programs compiled"
+        metrics = client.get("/metrics").text
+        assert "vee_ready 0.0" in metrics and 'vee_requests_total{code="503",path="/ner"} 1.0' in metrics
+        release.set()
+        assert app.state.warmup.wait(10)
+        assert client.get("/health").status_code == 200 and "vee_ready 1.0" in client.get("/metrics").text

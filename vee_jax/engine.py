@@ -294,6 +294,26 @@ def vee_infer(
     return _infer(config, params, exit_params, infer_inputs(batch, pooling), knobs, static, pooling)
 
 
+def compile_vee_infer(
+    config: BertConfig,
+    params: Params,
+    exit_params: Params | tuple,
+    batch: dict[str, Any],
+    policy: Policy,
+    *,
+    pooling: str = "first",
+) -> None:
+    """Compile ``vee_infer`` for ``batch``'s shapes and ``policy``'s program, without running it.
+
+    Takes ``vee_infer``'s arguments (``batch`` may be all padding: only its shapes and dtypes
+    count). ``jax.jit`` keeps the executable of ``.lower(...).compile()`` in the caches its calls
+    read, so a later ``vee_infer`` on those shapes and the same static policy compiles nothing.
+    """
+    check_policy(policy, config.num_layers)
+    static, knobs = traced_policy(policy)
+    _infer.lower(config, params, exit_params, infer_inputs(batch, pooling), knobs, static, pooling).compile()
+
+
 def compilations() -> int:
     """How many (policy kind, batch shape) variants the engine has compiled in this process."""
     return _infer._cache_size()

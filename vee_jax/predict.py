@@ -17,7 +17,10 @@ ensemble mean) and the sentence's exit layer.
 Batch shapes come from a small set so that a long-running process does not compile per request:
 rows padded to a power of two (``ROW_BUCKETS``, at most ``batch_size``), subwords to
 ``SUBWORD_BUCKETS`` and the word axis to the word bucket that holds every sentence of that
-subword bucket. Each (policy, shape) compiles once; ``compilations`` counts them.
+subword bucket (``shapes`` lists them). A policy's program is its static part
+(``program``: kind, measure, ensemble; tau, patience and the budget layer are traced), so each
+(program, shape) compiles once; ``warm_up`` compiles them ahead, and ``compilations`` counts
+the real XLA compilations of the process (``vee_jax.compilations``).
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from . import compilations as xla_compilations
 from .data.features import (SUBWORD_BUCKETS, Encoded, batch_plan, bucket, collate, words_for,
                             encode_sentences)
 from .data.sentence import Sentence
@@ -147,7 +151,6 @@ class Predictor:
         self.word_rule, self.max_subwords, self.batch_size = word_rule, max_subwords, batch_size
         self.engine = engine
         self.policy = self.check(policy_from_input(policy))
-        self._compiled: set[tuple] = set()
 
     @classmethod
     def from_workdir(cls, workdir: str | Path, policy: Policy | Mapping[str, Any] | str | None = None, *,
@@ -179,8 +182,28 @@ class Predictor:
 
     @property
     def compilations(self) -> int:
-        """Distinct (policy, rows, T, L) engine calls so far: each compiled once."""
-        return len(self._compiled)
+        """XLA compilations in this process so far (``vee_jax.compilations.count``: every jitted
+        function, not only the engine; persistent-cache hits excluded)."""
+        return xla_compilations.count()
+
+    @staticmethod
+    def program(policy: Policy) -> Policy:
+        """The part of ``policy`` the engine compiles for (``Policy.split``: its knobs at their
+        defaults): two policies with the same program share every compiled shape."""
+        return policy.split()[0]
+
+    def shapes(self, max_subwords: int | None = None, rows: Sequence[int] | None = None) -> list[tuple[int, int, int]]:
+        """Every batch shape ``(B, T, L)`` a call can meet with sentences (or windows) of at most
+        ``max_subwords`` subwords (default and cap: the model's limit ``max_subwords``).
+
+        T: each subword bucket up to the one that holds ``max_subwords`` (windows of a longer
+        sentence are rows of the largest); L = ``words_for(T)``; B: each rows bucket up to
+        ``batch_size`` (or ``rows``).
+        """
+        limit = self.max_subwords if max_subwords is None else min(max_subwords, self.max_subwords)
+        top = bucket(min(max(limit, 1), SUBWORD_BUCKETS[-1]), SUBWORD_BUCKETS)
+        rows = sorted(set(rows or [b for b in ROW_BUCKETS if b < self.batch_size] + [self.batch_size]))
+        return [(B, T, words_for(T)) for T in SUBWORD_BUCKETS if T <= top for B in rows]
 
     def check(self, policy: Policy) -> Policy:
         """``policy`` if this model can run it, else ValueError (a budget layer past M, say)."""
@@ -266,7 +289,6 @@ class Predictor:
         T, L = batch_shape(encoded)
         B = rows_bucket(len(encoded), self.batch_size)
         batch = collate(encoded, (T, L), B)
-        self._compiled.add((policy, B, T, L))
         out = vee_infer(self.spec.bert, self.model["encoder"], self.model["exits"], batch, policy,
                         pooling=self.spec.pooling)
         return np.asarray(out["probs"]), np.asarray(out["exit_layer"])
@@ -308,23 +330,28 @@ class Predictor:
         return predict_documents(self, texts, policy, sentence_rule=sentence_rule, batch_size=batch_size,
                                  progress=progress)
 
-    def warm_up(self, policies: Iterable[Policy], max_subwords: int = 64,
-                rows: Sequence[int] | None = None) -> int:
-        """Compile ``policies`` on every rows bucket (or ``rows``) and subword bucket up to ``max_subwords``.
+    def warm_up(self, policies: Iterable[Policy], max_subwords: int | None = None,
+                rows: Sequence[int] | None = None, on_step: Callable[[int, int], None] | None = None) -> int:
+        """Compile the programs of ``policies`` on every batch shape up to ``max_subwords`` (``shapes``),
+        without running them (``engine.compile_vee_infer``).
 
-        Returns how many (policy, shape) pairs were compiled now. A server calls this at startup
-        so that requests do not wait for compilation.
+        Policies that share a program (``program``: they differ only in traced knobs) compile
+        once. ``on_step(done, total)`` is called after each (program, shape). Returns how many
+        XLA compilations this made (``compilations``). A server calls this before it answers, so
+        that requests never wait for XLA.
         """
+        from .engine import compile_vee_infer
+
+        first: dict[Policy, Policy] = {}  # program -> the first policy of it (whose knobs pass check)
+        for p in policies:
+            first.setdefault(self.program(self.check(p)), p)
+        steps = [(p, shape) for shape in self.shapes(max_subwords, rows) for p in first.values()]
         before = self.compilations
-        rows = rows or [b for b in ROW_BUCKETS if b < self.batch_size] + [self.batch_size]
-        cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
-        for T in [t for t in SUBWORD_BUCKETS if t <= max(max_subwords, SUBWORD_BUCKETS[0])]:
-            n = T - 2  # a sentence of T subwords, one word each: shape (T, words_for(T))
-            e = Encoded(np.asarray([cls_id] + [cls_id] * n + [sep_id], np.int32), np.arange(1, n + 1, dtype=np.int32),
-                        np.arange(2, n + 2, dtype=np.int32), (), n)
-            for policy in policies:
-                for B in sorted(set(rows)):
-                    self.run_batch([e] * min(B, self.batch_size), self.check(policy))
+        for k, (policy, (B, T, L)) in enumerate(steps, 1):
+            compile_vee_infer(self.spec.bert, self.model["encoder"], self.model["exits"], collate([], (T, L), B),
+                              policy, pooling=self.spec.pooling)
+            if on_step is not None:
+                on_step(k, len(steps))
         return self.compilations - before
 
 

@@ -7,7 +7,6 @@ load (a ladder of exit policies, ``vee_jax.serving``).
 from __future__ import annotations
 
 import logging
-import time
 from typing import Sequence
 
 from absl import flags
@@ -46,8 +45,9 @@ def define_flags() -> flags.FlagValues:
                       "POST /ner/documents: the default sentence rule (auto: the workdir's data format's)",
                       flag_values=fv)
     positive_int("max_queue", 256, "sentences waiting; past it requests get 503 with Retry-After", fv)
-    flags.DEFINE_integer("warmup_subwords", 64, "compile every ladder policy on every batch shape up to this many "
-                                                "subwords at start (0: compile on first use)", lower_bound=0,
+    flags.DEFINE_integer("warmup_subwords", None, "before /health reports ready, compile the ladder's programs on "
+                                                  "every batch shape up to this many subwords (default: the model's "
+                                                  "limit; 0: ready at once, compile on first use)", lower_bound=0,
                          flag_values=fv)
     flags.DEFINE_enum("word_rule", None, ["ptb", "chars", "whitespace"],
                       "how text is cut into words (default: the rule of the workdir's data format)", flag_values=fv)
@@ -89,17 +89,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                         max_queue=fv.max_queue, max_document_chars=fv.max_document_chars,
                         max_sentences=fv.max_sentences, max_words=fv.max_words)
         app = create_app(predictor, ladder=ladder, target_p95_ms=fv.target_p95_ms, limits=limits,
-                         max_wait_ms=fv.max_wait_ms)
+                         max_wait_ms=fv.max_wait_ms, warmup_subwords=fv.warmup_subwords)
     except user_errors() as e:
         fail(e)
     for i, lv in enumerate(ladder):
         log.info("ladder level %d: %s (dev avg exit layer %s, dev F1 %s)", i, lv.policy.to_dict(),
                  lv.avg_exit_layer, lv.f1)
-    if fv.warmup_subwords > 0:
-        t0 = time.perf_counter()
-        n = predictor.warm_up([lv.policy for lv in ladder], max_subwords=fv.warmup_subwords)
-        log.info("warm-up: %d compilations (policies x batch shapes up to %d subwords) in %.1f s", n,
-                 fv.warmup_subwords, time.perf_counter() - t0)
+    warm = app.state.warmup
+    if not warm.ready:
+        log.info("warm-up: compiling %d programs x %d batch shapes (up to %d subwords) in the background; /health "
+                 "answers 503 until it is done", warm.programs, warm.shapes, warm.max_subwords)
     import uvicorn
 
     log.info("serving %s on http://%s:%d (docs: /docs; adaptive depth %s)", display_path(fv.workdir), fv.host, fv.port,

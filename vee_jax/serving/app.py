@@ -14,6 +14,12 @@
   under the level in force when the request was admitted, so one policy answers it.
 * ``GET /health``, ``GET /metrics`` (Prometheus), ``/openapi.json`` and ``/docs``.
 
+Readiness (``warmup.WarmUp``): at start a thread compiles the ladder's programs on every batch
+shape up to the model's subword limit; until then ``/health`` answers 503 ``{"status": "warming
+up", "compiled": k, "of": n}`` and the two POSTs 503 with ``Retry-After``. A request's own policy
+must share a program with a ladder policy (differ only in tau, patience, the budget layer), else
+422: nothing compiles on the request path.
+
 Nothing is dropped: a request is answered, or refused at once with 503 and ``Retry-After`` when
 the queue is full. Limits (texts per request, characters per text; characters, sentences and words per documents
 request; body bytes) give 413;
@@ -32,6 +38,7 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from .. import compilations as xla_compilations
 from ..documents import assemble, plan_documents
 from ..policies import Policy, policy_from_input
 from ..sentences import RULES as SENTENCE_RULES
@@ -43,11 +50,12 @@ from .controller import DepthController
 from .ladder import Level, default_ladder
 from .metrics import Metrics, ServiceState
 from .schemas import BodyLimit, DocumentsRequest, DocumentsResponse, Limits, NerRequest, NerResponse
+from .warmup import WarmUp, describe_program, program_text
 
 NER_ERRORS = {400: {"description": "invalid JSON"},
               413: {"description": "too many texts, a text or the body too long"},
               422: {"description": "a field of the wrong type or an invalid policy"},
-              503: {"description": "queue full: retry after the Retry-After header's seconds"}}
+              503: {"description": "warming up, or queue full: retry after the Retry-After header's seconds"}}
 DOCUMENTS_ERRORS = {**NER_ERRORS, 413: {"description": "too many characters, sentences or words in the request, "
                                                        "or the body too long"}}
 
@@ -65,16 +73,18 @@ def _invalid_request(request: Request, exc: RequestValidationError) -> JSONRespo
 
 
 class _Admission:
-    """What a request may ask for: its texts within the limits, its own policy if valid and not one
-    too many (each new policy compiles the engine). Raises ``HTTPException`` (413, 422) otherwise."""
+    """What a request may ask for: its texts within the limits, its own policy if valid and one of
+    the ladder's programs (warmed up; no compilation on the request path). Raises ``HTTPException``
+    (413, 422) otherwise."""
 
     def __init__(self, predictor: Predictor, ladder: Sequence[Level], limits: Limits):
         self.predictor, self.limits = predictor, limits
         self.max_texts = min(limits.max_texts, predictor.batch_size)
         # a request's sentences must fit in the queue at once, or it could never be admitted
         self.max_sentences = max(1, min(limits.max_sentences, limits.max_queue))
-        self.known = {lv.policy for lv in ladder}
-        self.request_policies: set[Policy] = set()
+        self.programs: dict[Policy, Policy] = {}  # program -> its first ladder policy
+        for lv in ladder:
+            self.programs.setdefault(predictor.program(lv.policy), lv.policy)
 
     def encode(self, texts: list[str]):
         """The texts' words and encoded sentences."""
@@ -126,12 +136,11 @@ class _Admission:
             pol = self.predictor.check(policy_from_input(request.policy))
         except (ValueError, TypeError) as e:
             raise HTTPException(422, f"policy: {e}") from None
-        if pol not in self.request_policies and pol not in self.known:
-            if len(self.request_policies) >= self.limits.max_request_policies:
-                raise HTTPException(422, f"policy: this server already runs {len(self.request_policies)} request "
-                                         f"policies (the limit; each compiles the engine): use one of the "
-                                         f"ladder's, see GET /health")
-            self.request_policies.add(pol)
+        if self.predictor.program(pol) not in self.programs:
+            raise HTTPException(422, f"policy: {program_text(pol)} is not one of this server's compiled programs, "
+                                     f"{'; '.join(program_text(p) for p in self.programs.values())}: a request's "
+                                     f"policy may change only their tau, patience or budget layer (GET /health, "
+                                     f"'programs')")
         return pol
 
 
@@ -160,7 +169,7 @@ async def _answer(batcher: MicroBatcher, job: Job) -> None:
 
 def create_app(predictor: Predictor, *, ladder: Sequence[Level] | None = None, target_p95_ms: float | None = None,
                limits: Limits = Limits(), max_wait_ms: float = 5.0, controller: DepthController | None = None,
-               start_worker: bool = True):
+               start_worker: bool = True, warmup_subwords: int | None = None):
     """The FastAPI app serving ``predictor`` (see the module docstring).
 
     Args:
@@ -169,7 +178,9 @@ def create_app(predictor: Predictor, *, ladder: Sequence[Level] | None = None, t
       limits: request limits; max_wait_ms: how long a batch waits to fill.
       controller: a ready ``DepthController`` (default: one for ``ladder`` and ``target_p95_ms``).
       start_worker: start the batcher thread with the app (lifespan); tests may drive it by hand.
-    The app's ``state.batcher``, ``state.metrics`` and ``state.controller`` are exposed.
+      warmup_subwords: compile the ladder's programs on every batch shape up to this many
+        subwords before answering (``warmup.WarmUp``; None: the model's limit; 0: off, ready at once).
+    The app's ``state.batcher``, ``state.metrics``, ``state.controller`` and ``state.warmup`` are exposed.
     """
     ladder = list(ladder) if ladder else default_ladder(predictor.policy, predictor.num_layers)
     for lv in ladder:
@@ -179,16 +190,19 @@ def create_app(predictor: Predictor, *, ladder: Sequence[Level] | None = None, t
     batcher = MicroBatcher(predictor, ladder, controller, metrics, max_wait_ms=max_wait_ms,
                            max_queue=limits.max_queue)
     admission = _Admission(predictor, ladder, limits)
+    warmup = WarmUp(predictor, [lv.policy for lv in ladder], warmup_subwords)
 
     def state() -> ServiceState:
         level, policy = batcher.current()
         return ServiceState(batcher.queued, level, policy.to_dict(), batcher.latency.p95(batcher.clock()),
-                            controller.target_ms, predictor.compilations, controller.steps_down, controller.steps_up)
+                            controller.target_ms, predictor.compilations, controller.steps_down, controller.steps_up,
+                            xla_compilations.cache_hits(), warmup.ready)
 
     metrics.watch(state)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        warmup.start()
         if start_worker:
             batcher.start()
         try:
@@ -200,11 +214,14 @@ def create_app(predictor: Predictor, *, ladder: Sequence[Level] | None = None, t
     app = FastAPI(title="vee_jax NER", version="1", lifespan=lifespan,
                   description="Span NER with vote early exiting (VEE-BERT); the depth adapts to the load.")
     app.state.batcher, app.state.metrics, app.state.controller = batcher, metrics, controller
+    app.state.warmup = warmup
     app.add_exception_handler(RequestValidationError, _invalid_request)
 
     @app.post("/ner", response_model=NerResponse, responses=NER_ERRORS)
     async def ner(request: NerRequest):
         """Entities of each text, with character offsets, types, scores and the exit layer used."""
+        if (warming := warmup.refusal()) is not None:
+            return warming
         t0 = time.perf_counter()
         words, encoded = admission.encode(request.texts)
         policy = admission.policy(request)
@@ -227,6 +244,8 @@ def create_app(predictor: Predictor, *, ladder: Sequence[Level] | None = None, t
     async def ner_documents(request: DocumentsRequest):
         """Entities of documents of any length: offsets into each document, each one's sentence and
         score, and every sentence's span and exit layer."""
+        if (warming := warmup.refusal()) is not None:
+            return warming
         plan, encoded = admission.documents(request)
         policy, level = admission.policy(request), None
         rows = batcher.max_rows
@@ -262,14 +281,20 @@ def create_app(predictor: Predictor, *, ladder: Sequence[Level] | None = None, t
 
     @app.get("/health")
     async def health():
-        """Liveness and what the service runs: model, ladder, level in force, queue."""
+        """Readiness (503 while warming up) and what the service runs: model, ladder, level in force, queue."""
+        if not warmup.ready:
+            return warmup.health()
         level, policy = batcher.current()
         return {"status": "ok", "num_layers": predictor.num_layers, "labels": predictor.labels,
                 "word_rule": predictor.word_rule, "sentence_rule": predictor.sentence_rule,
                 "batch_size": predictor.batch_size,
                 "level": level, "policy": policy.to_dict(), "target_p95_ms": controller.target_ms,
                 "ladder": [lv.to_dict() for lv in ladder], "queue": batcher.queued,
-                "compilations": predictor.compilations,
+                "programs": [describe_program(p) for p in admission.programs.values()],
+                "compilations": predictor.compilations, "compilation_cache_hits": xla_compilations.cache_hits(),
+                "warm_up": {"max_subwords": warmup.max_subwords, "programs_x_shapes": warmup.total,
+                            "seconds": None if warmup.seconds is None else round(warmup.seconds, 1),
+                            "compilations": warmup.compilations, "cache_hits": warmup.cache_hits},
                 "limits": {**dataclasses.asdict(limits), "max_texts": admission.max_texts,
                            "max_sentences": admission.max_sentences}}
 

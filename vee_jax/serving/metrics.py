@@ -8,8 +8,9 @@ Counted as the service runs:
 * ``vee_avg_exit_layer``: their average exit layer; ``vee_batches_total``: micro-batches run.
 
 Read from the service at each scrape (``ServiceState``): ``vee_queue_sentences``,
-``vee_policy_level``, ``vee_latency_p95_ms``, ``vee_target_p95_ms``, ``vee_compilations``
-(gauges), ``vee_policy_info{<the policy's fields>,level}`` (value 1) and
+``vee_policy_level``, ``vee_latency_p95_ms``, ``vee_target_p95_ms``, ``vee_compilations`` (XLA
+compilations in the process, ``vee_jax.compilations``), ``vee_compilation_cache_hits``, ``vee_ready``
+(1 once the warm-up is done) (gauges), ``vee_policy_info{<the policy's fields>,level}`` (value 1) and
 ``vee_level_changes_total{direction}``. The library adds a ``_created`` series (the start time)
 to each counter and histogram, and sorts labels by name.
 """
@@ -36,9 +37,11 @@ class ServiceState:
     policy: dict[str, Any]  # its policy (``Policy.to_dict``)
     p95_ms: float | None  # the recent p95 latency the controller sees; None: no recent answer
     target_ms: float | None  # the controller's target; None: adaptive depth off
-    compilations: int  # distinct (policy, batch shape) engine compilations
+    compilations: int  # XLA compilations in this process (``vee_jax.compilations.count``)
     steps_down: int
     steps_up: int
+    cache_hits: int = 0  # programs read from JAX's persistent compilation cache instead
+    ready: bool = True  # the warm-up is done
 
 
 class _StateCollector:
@@ -56,7 +59,10 @@ class _StateCollector:
                  -1 if s.p95_ms is None else round(s.p95_ms, 3)),
                 ("vee_target_p95_ms", "Latency target (-1: adaptive policy off).",
                  -1 if s.target_ms is None else s.target_ms),
-                ("vee_compilations", "Distinct (policy, batch shape) engine compilations.", s.compilations)):
+                ("vee_compilations", "XLA compilations in this process (persistent-cache hits excluded).",
+                 s.compilations),
+                ("vee_compilation_cache_hits", "Programs read from the persistent compilation cache.", s.cache_hits),
+                ("vee_ready", "1 once every program is compiled (the warm-up), else 0.", int(s.ready))):
             yield GaugeMetricFamily(name, help_, value=value)
         yield InfoMetricFamily("vee_policy", "The policy in force (labels); value 1.",
                                value={**{k: str(v) for k, v in s.policy.items()}, "level": str(s.level)})

@@ -112,7 +112,6 @@ class Limits:
     max_chars: int = 2000
     max_body_bytes: int = 1 << 20
     max_queue: int = 256
-    max_request_policies: int = 8
     max_document_chars: int = 100_000
     max_sentences: int = 256
     max_words: int = 8192
