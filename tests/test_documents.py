@@ -232,11 +232,13 @@ def test_service_document_limits(client, texts):
                                                        "(max_document_chars)"),
         ({"documents": [many]}, 413, "13 sentences in all, at most 12 per request (max_sentences)"),
         ({"documents": [" ".join(["w"] * 401)]}, 413, "401 words in all, at most 400 per request (max_words)"),
-        ({"documents": []}, 422, "at least one document"),
-        ({"documents": ["a"], "sentences": "spacy"}, 422, "unknown sentence rule 'spacy'"),
+        ({"documents": []}, 422, "documents: List should have at least 1 item"),
+        ({"documents": ["a" * 3001]}, 413, "documents.0: 3001 characters, at most 3000"),  # the schema's maxLength
+        ({"documents": ["a"], "sentences": "spacy"}, 422, "sentences: Input should be 'pysbd', 'lines', "),
         ({"documents": "a"}, 422, "documents: Input should be a valid list"),
         ({"documents": ["a"], "texts": ["a"]}, 422, "texts: Extra inputs are not permitted"),
-        ({"documents": ["a"], "policy": {"strategy": "budget", "layer": 5}}, 422, "budget layer 5"),
+        ({"documents": ["a"], "policy": {"strategy": "budget", "layer": 5}}, 422,
+         "policy.budget.layer: Input should be less than or equal to 4"),
     ]
     for body, code, message in cases:
         r = client.post("/ner/documents", json=body)

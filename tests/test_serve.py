@@ -210,13 +210,25 @@ CLIENT_ERRORS = [
     (b'{"texts": "IL-2"}', 422, "texts: Input should be a valid list"),
     (b'{"texts": [1]}', 422, "texts.0: Input should be a valid string"),
     (b'{"text": ["a"]}', 422, "texts: Field required"),
-    (b'{"texts": []}', 422, "at least one text"),
+    (b'{"texts": []}', 422, "texts: List should have at least 1 item"),
     (json.dumps({"texts": ["a"] * 5}).encode(), 413, "5 texts, at most 4 per request"),
     (json.dumps({"texts": ["a", "b" * 401]}).encode(), 413, "texts.1: 401 characters, at most 400"),
     (json.dumps({"texts": ["\u00e9" * 399] * 4}).encode(), 413, "request body over 4096 bytes"),  # 6 bytes a char
-    (json.dumps({"texts": ["a"], "policy": {"strategy": "fast"}}).encode(), 422, "policy.strategy must be one of"),
+    (json.dumps({"texts": ["a"], "policy": {"strategy": "fast"}}).encode(), 422,
+     "policy: Input tag 'fast' found using 'strategy' does not match any of the expected tags: 'vee', "),
     (json.dumps({"texts": ["a"], "policy": {"strategy": "budget", "layer": 5}}).encode(), 422,
-     "budget layer 5 > the model's 4 layers"),
+     "policy.budget.layer: Input should be less than or equal to 4"),  # the schema says 4: the model's layers
+    (json.dumps({"texts": ["a"], "policy": {}}).encode(), 422, "policy: Unable to extract tag using discriminator"),
+    (json.dumps({"texts": ["a"], "policy": {"strategy": "vee", "tau": "0.1"}}).encode(), 422,
+     "policy.vee.tau: Input should be a valid number"),
+    (json.dumps({"texts": ["a"], "policy": {"strategy": "vee", "patience": 0}}).encode(), 422,
+     "policy.vee.patience: Input should be greater than or equal to 1"),
+    (json.dumps({"texts": ["a"], "policy": {"strategy": "maxprob", "tau": 1.5}}).encode(), 422,
+     "policy.maxprob.tau: Input should be less than or equal to 1"),
+    (json.dumps({"texts": ["a"], "policy": {"strategy": "vee", "measure": "l2"}}).encode(), 422,
+     "policy.vee.measure: Input should be 'kl', 'euclidean', 'cosine' or 'edit'"),
+    (json.dumps({"texts": ["a"], "policy": {"strategy": "full", "layer": 2}}).encode(), 422,
+     "policy.full.layer: Extra inputs are not permitted"),
     (json.dumps({"texts": ["a"], "polcy": {}}).encode(), 422, "polcy: Extra inputs are not permitted"),
 ]
 
