@@ -1,0 +1,144 @@
+"""The HTTP API's contract: the API key, and schemathesis over the app's own /openapi.json.
+
+The app under test serves the tiny random model with small limits (texts of at most 12 characters:
+one subword bucket; batches of 2 rows), so every schema-valid request compiles few engine shapes.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from test_predict import POLICY
+
+KEY = "s3cret-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+def _limits():
+    from vee_jax.serving import Limits
+
+    # max_request_policies: high enough that schema-valid policies are never refused (a real limit, 422)
+    return Limits(max_texts=2, max_chars=12, max_document_chars=24, max_sentences=8, max_words=24,
+                  max_body_bytes=1 << 16, max_queue=64, max_request_policies=10_000)
+
+
+@pytest.fixture(scope="module")
+def app(tiny_workdir):
+    from vee_jax.predict import Predictor
+    from vee_jax.serving import create_app
+
+    predictor = Predictor.from_workdir(tiny_workdir, policy=POLICY, batch_size=2)
+    app = create_app(predictor, limits=_limits(), max_wait_ms=1, api_key=KEY, start_worker=False)
+    app.state.batcher.start()  # once for the module, not at every client's lifespan
+    yield app
+    app.state.batcher.stop()
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    from fastapi.testclient import TestClient
+
+    return TestClient(app)
+
+
+# --- who may call it ---------------------------------------------------------------------------
+@pytest.mark.parametrize("method, path, body", [("post", "/ner", {"texts": ["IL-2"]}),
+                                                ("post", "/ner/documents", {"documents": ["IL-2 binds."]}),
+                                                ("get", "/metrics", None)])
+def test_api_key_guards_the_work_and_the_metrics(client, method, path, body):
+    call = lambda headers: client.request(method, path, json=body, headers=headers)
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"},
+                    {"Authorization": f"Bearer {KEY}x"}, {"Authorization": "Bearer \u00e9".encode("latin-1")}):
+        r = call(headers)
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", (headers, r.text)
+        assert "Authorization: Bearer <key>" in r.json()["detail"]
+    r = call(AUTH)
+    assert r.status_code == 200, r.text
+    assert call({"Authorization": f"bearer {KEY}"}).status_code == 200  # the scheme is case-insensitive
+
+
+def test_probes_and_the_schema_stay_open(client):
+    assert client.get("/health").json()["status"] == "ok"
+    schema = client.get("/openapi.json").json()
+    assert client.get("/docs").status_code == 200
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    for path, method in (("/ner", "post"), ("/ner/documents", "post"), ("/metrics", "get")):
+        op = schema["paths"][path][method]
+        assert op["security"] == [{"HTTPBearer": []}] and "401" in op["responses"]
+    assert "security" not in schema["paths"]["/health"]["get"]
+
+
+def test_no_key_no_check(tiny_workdir):
+    from fastapi.testclient import TestClient
+
+    from vee_jax.predict import Predictor
+    from vee_jax.serving import create_app
+
+    app = create_app(Predictor.from_workdir(tiny_workdir, policy=POLICY, batch_size=2), start_worker=False)
+    assert TestClient(app).get("/metrics").status_code == 200
+    assert "securitySchemes" not in TestClient(app).get("/openapi.json").json().get("components", {})
+    with pytest.raises(ValueError, match="empty API key"):
+        create_app(app.state.batcher.predictor, api_key="", start_worker=False)
+
+
+def test_serve_reads_the_key(tmp_path):
+    from vee_jax.commands.serve import API_KEY_ENV, read_api_key
+    from vee_jax.errors import ConfigError
+
+    assert read_api_key(None, {}) is None
+    assert read_api_key(None, {API_KEY_ENV: " from-env\n"}) == "from-env"
+    (tmp_path / "key").write_text("  from-file \n")
+    assert read_api_key(str(tmp_path / "key"), {API_KEY_ENV: "from-env"}) == "from-file"  # the file wins
+    (tmp_path / "empty").write_text(" \n")
+    with pytest.raises(ConfigError, match="empty"):
+        read_api_key(str(tmp_path / "empty"), {API_KEY_ENV: "from-env"})
+    with pytest.raises(ConfigError, match=f"\\${API_KEY_ENV}: the API key is empty"):
+        read_api_key(None, {API_KEY_ENV: ""})
+    with pytest.raises(FileNotFoundError):
+        read_api_key(str(tmp_path / "missing"), {})
+
+
+# --- the schema states the served limits ---------------------------------------------------------
+def test_schema_states_the_limits_and_the_policies(client):
+    defs = client.get("/openapi.json").json()["components"]["schemas"]
+    texts = defs["NerRequest"]["properties"]["texts"]
+    assert (texts["minItems"], texts["maxItems"], texts["items"]["maxLength"]) == (1, 2, 12)
+    assert defs["NerRequest"]["additionalProperties"] is False
+    assert defs["DocumentsRequest"]["properties"]["documents"]["items"]["maxLength"] == 24
+    layer = defs["BudgetPolicyIn"]["properties"]["layer"]
+    assert (layer["minimum"], layer["maximum"]) == (1, 4)  # the model's 4 layers
+    assert defs["VeePolicyIn"]["properties"]["measure"]["enum"] == ["kl", "euclidean", "cosine", "edit"]
+    assert defs["VeePolicyIn"]["properties"]["patience"]["minimum"] == 1
+    assert (defs["MaxProbPolicyIn"]["properties"]["tau"]["minimum"],
+            defs["MaxProbPolicyIn"]["properties"]["tau"]["maximum"]) == (0, 1)
+    assert all(defs[m]["additionalProperties"] is False for m in
+               ("VeePolicyIn", "EntropyPolicyIn", "MaxProbPolicyIn", "BudgetPolicyIn", "FullPolicyIn"))
+
+
+# --- schemathesis: every schema-valid request is answered as documented ----------------------------
+schemathesis = pytest.importorskip("schemathesis")
+
+
+@pytest.fixture(scope="module")
+def api_schema(app):
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    schema.config.generation.update(modes=[schemathesis.GenerationMode.POSITIVE])
+    return schema
+
+
+api = schemathesis.pytest.from_fixture("api_schema")
+
+
+@api.parametrize()
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+def test_schema_valid_requests_are_answered(case):
+    response = case.call_and_validate(headers=AUTH)  # no 5xx; status, headers, body as documented
+    code, detail = response.status_code, (response.json().get("detail", "") if response.status_code != 200 else "")
+    if code == 503:  # queue full: documented, with Retry-After
+        assert int(response.headers["retry-after"]) >= 1
+    elif code == 413 and case.path == "/ner/documents":  # the per-request totals no schema can state
+        assert "in all, at most" in detail, detail
+    else:
+        assert code == 200, (case.path, case.body, code, detail)
+
