@@ -1,7 +1,8 @@
 """The HTTP API's contract: the API key, and schemathesis over the app's own /openapi.json.
 
 The app under test serves the tiny random model with small limits (texts of at most 12 characters:
-one subword bucket; batches of 2 rows), so every schema-valid request compiles few engine shapes.
+one subword bucket; batches of 1 row), so a schema-valid request compiles at most one engine shape per
+policy kind (strategy, measure, ensemble: 16).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ def _limits():
     from vee_jax.serving import Limits
 
     # max_request_policies: high enough that schema-valid policies are never refused (a real limit, 422)
-    return Limits(max_texts=2, max_chars=12, max_document_chars=24, max_sentences=8, max_words=24,
+    return Limits(max_texts=1, max_chars=12, max_document_chars=24, max_sentences=8, max_words=24,
                   max_body_bytes=1 << 16, max_queue=64, max_request_policies=10_000)
 
 
@@ -28,7 +29,7 @@ def app(tiny_workdir):
     from vee_jax.predict import Predictor
     from vee_jax.serving import create_app
 
-    predictor = Predictor.from_workdir(tiny_workdir, policy=POLICY, batch_size=2)
+    predictor = Predictor.from_workdir(tiny_workdir, policy=POLICY, batch_size=1)
     app = create_app(predictor, limits=_limits(), max_wait_ms=1, api_key=KEY, start_worker=False)
     app.state.batcher.start()  # once for the module, not at every client's lifespan
     yield app
@@ -103,13 +104,14 @@ def test_serve_reads_the_key(tmp_path):
 def test_schema_states_the_limits_and_the_policies(client):
     defs = client.get("/openapi.json").json()["components"]["schemas"]
     texts = defs["NerRequest"]["properties"]["texts"]
-    assert (texts["minItems"], texts["maxItems"], texts["items"]["maxLength"]) == (1, 2, 12)
+    assert (texts["minItems"], texts["maxItems"], texts["items"]["maxLength"]) == (1, 1, 12)
     assert defs["NerRequest"]["additionalProperties"] is False
     assert defs["DocumentsRequest"]["properties"]["documents"]["items"]["maxLength"] == 24
     layer = defs["BudgetPolicyIn"]["properties"]["layer"]
     assert (layer["minimum"], layer["maximum"]) == (1, 4)  # the model's 4 layers
     assert defs["VeePolicyIn"]["properties"]["measure"]["enum"] == ["kl", "euclidean", "cosine", "edit"]
-    assert defs["VeePolicyIn"]["properties"]["patience"]["minimum"] == 1
+    patience = defs["VeePolicyIn"]["properties"]["patience"]
+    assert (patience["minimum"], patience["maximum"]) == (1, 4)  # 4 or more: never exits early
     assert (defs["MaxProbPolicyIn"]["properties"]["tau"]["minimum"],
             defs["MaxProbPolicyIn"]["properties"]["tau"]["maximum"]) == (0, 1)
     assert all(defs[m]["additionalProperties"] is False for m in
@@ -133,7 +135,11 @@ api = schemathesis.pytest.from_fixture("api_schema")
 @api.parametrize()
 @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_schema_valid_requests_are_answered(case):
-    response = case.call_and_validate(headers=AUTH)  # no 5xx; status, headers, body as documented
+    from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+    # no 5xx; status, headers and body as documented. Acceptance is checked below, more strictly: 200 only,
+    # but for the documented 503 (queue full) and /ner/documents' 413 for its per-request totals.
+    response = case.call_and_validate(headers=AUTH, excluded_checks=[positive_data_acceptance])
     code, detail = response.status_code, (response.json().get("detail", "") if response.status_code != 200 else "")
     if code == 503:  # queue full: documented, with Retry-After
         assert int(response.headers["retry-after"]) >= 1

@@ -111,6 +111,7 @@ class ErrorOut(BaseModel):
 
 
 # --- the requests: built per app, from its limits and its model ----------------------------------
+_INT32_MAX = 2**31 - 1
 _FIELD_TYPES = {"float": float, "int": int, "bool": bool, "str": str}
 
 # Ranges of the built-in policies' fields (the classes check some of them too; the schema states them).
@@ -138,6 +139,10 @@ def policy_models(num_layers: int | None = None) -> dict[str, type[BaseModel]]:
             kind = rule.pop("annotation", _FIELD_TYPES.get(str(f.type), Any))
             if (name, f.name) == ("budget", "layer") and num_layers is not None:
                 rule.update(le=num_layers, description=f"{rule['description']} (at most the model's {num_layers})")
+            if (name, f.name) == ("vee", "patience") and num_layers is not None:  # M or more: never exits early
+                rule.update(le=num_layers, description=f"{rule['description']} (at most the model's {num_layers})")
+            if kind is int:
+                rule.setdefault("le", _INT32_MAX)  # the engines take int knobs as int32
             if f.name == "ensemble":
                 rule.setdefault("description", "decode the mean of the tables up to the exit layer")
             if kind is float:
