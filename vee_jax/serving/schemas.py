@@ -18,7 +18,7 @@ import dataclasses
 import json
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, create_model
 
 from ..measures import MEASURES
 from ..policies import POLICIES
@@ -112,6 +112,8 @@ class ErrorOut(BaseModel):
 
 # --- the requests: built per app, from its limits and its model ----------------------------------
 _INT32_MAX = 2**31 - 1
+# JSON Schema's "integer" includes 2.0 (and policy_from_input takes it): strict, but a whole float is an int
+_WholeInt = Annotated[int, BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)]
 _FIELD_TYPES = {"float": float, "int": int, "bool": bool, "str": str}
 
 # Ranges of the built-in policies' fields (the classes check some of them too; the schema states them).
@@ -143,6 +145,7 @@ def policy_models(num_layers: int | None = None) -> dict[str, type[BaseModel]]:
                 rule.update(le=num_layers, description=f"{rule['description']} (at most the model's {num_layers})")
             if kind is int:
                 rule.setdefault("le", _INT32_MAX)  # the engines take int knobs as int32
+                kind = _WholeInt
             if f.name == "ensemble":
                 rule.setdefault("description", "decode the mean of the tables up to the exit layer")
             if kind is float:
