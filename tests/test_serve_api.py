@@ -100,6 +100,15 @@ def test_serve_reads_the_key(tmp_path):
         read_api_key(str(tmp_path / "missing"), {})
 
 
+def test_serve_refuses_an_empty_key_file(tmp_path, capsys):
+    from vee_jax.commands import serve
+
+    (tmp_path / "key").write_text("\n")
+    with pytest.raises(SystemExit) as e:
+        serve.main(["--workdir", str(tmp_path), "--api-key-file", str(tmp_path / "key")])
+    assert e.value.code == 2 and "--api-key-file" in capsys.readouterr().err
+
+
 # --- the schema states the served limits ---------------------------------------------------------
 def test_schema_states_the_limits_and_the_policies(client):
     defs = client.get("/openapi.json").json()["components"]["schemas"]
@@ -147,4 +156,5 @@ def test_schema_valid_requests_are_answered(case):
         assert "in all, at most" in detail, detail
     else:
         assert code == 200, (case.path, case.body, code, detail)
+
 
