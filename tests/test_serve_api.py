@@ -56,6 +56,8 @@ def test_api_key_guards_the_work_and_the_metrics(client, method, path, body):
         assert "Authorization: Bearer <key>" in r.json()["detail"]
     r = call(AUTH)
     assert r.status_code == 200, r.text
+    if body is not None:  # the key is checked before the body's fields: a stranger learns nothing of the schema
+        assert client.request(method, path, json={"texts": 5}).status_code == 401
     assert call({"Authorization": f"bearer {KEY}"}).status_code == 200  # the scheme is case-insensitive
 
 
@@ -125,6 +127,29 @@ def test_schema_states_the_limits_and_the_policies(client):
             defs["MaxProbPolicyIn"]["properties"]["tau"]["maximum"]) == (0, 1)
     assert all(defs[m]["additionalProperties"] is False for m in
                ("VeePolicyIn", "EntropyPolicyIn", "MaxProbPolicyIn", "BudgetPolicyIn", "FullPolicyIn"))
+
+
+def test_a_registered_policy_gets_its_schema():
+    import dataclasses
+
+    from vee_jax.policies import POLICIES, Policy
+    from vee_jax.serving import policy_models
+
+    @dataclasses.dataclass(frozen=True)
+    class AtPolicy(Policy):
+        layer: int = 2
+        ensemble: bool = False
+        name = "at"
+
+    POLICIES["at"] = AtPolicy
+    try:
+        schema = policy_models(4)["at"].model_json_schema()
+    finally:
+        POLICIES.pop("at")
+    assert schema["required"] == ["strategy"] and schema["additionalProperties"] is False
+    assert schema["properties"]["layer"] | {"title": None} == {"type": "integer", "default": 2,
+                                                                "maximum": 2**31 - 1, "title": None}
+    assert "at" not in policy_models(4)
 
 
 # --- schemathesis: every schema-valid request is answered as documented ----------------------------
