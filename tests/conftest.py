@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # tests build their datasets (test_hf_data.py)
+# Commands (in-process and in subprocesses) keep compiled programs in a cache of this run's own,
+# as they would in ~/.cache/vee_jax/xla: later runs of the same programs read it, the user's is untouched.
+os.environ.setdefault("VEE_JAX_XLA_CACHE", tempfile.mkdtemp(prefix="vee_jax_xla_"))
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -190,6 +190,7 @@ def client(predictor):
     app = create_app(predictor, limits=Limits(max_texts=4, max_chars=400, max_document_chars=3000, max_sentences=12,
                                               max_words=400, max_body_bytes=1 << 16), max_wait_ms=2)
     with TestClient(app) as c:
+        assert app.state.warmup.wait(300) and app.state.warmup.error is None, "the warm-up did not finish"
         yield c
 
 
@@ -232,11 +233,13 @@ def test_service_document_limits(client, texts):
                                                        "(max_document_chars)"),
         ({"documents": [many]}, 413, "13 sentences in all, at most 12 per request (max_sentences)"),
         ({"documents": [" ".join(["w"] * 401)]}, 413, "401 words in all, at most 400 per request (max_words)"),
-        ({"documents": []}, 422, "at least one document"),
-        ({"documents": ["a"], "sentences": "spacy"}, 422, "unknown sentence rule 'spacy'"),
+        ({"documents": []}, 422, "documents: List should have at least 1 item"),
+        ({"documents": ["a" * 3001]}, 413, "documents.0: 3001 characters, at most 3000"),  # the schema's maxLength
+        ({"documents": ["a"], "sentences": "spacy"}, 422, "sentences: Input should be 'pysbd', 'lines', "),
         ({"documents": "a"}, 422, "documents: Input should be a valid list"),
         ({"documents": ["a"], "texts": ["a"]}, 422, "texts: Extra inputs are not permitted"),
-        ({"documents": ["a"], "policy": {"strategy": "budget", "layer": 5}}, 422, "budget layer 5"),
+        ({"documents": ["a"], "policy": {"strategy": "budget", "layer": 5}}, 422,
+         "policy.budget.layer: Input should be less than or equal to 4"),
     ]
     for body, code, message in cases:
         r = client.post("/ner/documents", json=body)
@@ -258,6 +261,7 @@ def test_service_runs_windows(tiny_workdir, texts):
     assert want.to_dict().get("windows", 1) > 1
     app = create_app(small, limits=Limits(max_texts=4, max_chars=2000), max_wait_ms=2)
     with TestClient(app) as c:
+        assert app.state.warmup.wait(300), "the warm-up did not finish"
         r = c.post("/ner", json={"texts": [long_text, texts[3]]})
         assert r.status_code == 200, r.text
         got = r.json()["results"]

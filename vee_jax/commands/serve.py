@@ -1,17 +1,22 @@
 """``python serve.py --workdir runs/genia --port 8000 [--target-p95-ms 200]``.
 
 POST /ner, POST /ner/documents, GET /health, GET /metrics, /docs. With ``--target-p95-ms`` the depth follows the
-load (a ladder of exit policies, ``vee_jax.serving``).
+load (a ladder of exit policies, ``vee_jax.serving``). With ``--api-key-file FILE`` (or the environment variable
+``VEE_JAX_API_KEY``) POST /ner, POST /ner/documents and GET /metrics need ``Authorization: Bearer <key>``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Sequence
 
 from absl import flags
 
+from ..errors import ConfigError
 from .common import begin, define_policy_flags, fail, positive_int, user_errors
+
+API_KEY_ENV = "VEE_JAX_API_KEY"
 
 DESCRIPTION = ("Serve a trained workdir over HTTP: POST /ner, POST /ner/documents, GET /health, GET /metrics, /docs. "
                "With --target-p95-ms the depth follows the load (a ladder of exit policies).")
@@ -21,7 +26,13 @@ def define_flags() -> flags.FlagValues:
     fv = flags.FlagValues()
     flags.DEFINE_string("workdir", None, "the --workdir given to train.py", flag_values=fv)
     flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "which checkpoint", flag_values=fv)
-    flags.DEFINE_string("host", "127.0.0.1", "the address to listen on", flag_values=fv)
+    flags.DEFINE_string("host", "127.0.0.1", "the address to listen on (plain HTTP: put a TLS reverse proxy in front "
+                                             "of anything but loopback, docs/serving.md)", flag_values=fv)
+    flags.DEFINE_string("api_key_file", None,
+                        f"a file holding the API key (surrounding whitespace stripped): POST /ner, POST "
+                        f"/ner/documents and GET /metrics then need 'Authorization: Bearer <key>' (401 otherwise; "
+                        f"/health stays open). Default: the environment variable {API_KEY_ENV}, else no key",
+                        flag_values=fv)
     flags.DEFINE_integer("port", 8000, "the port to listen on", flag_values=fv)
     positive_int("batch_size", 32, "at most this many sentences per micro-batch", fv)
     flags.DEFINE_float("max_wait_ms", 5.0, "how long a micro-batch waits to fill", lower_bound=0.0, flag_values=fv)
@@ -68,6 +79,22 @@ def build_ladder(ladder_json: str | None, predictor, sweeps_dir):
     return default_ladder(predictor.policy, predictor.num_layers)
 
 
+def read_api_key(path: str | None, environ=os.environ) -> str | None:
+    """The API key: the file's content (it wins), else ``$VEE_JAX_API_KEY``, else None; whitespace stripped.
+
+    An empty key (an empty file or variable) is a ConfigError: it would open the service to anyone.
+    """
+    if path:
+        key, where = open(path, encoding="utf-8").read().strip(), f"--api-key-file {path}"
+    elif API_KEY_ENV in environ:
+        key, where = environ[API_KEY_ENV].strip(), f"${API_KEY_ENV}"
+    else:
+        return None
+    if not key:
+        raise ConfigError(f"{where}: the API key is empty; write the key there, or give no key to serve without one")
+    return key
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     fv = define_flags()
     begin(fv, "serve.py", DESCRIPTION, argv)
@@ -79,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from ..trained import TrainedModel
 
     try:
+        api_key = read_api_key(fv.api_key_file)
         model = TrainedModel.load(fv.workdir, fv.checkpoint)
         predictor = Predictor.from_trained(model, policy_from_input(fv), word_rule=fv.word_rule,
                                            batch_size=fv.batch_size)
@@ -89,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         max_queue=fv.max_queue, max_document_chars=fv.max_document_chars,
                         max_sentences=fv.max_sentences, max_words=fv.max_words)
         app = create_app(predictor, ladder=ladder, target_p95_ms=fv.target_p95_ms, limits=limits,
-                         max_wait_ms=fv.max_wait_ms, warmup_subwords=fv.warmup_subwords)
+                         max_wait_ms=fv.max_wait_ms, warmup_subwords=fv.warmup_subwords, api_key=api_key)
     except user_errors() as e:
         fail(e)
     for i, lv in enumerate(ladder):
@@ -101,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                  "answers 503 until it is done", warm.programs, warm.shapes, warm.max_subwords)
     import uvicorn
 
-    log.info("serving %s on http://%s:%d (docs: /docs; adaptive depth %s)", display_path(fv.workdir), fv.host, fv.port,
-             f"on, target p95 {fv.target_p95_ms} ms" if fv.target_p95_ms else "off")
+    log.info("serving %s on http://%s:%d (docs: /docs; adaptive depth %s; API key %s)", display_path(fv.workdir),
+             fv.host, fv.port, f"on, target p95 {fv.target_p95_ms} ms" if fv.target_p95_ms else "off",
+             "required" if api_key else "off")
     uvicorn.run(app, host=fv.host, port=fv.port, log_level="warning", access_log=False)

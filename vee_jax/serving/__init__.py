@@ -4,7 +4,7 @@
 * ``controller``: the ``DepthController`` that picks the level from the load, and the latency window;
 * ``batcher``: the ``MicroBatcher``, one queue and one worker thread running micro-batches;
 * ``metrics``: the Prometheus metrics (``prometheus_client``), one registry per app;
-* ``schemas``: the HTTP API's request and answer types and its limits;
+* ``schemas``: the HTTP API's request and answer types (the requests built per app) and its limits;
 * ``warmup``: ``WarmUp``, the ladder's programs compiled on every batch shape before the service is ready;
 * ``app``: ``create_app``, which wires them to FastAPI.
 """
@@ -15,11 +15,11 @@ from .controller import DepthController, LatencyWindow
 from .ladder import Level, default_ladder, ladder_from_sweep, load_ladder
 from .metrics import LATENCY_BUCKETS, Metrics, ServiceState
 from .schemas import (BodyLimit, DocumentEntityOut, DocumentOut, DocumentsRequest, DocumentsResponse, EntityOut,
-                      Limits, NerRequest, NerResponse, ResultOut, SentenceOut)
+                      ErrorOut, Limits, NerRequest, NerResponse, ResultOut, SentenceOut, policy_models, request_models)
 from .warmup import WarmUp, describe_program, program_text
 
 __all__ = ["LATENCY_BUCKETS", "BodyLimit", "DepthController", "DocumentEntityOut", "DocumentOut", "DocumentsRequest",
-           "DocumentsResponse", "EntityOut", "Job", "LatencyWindow", "Level", "Limits",
+           "DocumentsResponse", "EntityOut", "ErrorOut", "Job", "LatencyWindow", "Level", "Limits",
            "Metrics", "MicroBatcher", "NerRequest", "NerResponse", "Overloaded", "ResultOut", "SentenceOut", "ServiceState",
            "WarmUp", "create_app", "default_ladder", "describe_program", "ladder_from_sweep", "load_ladder",
-           "program_text"]
+           "policy_models", "program_text", "request_models"]

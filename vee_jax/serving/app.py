@@ -20,9 +20,14 @@ up", "compiled": k, "of": n}`` and the two POSTs 503 with ``Retry-After``. A req
 must share a program with a ladder policy (differ only in tau, patience, the budget layer), else
 422: nothing compiles on the request path.
 
+The request bodies are built per app (``schemas.request_models``): ``/openapi.json`` states the
+served limits and the exact policy objects. With ``api_key``, ``POST /ner``, ``POST /ner/documents``
+and ``GET /metrics`` answer 401 (``WWW-Authenticate: Bearer``) without ``Authorization: Bearer <key>``;
+``/health`` (probes), ``/docs`` and ``/openapi.json`` stay open.
+
 Nothing is dropped: a request is answered, or refused at once with 503 and ``Retry-After`` when
 the queue is full. Limits (texts per request, characters per text; characters, sentences and words per documents
-request; body bytes) give 413;
+request; body bytes) give 413 (also when the schema's ``maxItems``/``maxLength`` refuse them);
 malformed requests 400 (bad JSON) or 422 (a field of the wrong type, an unknown policy).
 """
 
@@ -31,12 +36,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hmac
 import time
 from typing import Sequence
 
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .. import compilations as xla_compilations
 from ..documents import assemble, plan_documents
@@ -49,27 +56,70 @@ from .batcher import Job, MicroBatcher, Overloaded
 from .controller import DepthController
 from .ladder import Level, default_ladder
 from .metrics import Metrics, ServiceState
-from .schemas import BodyLimit, DocumentsRequest, DocumentsResponse, Limits, NerRequest, NerResponse
+from .schemas import BodyLimit, DocumentsRequest, DocumentsResponse, ErrorOut, Limits, NerResponse, request_models
 from .warmup import WarmUp, describe_program, program_text
 
-NER_ERRORS = {400: {"description": "invalid JSON"},
-              413: {"description": "too many texts, a text or the body too long"},
-              422: {"description": "a field of the wrong type or an invalid policy"},
-              503: {"description": "warming up, or queue full: retry after the Retry-After header's seconds"}}
-DOCUMENTS_ERRORS = {**NER_ERRORS, 413: {"description": "too many characters, sentences or words in the request, "
-                                                       "or the body too long"}}
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
+NER_ERRORS = {400: {"model": ErrorOut, "description": "invalid JSON"},
+              413: {"model": ErrorOut, "description": "too many texts, a text too long, more window rows than a "
+                                                      "batch, or the body too long"},
+              422: {"model": ErrorOut, "description": "a field of the wrong type or out of range, a missing or "
+                                                      "unknown field, or a policy outside the compiled programs"},
+              503: {"model": ErrorOut, "headers": _RETRY_AFTER,
+                    "description": "warming up, queue full (or the service stopping): retry after Retry-After "
+                                    "seconds"}}
+DOCUMENTS_ERRORS = {**NER_ERRORS, 413: {"model": ErrorOut, "description": "too many characters, sentences or words "
+                                                                          "in the request, or the body too long"}}
+UNAUTHORIZED = {401: {"model": ErrorOut, "description": "no or wrong Authorization: Bearer <key>",
+                      "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}}}
+_LIMIT_ERRORS = ("too_long", "string_too_long")  # the schema's maxItems / maxLength: a limit, 413 as by hand
+
+
+def _field(error: dict) -> str:
+    return ".".join(str(x) for x in error.get("loc", ())[1:]) or "body"
+
+
+def _limit_message(error: dict) -> str:
+    """``texts: 5 texts, at most 4 per request``, ``texts.1: 401 characters, at most 400``."""
+    where, most = _field(error), error.get("ctx", {}).get("max_length")
+    if error["type"] == "string_too_long":
+        return f"{where}: {len(error['input'])} characters, at most {most}"
+    return f"{where}: {len(error['input'])} {where}, at most {most} per request"
 
 
 def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """400 for a body that is not JSON, else 422 with every field's error on one line."""
+    """400 for a body that is not JSON; 413 when only limits were passed; else 422; every error on one line."""
     errors = exc.errors()
     bad_json = next((e for e in errors if e.get("type") == "json_invalid"), None)
     if bad_json is not None:
         where = bad_json.get("loc", ["body", 0])[-1]
         why = bad_json.get("ctx", {}).get("error", bad_json["msg"])
         return JSONResponse({"detail": f"invalid JSON at character {where}: {why}"}, status_code=400)
-    msgs = ["{}: {}".format(".".join(str(x) for x in e.get("loc", ())[1:]) or "body", e.get("msg")) for e in errors]
+    if all(e.get("type") in _LIMIT_ERRORS for e in errors):
+        return JSONResponse({"detail": "; ".join(_limit_message(e) for e in errors)}, status_code=413)
+    msgs = ["{}: {}".format(_field(e), e.get("msg")) for e in errors]
     return JSONResponse({"detail": "; ".join(msgs)}, status_code=422)
+
+
+def bearer_auth(api_key: str | None) -> list:
+    """The route dependencies that ask for ``Authorization: Bearer <api_key>`` (401 otherwise); [] when None.
+
+    The key is compared in constant time (``hmac.compare_digest``); the scheme shows in /docs.
+    """
+    if api_key is None:
+        return []
+    if not api_key:
+        raise ValueError("an empty API key would let anyone in: give a key, or None for no key")
+    scheme = HTTPBearer(auto_error=False, description="the service's API key (serve.py --api-key-file)")
+    want = api_key.encode()
+
+    async def check(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:
+        given = credentials.credentials.encode() if credentials is not None else b""
+        if not hmac.compare_digest(given, want):
+            raise HTTPException(401, "missing or wrong API key: send Authorization: Bearer <key>",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    return [Depends(check)]
 
 
 class _Admission:
@@ -128,12 +178,13 @@ class _Admission:
         encoded = self.predictor.encode([[w for w, _, _ in sp.words] for sp in plan]) if plan else []
         return plan, encoded
 
-    def policy(self, request: NerRequest) -> Policy | None:
-        """The request's own policy; None: the controller's."""
+    def policy(self, request) -> Policy | None:
+        """The request's own policy (the schema checked its shape; ``policy_from_input`` builds it); None:
+        the controller's."""
         if request.policy is None:
             return None
         try:
-            pol = self.predictor.check(policy_from_input(request.policy))
+            pol = self.predictor.check(policy_from_input(request.policy.model_dump(exclude_unset=True)))
         except (ValueError, TypeError) as e:
             raise HTTPException(422, f"policy: {e}") from None
         if self.predictor.program(pol) not in self.programs:
@@ -169,7 +220,7 @@ async def _answer(batcher: MicroBatcher, job: Job) -> None:
 
 def create_app(predictor: Predictor, *, ladder: Sequence[Level] | None = None, target_p95_ms: float | None = None,
                limits: Limits = Limits(), max_wait_ms: float = 5.0, controller: DepthController | None = None,
-               start_worker: bool = True, warmup_subwords: int | None = None):
+               start_worker: bool = True, warmup_subwords: int | None = None, api_key: str | None = None):
     """The FastAPI app serving ``predictor`` (see the module docstring).
 
     Args:
@@ -180,6 +231,8 @@ def create_app(predictor: Predictor, *, ladder: Sequence[Level] | None = None, t
       start_worker: start the batcher thread with the app (lifespan); tests may drive it by hand.
       warmup_subwords: compile the ladder's programs on every batch shape up to this many
         subwords before answering (``warmup.WarmUp``; None: the model's limit; 0: off, ready at once).
+      api_key: when given, POST /ner, POST /ner/documents and GET /metrics need ``Authorization: Bearer
+        <api_key>`` (401 otherwise); /health, /docs and /openapi.json stay open.
     The app's ``state.batcher``, ``state.metrics``, ``state.controller`` and ``state.warmup`` are exposed.
     """
     ladder = list(ladder) if ladder else default_ladder(predictor.policy, predictor.num_layers)
@@ -191,6 +244,10 @@ def create_app(predictor: Predictor, *, ladder: Sequence[Level] | None = None, t
                            max_queue=limits.max_queue)
     admission = _Admission(predictor, ladder, limits)
     warmup = WarmUp(predictor, [lv.policy for lv in ladder], warmup_subwords)
+    NerRequestIn, DocumentsRequestIn = request_models(limits, predictor.num_layers, admission.max_texts,
+                                                      programs=[lv.policy for lv in ladder])
+    auth = bearer_auth(api_key)
+    guarded = UNAUTHORIZED if auth else {}
 
     def state() -> ServiceState:
         level, policy = batcher.current()
@@ -217,8 +274,7 @@ def create_app(predictor: Predictor, *, ladder: Sequence[Level] | None = None, t
     app.state.warmup = warmup
     app.add_exception_handler(RequestValidationError, _invalid_request)
 
-    @app.post("/ner", response_model=NerResponse, responses=NER_ERRORS)
-    async def ner(request: NerRequest):
+    async def ner(request: NerRequestIn):
         """Entities of each text, with character offsets, types, scores and the exit layer used."""
         if (warming := warmup.refusal()) is not None:
             return warming
@@ -240,8 +296,7 @@ def create_app(predictor: Predictor, *, ladder: Sequence[Level] | None = None, t
         return {"results": [p.to_dict(with_text=False) for p in preds], "policy": job.policy_used.to_dict(),
                 "level": job.level}
 
-    @app.post("/ner/documents", response_model=DocumentsResponse, responses=DOCUMENTS_ERRORS)
-    async def ner_documents(request: DocumentsRequest):
+    async def ner_documents(request: DocumentsRequestIn):
         """Entities of documents of any length: offsets into each document, each one's sentence and
         score, and every sentence's span and exit layer."""
         if (warming := warmup.refusal()) is not None:
@@ -268,6 +323,12 @@ def create_app(predictor: Predictor, *, ladder: Sequence[Level] | None = None, t
         docs = assemble(request.documents, plan, [r for j in jobs for r in j.results])
         metrics.request("/ner/documents", 200, None)  # not in /ner's latency histogram
         return {"results": [d.to_dict(with_text=False) for d in docs], "policy": used.to_dict(), "level": level}
+
+    # The bodies' models are this app's (its limits): annotate the endpoints with them, then route.
+    ner.__annotations__["request"], ner_documents.__annotations__["request"] = NerRequestIn, DocumentsRequestIn
+    app.post("/ner", response_model=NerResponse, responses={**NER_ERRORS, **guarded}, dependencies=auth)(ner)
+    app.post("/ner/documents", response_model=DocumentsResponse, responses={**DOCUMENTS_ERRORS, **guarded},
+             dependencies=auth)(ner_documents)
 
     @app.middleware("http")
     async def count(request: Request, call_next):
@@ -298,7 +359,10 @@ def create_app(predictor: Predictor, *, ladder: Sequence[Level] | None = None, t
                 "limits": {**dataclasses.asdict(limits), "max_texts": admission.max_texts,
                            "max_sentences": admission.max_sentences}}
 
-    @app.get("/metrics", response_class=Response)
+    @app.get("/metrics", response_class=Response, dependencies=auth, responses={
+        **guarded, 200: {"content": {"text/plain": {"schema": {"type": "string"}},
+                                     "application/openmetrics-text": {"schema": {"type": "string"}}},
+                         "description": "Prometheus text format, or OpenMetrics when the Accept header asks"}})
     async def prometheus(request: Request):
         """Prometheus text format (OpenMetrics on request): requests, latency, exit layers, policy in force."""
         body, content_type = metrics.render(request.headers.get("accept"))
