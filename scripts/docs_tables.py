@@ -181,6 +181,8 @@ def predictor() -> str:
     sps = d["sentences_per_s"]
     rows = [[b, f"{sps[f'predictor_b{b}']:.1f}", f"{sps[f'direct_b{b}']:.1f}",
              f"{d[f'predictor_over_direct_time_b{b}']:.3f}"] for b in (1, 32)]
+    if "predictor_b32_continuous" in sps:
+        rows.append(["32, continuous", f"{sps['predictor_b32_continuous']:.1f}", "", ""])
     return _table(["batch", "Predictor sentences/s", "direct sentences/s", "Predictor / direct time"], rows)
 
 

@@ -85,16 +85,18 @@ def _check_document(doc, sentence_texts, preds) -> None:
         assert_same_result(shifted, want.to_dict())
 
 
-def test_documents_batch_sentences_across_documents(predictor, texts):
-    # 3 documents of 3, 4 and 1 sentences: 8 sentences, one engine call of 8 rows
+def test_documents_batch_sentences_across_documents(predictor, texts, monkeypatch):
+    # 3 documents of 3, 4 and 1 sentences: 8 sentences, one engine call of 8 rows (whole batches)
     docs = [" ".join(texts[:3]), "\n".join(texts[3:7]) + "\n", "  " + texts[7]]
-    before = predictor.compilations
+    calls, infer = [], predictor.infer_batch
+    monkeypatch.setattr(predictor, "engine", "loop")
+    monkeypatch.setattr(predictor, "infer_batch", lambda rows, policy: calls.append(len(rows)) or infer(rows, policy))
     got = predictor.predict_documents(docs, sentence_rule="lines+pysbd")
+    assert calls == [8]
     want = predictor(texts)
     _check_document(got[0], texts[:3], want[:3])
     _check_document(got[1], texts[3:7], want[3:7])
     _check_document(got[2], texts[7:], want[7:])
-    assert predictor.compilations - before <= 1
     d = got[1].to_dict()
     assert set(d) == {"text", "entities", "sentences"} and len(d["sentences"]) == 4
     assert all(set(s) == {"start", "end", "exit_layer", "words"} for s in d["sentences"])
@@ -188,9 +190,9 @@ def client(predictor):
     from vee_jax.serving import Limits, create_app
 
     app = create_app(predictor, limits=Limits(max_texts=4, max_chars=400, max_document_chars=3000, max_sentences=12,
-                                              max_words=400, max_body_bytes=1 << 16), max_wait_ms=2)
+                                              max_words=400, max_body_bytes=1 << 16), max_wait_ms=2,
+                     warmup_subwords=0)  # readiness is tested in test_serve.py
     with TestClient(app) as c:
-        assert app.state.warmup.wait(300) and app.state.warmup.error is None, "the warm-up did not finish"
         yield c
 
 
@@ -259,9 +261,8 @@ def test_service_runs_windows(tiny_workdir, texts):
     long_text = " ".join(t.rstrip(" .") for t in texts[:3]) + " ."
     want = small([long_text])[0]
     assert want.to_dict().get("windows", 1) > 1
-    app = create_app(small, limits=Limits(max_texts=4, max_chars=2000), max_wait_ms=2)
+    app = create_app(small, limits=Limits(max_texts=4, max_chars=2000), max_wait_ms=2, warmup_subwords=0)
     with TestClient(app) as c:
-        assert app.state.warmup.wait(300), "the warm-up did not finish"
         r = c.post("/ner", json={"texts": [long_text, texts[3]]})
         assert r.status_code == 200, r.text
         got = r.json()["results"]

@@ -135,11 +135,17 @@ def test_continuous_engine_equals_whole_batches(tiny_workdir, predictor):
     sentences = [r["sentence"] for r in json.loads((tiny_workdir / "data.json").read_text())]
     cont = Predictor.from_workdir(tiny_workdir, policy=POLICY, batch_size=4)
     cont.engine = "continuous"
-    want, got = predictor.predict_words(sentences), cont.predict_words(sentences)
+    loop = Predictor.from_workdir(tiny_workdir, policy=POLICY, batch_size=4)
+    loop.engine = "loop"
+    want, got = loop.predict_words(sentences), cont.predict_words(sentences)
     assert [p.exit_layer for p in got] == [p.exit_layer for p in want]
     assert len({p.exit_layer for p in got}) > 1  # sentences leave at different layers
     assert [[s[:3] for s in p.spans] for p in got] == [[s[:3] for s in p.spans] for p in want]
-    with pytest.raises(ValueError, match="engine must be one of loop, continuous"):
+    from vee_jax.policies import BudgetPolicy
+
+    assert predictor.continuous(predictor.policy)  # auto: VEE batches continuously,
+    assert not predictor.continuous(BudgetPolicy(2))  # a budget in whole batches
+    with pytest.raises(ValueError, match="engine must be one of auto, loop, continuous"):
         Predictor(cont.spec, None, cont.tokenizer, cont.labels, True, prepared=cont.model, engine="fast")
 
 

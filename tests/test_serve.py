@@ -347,3 +347,21 @@ def test_warming_up_answers_503(server, monkeypatch):
         release.set()
         assert app.state.warmup.wait(10)
         assert client.get("/health").status_code == 200 and "vee_ready 1.0" in client.get("/metrics").text
+
+
+def test_http_documents(server, texts):
+    """POST /ner/documents over a real socket: a multi-sentence document answered at document offsets,
+    as the Predictor answers it (after test_http_round_trip, which counts /ner's metrics)."""
+    import httpx
+
+    doc = " ".join(texts[:3])
+    r = httpx.post(server.url + "/ner/documents", json={"documents": [doc], "sentences": "pysbd"}, timeout=60)
+    assert r.status_code == 200, r.text
+    got = r.json()["results"][0]
+    want = server.predictor.predict_documents([doc], sentence_rule="pysbd")[0]
+    assert len(got["sentences"]) == len(want.sentences) == 3
+    assert [(s["start"], s["end"], s["exit_layer"]) for s in got["sentences"]] == \
+           [(s.start, s.end, s.exit_layer) for s in want.sentences]
+    assert [(e["start"], e["end"], e["type"], e["sentence"]) for e in got["entities"]] == \
+           [(e.start, e.end, e.type, e.sentence) for e in want.entities]
+    assert all(doc[e["start"]:e["end"]] == e["text"] for e in got["entities"])

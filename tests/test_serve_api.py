@@ -29,7 +29,8 @@ def app(tiny_workdir):
     from vee_jax.serving import create_app
 
     predictor = Predictor.from_workdir(tiny_workdir, policy=POLICY, batch_size=1)
-    app = create_app(predictor, limits=_limits(), max_wait_ms=1, api_key=KEY, start_worker=False)
+    # texts of at most 12 characters and documents of 24 fit the 16- and 32-subword buckets: warm those
+    app = create_app(predictor, limits=_limits(), max_wait_ms=1, api_key=KEY, start_worker=False, warmup_subwords=32)
     app.state.batcher.start()  # once for the module, not at every client's lifespan
     app.state.warmup.start()  # every schema-valid policy runs on a program compiled here
     assert app.state.warmup.wait(300) and app.state.warmup.error is None, "the warm-up did not finish"

@@ -125,16 +125,18 @@ class Predictor:
       batch_size: at most this many sentences per engine call.
       prepared: ``params`` already in ``engine.prepare``'s layout (``TrainedModel.prepared``).
       engine: how ``run`` batches many sentences: ``"loop"``, whole batches through ``vee_infer``
-        (a batch runs until its slowest sentence exits), or ``"continuous"``, ``batched_infer``
-        (an exited sentence stops costing compute; the rule between them: docs/performance.md).
+        (a batch runs until its slowest sentence exits), ``"continuous"``, ``batched_infer`` (an
+        exited sentence stops costing compute), or ``"auto"``: continuous when the policy lets
+        sentences exit at different layers, whole batches when every sentence exits at one layer
+        (a budget, the full model), as measured (``bench/predictor.py``, docs/performance.md).
     """
 
-    ENGINES = ("loop", "continuous")
+    ENGINES = ("auto", "loop", "continuous")
 
     def __init__(self, spec, params: Any, tokenizer, labels: Sequence[str], nested: bool, *,
                  policy: Policy | Mapping[str, Any] | str | None = None, word_rule: str = "ptb",
                  max_subwords: int = 512, batch_size: int = 32, prepared: Mapping[str, Any] | None = None,
-                 engine: str = "loop"):
+                 engine: str = "auto"):
         if engine not in self.ENGINES:
             raise ValueError(f"engine must be one of {', '.join(self.ENGINES)}, got {engine!r}")
         if batch_size < 1:
@@ -244,7 +246,7 @@ class Predictor:
         One result per sentence (``windows.sentence_rows``): a windowed sentence is decided once
         all its windows have run, and only unfinished sentences' tables are kept meanwhile.
         """
-        if self.engine == "continuous" and self.batch_size > 1 and len(encoded) > 1:
+        if self.batch_size > 1 and len(encoded) > 1 and self.continuous(policy):
             return self.run_continuous(encoded, policy)
         gather = Gather([e.offset for e in encoded])
         out: list[WordPrediction | None] = [None] * len(gather.groups)
@@ -260,6 +262,12 @@ class Predictor:
                 for s, got in gather.add(i, (probs[r, :n, :n], int(exits[r]))):
                     out[s] = self.decide([encoded[j] for j in gather.groups[s]], got)
         return out  # type: ignore[return-value]
+
+    def continuous(self, policy: Policy) -> bool:
+        """Whether ``run`` batches continuously under ``policy`` (see ``engine``)."""
+        if self.engine != "auto":
+            return self.engine == "continuous"
+        return policy.fixed_exit(self.num_layers, policy.knobs()) is None  # sentences exit at their own layers
 
     def run_continuous(self, encoded: Sequence[Encoded], policy: Policy) -> list[WordPrediction]:
         """All rows through ``batched_infer`` (continuous batching, batches of ``batch_size``); one
