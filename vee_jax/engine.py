@@ -294,15 +294,8 @@ def vee_infer(
     return _infer(config, params, exit_params, infer_inputs(batch, pooling), knobs, static, pooling)
 
 
-def compile_vee_infer(
-    config: BertConfig,
-    params: Params,
-    exit_params: Params | tuple,
-    batch: dict[str, Any],
-    policy: Policy,
-    *,
-    pooling: str = "first",
-) -> None:
+def compile_vee_infer(config: BertConfig, params: Params, exit_params: Params | tuple, batch: dict[str, Any],
+                      policy: Policy, *, pooling: str = "first") -> None:
     """Compile ``vee_infer`` for ``batch``'s shapes and ``policy``'s program, without running it.
 
     Takes ``vee_infer``'s arguments (``batch`` may be all padding: only its shapes and dtypes
