@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Callable, NoReturn, Sequence
+from typing import NoReturn, Sequence
 
 from absl import flags
 
@@ -126,11 +126,3 @@ def enable_compilation_cache() -> None:
     if where.lower() != "none" and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         jax.config.update("jax_compilation_cache_dir", where)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-
-
-def as_user_error(call: Callable[[], object]):
-    """``call()``, with a user error printed as one line (exit 2)."""
-    try:
-        return call()
-    except user_errors() as e:
-        fail(e)
