@@ -127,7 +127,8 @@ def main(argv=None):
                               not k.startswith("avg_exit") else v) for k, v in t.items()}
             print(f"round {rnd + 1} {name}: full {t['full']:.3f} s", flush=True)
     rb, ra = ratios(best["before"]), ratios(best["after"])
-    result = {"command": "python bench/batched_ab.py " + " ".join(argv or sys.argv[1:]),
+    shown = [os.path.relpath(a, ROOT) if os.path.isabs(a) else a for a in (argv or sys.argv[1:])]
+    result = {"command": "python bench/batched_ab.py " + " ".join(shown),  # no machine paths
               "points": str(POINTS.relative_to(ROOT)), "best_times_s": best, "runs": runs,
               "ratios_before": rb, "ratios_after": ra,
               "after_over_before": {k: ra[k] / rb[k] for k in rb}}
