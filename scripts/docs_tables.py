@@ -203,6 +203,18 @@ def serve_startup() -> str:
 serve_startup.source = "bench/results/serve_startup.json"
 
 
+
+def layer_layouts() -> str:
+    """bench/layer.py: the full model (no exit) with the layer written several ways, ratios to the module."""
+    d = _load("bench/results/layer_cpu.json")
+    variants = list(d["rows"][0]["ms"])
+    rows = [[r["batch"], r["subwords"]] + [f"{r['ms'][v]:.2f}" for v in variants]
+            + [f"{r['over_module'][v]:.3f}" for v in variants[1:]] for r in d["rows"]]
+    return _table(["batch", "subwords"] + [f"{v} ms" for v in variants] + [f"{v} / module" for v in variants[1:]], rows)
+
+
+layer_layouts.source = "bench/results/layer_cpu.json"
+
 TABLES: dict[str, Callable[[], str]] = {
     "demo_per_exit": per_exit("results/demo/test_per_exit.json"),
     "genia_per_exit": per_exit("results/genia/test_per_exit.json"),
@@ -222,6 +234,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "genia_exits_compared": genia_exits_compared,
     "predictor": predictor,
     "serve_startup": serve_startup,
+    "layer_layouts": layer_layouts,
 }
 
 
