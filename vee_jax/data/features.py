@@ -36,9 +36,10 @@ class Encoded:
     positions (first, exclusive end). spans: ((start, end, class_id), ...) with class ids
     1..K-1 over the row's L words (a window's gold sub-table). offset: the row's first word in
     its sentence (0 for a whole sentence and for a sentence's first window); the row holds words
-    ``offset .. offset + L - 1``. context: ``(left, right)`` subwords of the neighbouring
-    sentences of its document around the sentence (``[CLS]``, left, sentence, right, ``[SEP]``). lost_spans: gold spans of the sentence that lie in no window,
+    ``offset .. offset + L - 1``. lost_spans: gold spans of the sentence that lie in no window,
     so cannot be predicted (on the sentence's first row only, so that a sum over rows counts them once).
+    context: ``(left, right)`` subwords of the neighbouring sentences of its document in the row,
+    ``[CLS]``, left, the words, right, ``[SEP]`` (``document_context``; (0, 0) without).
     """
 
     input_ids: np.ndarray
@@ -174,6 +175,7 @@ def document_context(pieces: Sequence[list[list[int]]], i: int, doc: tuple[int, 
     """
     if room <= 0 or per_side <= 0:
         return [], []
+
     def before():  # the words before the sentence, nearest first (lazily: documents can be long)
         return (w for j in range(i - 1, doc[0] - 1, -1) for w in reversed(pieces[j]))
 

@@ -334,8 +334,8 @@ def read_conll(path: PathArg, scheme: str = "iob1", token_column: int = 0,
             flush()
             continue
         if line.startswith("-DOCSTART-"):
+            flush()  # a sentence that the marker ends belongs to the document before it
             docs += 1
-            flush()
             continue
         cols = _COLUMN_SEP.split(line)
         if not words:
