@@ -188,7 +188,7 @@ def test_tiny_training_with_context_end_to_end(tmp_path, tiny_bert_dir):
     (tmp_path / "train.json").write_text(json.dumps(recs))
     c = base_config()
     c.data.train = c.data.dev = str(tmp_path / "train.json")
-    c.data.context_subwords = 6
+    c.data.context_subwords = 4  # every row within the 16-subword bucket: one shape to compile
     c.model.backbone = str(tiny_bert_dir)
     c.train.batch_size = 4
     c.train.eval_batch_size = 4
@@ -199,12 +199,21 @@ def test_tiny_training_with_context_end_to_end(tmp_path, tiny_bert_dir):
     trainer.train_and_evaluate(c, wd)
 
     model = TrainedModel.load(wd, "latest")
-    assert model.context_subwords == 6
+    assert model.context_subwords == 4
     rows = encode(model, read_json(tmp_path / "train.json"), "train")
-    assert rows[1].context == (5, 5) and rows[0].context == (0, 6)
+    assert rows[1].context == (4, 4) and rows[0].context == (0, 4) and rows[3].context == (0, 4)
     p = Predictor.from_trained(model)
-    assert p.context_subwords == 6
+    assert p.context_subwords == 4
     assert p.encode([["w5", "w6"], ["w7"]])[0].context == (0, 0)  # lone sentences: no context
     assert p.encode([["w5", "w6"], ["w7"]], [0, 0])[0].context == (0, 1)
-    docs = p.predict_documents(["w5 w6 w7 .\nw8 w9 .", "w10 w11"], sentence_rule="lines")
-    assert [len(d.sentences) for d in docs] == [2, 1]
+
+    class Encoded(Exception):  # stop before the engine (its compilation is tested elsewhere)
+        pass
+
+    def spy(sentences, doc_ids=None):
+        raise Encoded([e.context for e in Predictor.encode(p, sentences, doc_ids)])
+
+    p.encode = spy
+    with pytest.raises(Encoded) as got:
+        p.predict_documents(["w5 w6 w7 .\nw8 w9 .", "w10 w11"], sentence_rule="lines")
+    assert got.value.args[0] == [(0, 3), (4, 0), (0, 0)]  # neighbours within each document only
