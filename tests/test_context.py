@@ -217,3 +217,22 @@ def test_tiny_training_with_context_end_to_end(tmp_path, tiny_bert_dir):
     with pytest.raises(Encoded) as got:
         p.predict_documents(["w5 w6 w7 .\nw8 w9 .", "w10 w11"], sentence_rule="lines")
     assert got.value.args[0] == [(0, 3), (4, 0), (0, 0)]  # neighbours within each document only
+
+
+def test_context_rows_get_the_word_bucket_of_their_own_words(tok):
+    """A context row's table is sized by its words, not by its longer subword row (the table
+    costs L^2); without context, and for serving (fit_words=False), one L per T as before."""
+    from vee_jax.data.features import WORD_BUCKETS, batch_plan, bucket, row_shape, words_for
+
+    ctx, _ = encode_sentences(DOC, tok, LABELS, 512, 64)
+    alone, _ = encode_sentences([Sentence(s.words, s.spans) for s in DOC], tok, LABELS)
+    for e, a in zip(ctx, alone):
+        T, L = row_shape(e)
+        assert L == bucket(e.length, WORD_BUCKETS) < words_for(T)
+        assert row_shape(e, fit_words=False) == (T, words_for(T))
+        assert row_shape(a) == row_shape(a, fit_words=False) == (row_shape(a)[0], words_for(row_shape(a)[0]))
+    for (T, L), idx in batch_plan(ctx, 2, shuffle=False):
+        b = collate([ctx[i] for i in idx], (T, L), 2)
+        assert b["gold"].shape == (2, L, L) and b["word_mask"].sum() == sum(ctx[i].length for i in idx)
+    assert {s for s, _ in batch_plan(ctx, 2, shuffle=False, fit_words=False)} == {
+        row_shape(e, fit_words=False) for e in ctx}

@@ -205,7 +205,7 @@ def predict_documents(predictor: "Predictor", texts: Sequence[str],
         return assemble(texts, [], [])
     encoded = predictor.encode([[w for w, _, _ in sp.words] for sp in plan], [sp.doc for sp in plan])
     results: list[Any] = [None] * len(plan)
-    batches: Iterable = batch_plan(encoded, bs, shuffle=False)
+    batches: Iterable = batch_plan(encoded, bs, shuffle=False, fit_words=False)
     if progress:
         from tqdm.auto import tqdm
 

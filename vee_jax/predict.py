@@ -260,7 +260,7 @@ class Predictor:
             return self.run_continuous(encoded, policy)
         gather = Gather([e.offset for e in encoded])
         out: list[WordPrediction | None] = [None] * len(gather.groups)
-        plan = batch_plan(encoded, self.batch_size, shuffle=False)
+        plan = batch_plan(encoded, self.batch_size, shuffle=False, fit_words=False)
         if progress:
             from tqdm.auto import tqdm
 

@@ -268,13 +268,26 @@ def words_for(T: int) -> int:
     return bucket(max(T - 2, 1), WORD_BUCKETS)
 
 
-def bucket_shapes(encoded: Sequence[Encoded]) -> dict[int, int]:
-    """Subword bucket T -> word bucket L (``words_for``) for the T buckets that ``encoded`` uses.
+def row_shape(e: Encoded, fit_words: bool = True) -> tuple[int, int]:
+    """``(T, L)``: the subword bucket of row ``e`` and its word bucket.
 
-    Keying batches on T alone keeps the number of shapes (= compilations) at the number of
-    subword buckets in use.
+    L is ``words_for(T)`` (one L per T), except for a row that holds document context when
+    ``fit_words``: its T subwords hold far fewer than T - 2 words and the table costs L^2, so it
+    gets the word bucket of its own words (more shapes, much smaller tables).
     """
-    return {T: words_for(T) for T in sorted({bucket(len(e.input_ids), SUBWORD_BUCKETS) for e in encoded})}
+    T = bucket(len(e.input_ids), SUBWORD_BUCKETS)
+    if fit_words and e.context != (0, 0):
+        return T, min(words_for(T), bucket(max(e.length, 1), WORD_BUCKETS))
+    return T, words_for(T)
+
+
+def bucket_shapes(encoded: Sequence[Encoded], fit_words: bool = True) -> set[tuple[int, int]]:
+    """The ``(T, L)`` shapes (``row_shape``) that ``encoded`` uses.
+
+    Without document context these are one per subword bucket in use, which keeps the number of
+    shapes (= compilations) at the number of subword buckets.
+    """
+    return {row_shape(e, fit_words) for e in encoded}
 
 
 def batch_plan(
@@ -284,18 +297,18 @@ def batch_plan(
     shuffle: bool,
     seed: int = 0,
     epoch: int = 0,
+    fit_words: bool = True,
 ) -> list[tuple[tuple[int, int], list[int]]]:
     """Group sentence indices into batches of one bucket shape each.
 
     Deterministic for a given (seed, epoch): a resumed run sees the same order. Returns
     ``[((T, L), [indices...]), ...]``; the last batch of a bucket may be short (``collate``
-    pads it with empty rows so the shape stays fixed).
+    pads it with empty rows so the shape stays fixed). ``fit_words``: see ``row_shape`` (False:
+    one L per T, the shapes a serving process warms up).
     """
-    shapes = bucket_shapes(encoded)
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, e in enumerate(encoded):
-        T = bucket(len(e.input_ids), SUBWORD_BUCKETS)
-        groups[(T, shapes[T])].append(i)
+        groups[row_shape(e, fit_words)].append(i)
     rng = np.random.default_rng([seed, epoch])
     plan = []
     for key in sorted(groups):
