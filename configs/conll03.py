@@ -1,6 +1,12 @@
 """CoNLL-2003 English flat NER (IOB1, 4 columns) with the shipped MiniLM backbone.
 
     python train.py --config configs/conll03.py --workdir ~/vee_runs/conll03
+
+Document context (off here, as in the paper; docs/data.md "Document context"): the -DOCSTART-
+documents give each sentence up to 64 subwords of its neighbouring sentences on each side:
+
+    python train.py --config configs/conll03.py --workdir ~/vee_runs/conll03_ctx \
+        --config.data.context_subwords=64
 """
 
 from vee_jax.config import DATA, base_config

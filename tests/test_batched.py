@@ -48,7 +48,7 @@ for _e in ENCODED:
     _T = bucket(len(_e.input_ids), SUBWORD_BUCKETS)
     SHAPES[_T] = max(SHAPES.get(_T, 1), bucket(max(_e.length, 1), WORD_BUCKETS))
 assert SHAPES == {16: 8, 24: 16}, SHAPES  # tighter than bucket_shapes' room for T - 2 words: {16: 16, 24: 24}
-assert bucket_shapes(ENCODED) == {16: 16, 24: 24}
+assert bucket_shapes(ENCODED) == {(16, 16), (24, 24)}
 N = len(ENCODED)
 assert len(SHAPES) == 2
 

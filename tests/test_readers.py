@@ -194,11 +194,11 @@ def test_conll_iob1_rules_and_docstart_at_both_ends(tmp_path):
         Sentence(("EU", "rejects", "German", "Dutch", "call", "Peter", "Blackburn", "."),
                  # I- after O starts ORG; B-MISC after MISC starts a second MISC, which the
                  # next I-MISC continues; I-PER after I-MISC starts a PER.
-                 ((0, 0, "ORG"), (2, 2, "MISC"), (3, 4, "MISC"), (5, 6, "PER"))),
-        Sentence(("Only",), ()),
+                 ((0, 0, "ORG"), (2, 2, "MISC"), (3, 4, "MISC"), (5, 6, "PER")), doc_id="doc0"),
+        Sentence(("Only",), (), doc_id="doc0"),
         # B- after a -DOCSTART- (no blank line) starts; I-LOC then I-ORG: two entities
         Sentence(("Mr", "Smith", "in", "Paris", "Moscow"),
-                 ((0, 1, "PER"), (3, 3, "LOC"), (4, 4, "ORG"))),
+                 ((0, 1, "PER"), (3, 3, "LOC"), (4, 4, "ORG")), doc_id="doc1"),
     ]
     assert stats == {"repairs": 0, "documents": 3, "lines": 21}
 
@@ -437,7 +437,7 @@ def test_conll_round_trip(tmp_path_factory, sents, docstart):
         text = ("-DOCSTART- -X- O\n\n" if docstart else "") + "\n\n".join(blocks)
         p = d / f"{scheme}.conll"
         p.write_text(text, encoding="utf-8")
-        assert read_conll(p, scheme=scheme) == sents
+        assert read_conll(p, scheme=scheme) == [Sentence(s.words, s.spans, "doc0" if docstart else None) for s in sents]
 
 
 @settings(max_examples=60, deadline=None)

@@ -13,7 +13,7 @@ checkpoint (name, step, and the modification time of its step folder, so that a 
 into the same workdir is not mistaken for the old one at the same step), the data (the split's
 file: absolute path, size, modification time; the held-out fraction and seed when dev is cut
 out of train), and what shapes the tables (backbone, tokenizer, pooling, max_subwords, the label
-set, the storage dtype). A cache whose stored key differs is rebuilt, and building a split's
+set, the storage dtype; with document context its size and a JSON split's ``.doc_ids.txt``). A cache whose stored key differs is rebuilt, and building a split's
 cache deletes that split's older caches of the same checkpoint name (stale steps).
 
 Files are written to a temporary name and renamed, so a crash never leaves a half-written cache.
@@ -92,7 +92,7 @@ def data_fingerprint(data_cfg: Any, split: str) -> dict[str, Any]:
 def table_key(workdir: str | Path, checkpoint: str, config: Any, info: dict[str, Any], split: str,
               dtype: str = "float32") -> dict[str, Any]:
     """The cache key of a split's tables (see the module docstring)."""
-    return {
+    key = {
         "version": CACHE_VERSION,
         "checkpoint": Workdir(workdir).checkpoint_fingerprint(checkpoint),
         "data": data_fingerprint(config.data, split),
@@ -101,6 +101,20 @@ def table_key(workdir: str | Path, checkpoint: str, config: Any, info: dict[str,
                   "labels": list(info.get("labels", ())), "num_layers": info.get("num_layers")},
         "dtype": dtype,
     }
+    context = config.data.get("context_subwords", 0)
+    if context:  # absent when 0: the keys of caches built before the field existed still match
+        key["model"]["context_subwords"] = context
+        key["data"]["doc_ids"] = _doc_ids_fingerprint(config.data, split)
+    return key
+
+
+def _doc_ids_fingerprint(data_cfg: Any, split: str) -> dict[str, Any] | None:
+    """The ``.doc_ids.txt`` file beside a JSON split (``readers.doc_ids_file``), which gives its documents."""
+    from .data.readers import doc_ids_file
+
+    path = data_cfg.get(split) or data_cfg.get("train")
+    side = doc_ids_file(path) if data_cfg.get("format") == "json" and path else None
+    return _file_fingerprint(side) if side is not None and side.is_file() else None
 
 
 def key_hash(key: dict[str, Any]) -> str:

@@ -46,6 +46,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.dev_fraction = 0.0  # > 0: hold out this fraction of train as dev when dev is ""
     c.data.dev_seed = 0
     c.data.max_subwords = 512  # the model limit; longer sentences are reported, never silent
+    # > 0: up to this many subwords of the neighbouring sentences of the same document on each
+    # side of a sentence (its table stays over its own words); 0 = sentences alone, as the paper
+    c.data.context_subwords = 0
 
     c.model = ml_collections.ConfigDict()
     c.model.backbone = "minilm"  # "minilm" (shipped) or a local HF BERT/ALBERT folder

@@ -203,9 +203,9 @@ def predict_documents(predictor: "Predictor", texts: Sequence[str],
     plan = plan_documents(texts, rule, predictor.word_rule)
     if not plan:  # no document holds a non-space character
         return assemble(texts, [], [])
-    encoded = predictor.encode([[w for w, _, _ in sp.words] for sp in plan])
+    encoded = predictor.encode([[w for w, _, _ in sp.words] for sp in plan], [sp.doc for sp in plan])
     results: list[Any] = [None] * len(plan)
-    batches: Iterable = batch_plan(encoded, bs, shuffle=False)
+    batches: Iterable = batch_plan(encoded, bs, shuffle=False, fit_words=False)
     if progress:
         from tqdm.auto import tqdm
 

@@ -122,6 +122,9 @@ class Predictor:
       policy: the default exit policy (a policy, a dict, a strategy name; None: VEE defaults).
       word_rule: how raw text becomes words (``vee_jax.words``).
       max_subwords: the model's subword limit; longer sentences run as overlapping windows.
+      context_subwords: document context of each sentence, as the model was trained
+        (``data.context_subwords``): used where sentences come with their documents
+        (``encode``'s ``doc_ids``: ``predict_documents``); a lone text has none.
       batch_size: at most this many sentences per engine call.
       prepared: ``params`` already in ``engine.prepare``'s layout (``TrainedModel.prepared``).
       engine: how ``run`` batches many sentences: ``"loop"``, whole batches through ``vee_infer``
@@ -136,7 +139,7 @@ class Predictor:
     def __init__(self, spec, params: Any, tokenizer, labels: Sequence[str], nested: bool, *,
                  policy: Policy | Mapping[str, Any] | str | None = None, word_rule: str = "ptb",
                  max_subwords: int = 512, batch_size: int = 32, prepared: Mapping[str, Any] | None = None,
-                 engine: str = "auto"):
+                 engine: str = "auto", context_subwords: int = 0):
         if engine not in self.ENGINES:
             raise ValueError(f"engine must be one of {', '.join(self.ENGINES)}, got {engine!r}")
         if batch_size < 1:
@@ -151,6 +154,7 @@ class Predictor:
         self.model = prepared if prepared is not None else prepare(spec.bert, params["encoder"], params["exits"])
         self.labels, self.nested = list(labels), bool(nested)
         self.word_rule, self.max_subwords, self.batch_size = word_rule, max_subwords, batch_size
+        self.context_subwords = context_subwords
         self.engine = engine
         self.policy = self.check(policy_from_input(policy))
 
@@ -173,7 +177,7 @@ class Predictor:
         fmt = model.config.data.format
         p = cls(model.spec, model.params, model.tokenizer, model.labels, model.nested, policy=policy,
                 word_rule=word_rule or RULE_OF_FORMAT.get(fmt, "ptb"), max_subwords=model.max_subwords,
-                batch_size=batch_size, prepared=model.prepared)
+                batch_size=batch_size, prepared=model.prepared, context_subwords=model.context_subwords)
         p.sentence_rule = SENTENCE_RULE_OF_FORMAT.get(fmt)
         return p
 
@@ -232,10 +236,16 @@ class Predictor:
         return self.run(self.encode(sentences), pol, progress=progress)
 
     # --- the steps ---------------------------------------------------------------------------
-    def encode(self, sentences: Sequence[Sequence[str]]) -> list[Encoded]:
-        """Words -> ``Encoded`` rows (subwords; a sentence past the limit: several window rows)."""
-        enc, rep = encode_sentences([Sentence(tuple(w)) for w in sentences], self.tokenizer, self.labels,
-                                    self.max_subwords)
+    def encode(self, sentences: Sequence[Sequence[str]], doc_ids: Sequence[Any] | None = None) -> list[Encoded]:
+        """Words -> ``Encoded`` rows (subwords; a sentence past the limit: several window rows).
+
+        ``doc_ids``: each sentence's document (consecutive sentences with one id are a document),
+        for the document context of a model trained with ``data.context_subwords``; None: every
+        sentence alone.
+        """
+        ids = [None] * len(sentences) if doc_ids is None else list(doc_ids)
+        enc, rep = encode_sentences([Sentence(tuple(w), doc_id=d) for w, d in zip(sentences, ids)],
+                                    self.tokenizer, self.labels, self.max_subwords, self.context_subwords)
         if rep.windowed_sentences:
             log.info(rep.summary("input"))
         return enc
@@ -250,7 +260,7 @@ class Predictor:
             return self.run_continuous(encoded, policy)
         gather = Gather([e.offset for e in encoded])
         out: list[WordPrediction | None] = [None] * len(gather.groups)
-        plan = batch_plan(encoded, self.batch_size, shuffle=False)
+        plan = batch_plan(encoded, self.batch_size, shuffle=False, fit_words=False)
         if progress:
             from tqdm.auto import tqdm
 

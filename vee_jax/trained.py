@@ -158,7 +158,7 @@ def restore_checkpoint(mngr: ocp.CheckpointManager, like: Any, step: int | None 
 # Fields that define a run: resuming with any of them changed would not continue the same run.
 RUN_FIELDS = ("seed", "data.format", "data.train", "data.dev", "data.scheme", "data.token_column",
               "data.tag_column", "data.labels", "data.nested", "data.dev_fraction", "data.dev_seed",
-              "data.max_subwords", "data.hf_config", "data.hf_tokens_column", "data.hf_tags_column",
+              "data.max_subwords", "data.context_subwords", "data.hf_config", "data.hf_tokens_column", "data.hf_tags_column",
               "data.hf_entities_column", "data.tag_names", "model", "optim", "train.epochs", "train.batch_size",
               "train.select_by")
 
@@ -341,6 +341,12 @@ class TrainedModel:
     def max_subwords(self) -> int:
         """The subword limit sentences are encoded to: the config's, within the backbone's positions."""
         return min(self.config.data.max_subwords, self.spec.bert.max_position)
+
+    @property
+    def context_subwords(self) -> int:
+        """Document context the model was trained with (``data.context_subwords``; 0 in workdirs
+        written before the field existed): eval and prediction encode rows the same way."""
+        return int(self.config.data.get("context_subwords", 0))
 
     @functools.cached_property
     def prepared(self) -> dict[str, Any]:

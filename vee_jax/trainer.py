@@ -68,7 +68,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     positive = ("train.epochs", "train.batch_size", "train.eval_batch_size", "train.log_every_steps",
                 "train.early_stopping_patience", "optim.lr", "optim.exit_lr", "data.max_subwords")
     non_negative = ("train.checkpoint_every_steps", "train.max_steps", "train.eval_max_sentences",
-                    "model.ffnn_size", "optim.weight_decay", "optim.clip_norm")
+                    "data.context_subwords", "model.ffnn_size", "optim.weight_decay", "optim.clip_norm")
     problems = []
     for field, allowed in choices.items():
         value = config[field.split(".")[0]][field.split(".")[1]]
@@ -121,8 +121,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     if tc.eval_max_sentences:
         dev = dev[: tc.eval_max_sentences]
     max_sub = min(config.data.max_subwords, bert_cfg.max_position)
-    train_enc, rep = encode_sentences(train, tokenizer, labels, max_sub)
-    dev_enc, dev_rep = encode_sentences(dev, tokenizer, labels, max_sub)
+    context = config.data.context_subwords
+    train_enc, rep = encode_sentences(train, tokenizer, labels, max_sub, context)
+    dev_enc, dev_rep = encode_sentences(dev, tokenizer, labels, max_sub, context)
     log.info(rep.summary("train"))
     log.info(dev_rep.summary("dev"))
     log.info("labels: %s; train batch shapes (compilations per epoch): %d", labels, num_shapes(train_enc))

@@ -4,6 +4,10 @@ Tables are over words (NOTES item 6): ``word_index[l]`` is the position of word 
 subword, ``word_end[l]`` the exclusive end of its subwords. A sentence longer than the subword
 limit becomes overlapping windows, one row each (``vee_jax.windows``). Batches are padded to a shape from
 a small set of (subwords, words) buckets so that a whole epoch compiles a handful of shapes.
+
+Document context (``context_subwords`` > 0, docs/data.md): a sentence's row also holds subwords of
+the neighbouring sentences of its document, ``[CLS] left + sentence + right [SEP]``; the table
+stays over the sentence's own words (``word_index`` points past the left context).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import defaultdict
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -34,6 +38,8 @@ class Encoded:
     its sentence (0 for a whole sentence and for a sentence's first window); the row holds words
     ``offset .. offset + L - 1``. lost_spans: gold spans of the sentence that lie in no window,
     so cannot be predicted (on the sentence's first row only, so that a sum over rows counts them once).
+    context: ``(left, right)`` subwords of the neighbouring sentences of its document in the row,
+    ``[CLS]``, left, the words, right, ``[SEP]`` (``document_context``; (0, 0) without).
     """
 
     input_ids: np.ndarray
@@ -44,6 +50,7 @@ class Encoded:
     lost_spans: tuple[tuple[int, int, str], ...] = ()
     empty_words: int = 0  # words the tokenizer turned into no subword (kept as [UNK])
     offset: int = 0  # the row's first word in its sentence
+    context: tuple[int, int] = (0, 0)  # subwords of document context before and after the sentence
 
     @property
     def length(self) -> int:
@@ -67,6 +74,8 @@ class EncodeReport:
     clipped_words: int = 0  # words of more subwords than the limit: their first subwords are kept
     empty_words: int = 0
     multi_type_cells: int = 0  # a table cell holds one class: the extra types are not trained on
+    context_rows: int = 0  # rows that hold document context (context_subwords > 0)
+    context_subwords: int = 0  # context subwords in all those rows
 
     def summary(self, name: str = "data") -> str:
         s = f"{name}: {self.sentences} sentences"
@@ -82,6 +91,9 @@ class EncodeReport:
         if self.multi_type_cells:
             s += (f"; {self.multi_type_cells} spans carry two or more types: a table cell holds one "
                   f"class, so one type is kept for training and the others count as missed")
+        if self.context_rows:
+            s += (f"; {self.context_rows} with document context (mean "
+                  f"{self.context_subwords / self.context_rows:.1f} subwords)")
         return s
 
 
@@ -90,6 +102,7 @@ def encode_sentences(
     tokenizer,
     labels: Sequence[str],
     max_subwords: int = 512,
+    context_subwords: int = 0,
 ) -> tuple[list[Encoded], EncodeReport]:
     """Tokenise words into subwords with a fast tokenizer and map spans to class ids.
 
@@ -97,14 +110,18 @@ def encode_sentences(
     Returns rows in sentence order: one per sentence that fits ``max_subwords`` (with [CLS]
     and [SEP]); a longer sentence becomes several rows, overlapping windows of whole words
     (``windows.plan_windows``; ``windows.sentence_rows`` groups rows back into sentences).
+    ``context_subwords`` > 0: a sentence that fits gets up to that many subwords of document
+    context on each side (``document_context``); 0 gives the rows of sentences encoded alone.
     """
     label_id = {t: i + 1 for i, t in enumerate(labels)}
     report = EncodeReport(sentences=len(sentences))
     specials = (tokenizer.cls_token_id, tokenizer.sep_token_id)
+    pieces = _subwords(sentences, tokenizer)
+    empties = [_fill_empty(per_word, tokenizer.unk_token_id) for per_word in pieces]
+    report.clipped_words = sum(_clip(per_word, max_subwords - 2) for per_word in pieces)
+    bounds = document_bounds(sentences) if context_subwords > 0 else None
     out: list[Encoded] = []
-    for sent, per_word in zip(sentences, _subwords(sentences, tokenizer)):
-        empty = _fill_empty(per_word, tokenizer.unk_token_id)
-        report.clipped_words += _clip(per_word, max_subwords - 2)
+    for i, (sent, per_word, empty) in enumerate(zip(sentences, pieces, empties)):
         spans = tuple((s, e, label_id[t]) for s, e, t in sent.spans)
         report.multi_type_cells += len(spans) - len({(s, e) for s, e, _ in spans})
         windows = plan_windows([len(p) for p in per_word], max_subwords - 2)
@@ -114,10 +131,73 @@ def encode_sentences(
             report.windows += len(windows)
             report.lost_spans += len(lost)
         report.empty_words += empty
+        context = ([], [])
+        if bounds is not None and len(windows) == 1:  # a windowed sentence gets no context
+            room = max_subwords - 2 - sum(len(p) for p in per_word)
+            context = document_context(pieces, i, bounds[i], context_subwords, room)
+            if context[0] or context[1]:
+                report.context_rows += 1
+                report.context_subwords += len(context[0]) + len(context[1])
         for k, w in enumerate(windows):
             out.append(_encode_window(per_word, w, spans, specials, len(sent.words),
-                                      lost if k == 0 else (), empty if k == 0 else 0))
+                                      lost if k == 0 else (), empty if k == 0 else 0, context))
     return out, report
+
+
+def document_bounds(sentences: Sequence[Sentence]) -> list[tuple[int, int]]:
+    """Each sentence's document as sentence indices ``(first, end)``, end exclusive.
+
+    A document is a run of consecutive sentences with the same ``doc_id`` (an id that comes back
+    later is another document); a sentence without one (``None``) is a document alone.
+    """
+    n = len(sentences)
+    joins = [i > 0 and s.doc_id is not None and s.doc_id == sentences[i - 1].doc_id
+             for i, s in enumerate(sentences)]  # sentence i continues i - 1's document
+    first, end = list(range(n)), [i + 1 for i in range(n)]
+    for i in range(1, n):
+        if joins[i]:
+            first[i] = first[i - 1]
+    for i in range(n - 2, -1, -1):
+        if joins[i + 1]:
+            end[i] = end[i + 1]
+    return list(zip(first, end))
+
+
+def document_context(pieces: Sequence[list[list[int]]], i: int, doc: tuple[int, int], per_side: int,
+                     room: int) -> tuple[list[int], list[int]]:
+    """Subword ids of sentence ``i``'s document context: ``(left, right)``, each in text order.
+
+    pieces: ``[sentence][word] -> [ids]``. doc: ``(first, end)``, the sentences of i's document.
+    Each side takes whole words, nearest the sentence first, up to ``per_side`` subwords (the
+    far side is cut); together at most ``room`` (the limit left after the sentence: the sentence
+    has priority). When both do not fit, each side gets half the room, or more when the other
+    side needs less.
+    """
+    if room <= 0 or per_side <= 0:
+        return [], []
+
+    def before():  # the words before the sentence, nearest first (lazily: documents can be long)
+        return (w for j in range(i - 1, doc[0] - 1, -1) for w in reversed(pieces[j]))
+
+    def after():
+        return (w for j in range(i + 1, doc[1]) for w in pieces[j])
+
+    right_full = sum(map(len, _take(after(), per_side)))
+    left = _take(before(), min(per_side, max(room // 2, room - right_full)))
+    right = _take(after(), min(per_side, room - sum(map(len, left))))
+    return [t for w in reversed(left) for t in w], [t for w in right for t in w]
+
+
+def _take(words: Iterable[list[int]], budget: int) -> list[list[int]]:
+    """The leading whole words of ``words`` whose subwords fit ``budget`` together."""
+    taken: list[list[int]] = []
+    used = 0
+    for p in words:
+        if used + len(p) > budget:
+            break
+        taken.append(p)
+        used += len(p)
+    return taken
 
 
 def _subwords(sentences: Sequence[Sentence], tokenizer) -> list[list[list[int]]]:
@@ -153,17 +233,21 @@ def _clip(per_word: list[list[int]], budget: int) -> int:
 
 
 def _encode_window(per_word: list[list[int]], window: tuple[int, int], spans, specials: tuple[int, int],
-                   num_words: int, lost: tuple, empty: int) -> Encoded:
-    """One row: [CLS] + the window's words' subwords + [SEP], and the window's gold sub-table."""
+                   num_words: int, lost: tuple, empty: int,
+                   context: tuple[list[int], list[int]] = ([], [])) -> Encoded:
+    """One row: [CLS] + left context + the window's words' subwords + right context + [SEP], and
+    the window's gold sub-table (context: ``document_context``, only for a sentence in one window)."""
     a, b = window
-    ids, starts, ends = [specials[0]], [], []
+    left, right = context
+    ids, starts, ends = [specials[0], *left], [], []
     for p in per_word[a:b]:
         starts.append(len(ids))
         ids.extend(p)
         ends.append(len(ids))
+    ids.extend(right)
     ids.append(specials[1])
     return Encoded(np.asarray(ids, np.int32), np.asarray(starts, np.int32), np.asarray(ends, np.int32),
-                   window_spans(spans, window), num_words, lost, empty, a)
+                   window_spans(spans, window), num_words, lost, empty, a, (len(left), len(right)))
 
 
 def bucket(n: int, boundaries: Sequence[int]) -> int:
@@ -184,13 +268,26 @@ def words_for(T: int) -> int:
     return bucket(max(T - 2, 1), WORD_BUCKETS)
 
 
-def bucket_shapes(encoded: Sequence[Encoded]) -> dict[int, int]:
-    """Subword bucket T -> word bucket L (``words_for``) for the T buckets that ``encoded`` uses.
+def row_shape(e: Encoded, fit_words: bool = True) -> tuple[int, int]:
+    """``(T, L)``: the subword bucket of row ``e`` and its word bucket.
 
-    Keying batches on T alone keeps the number of shapes (= compilations) at the number of
-    subword buckets in use.
+    L is ``words_for(T)`` (one L per T), except for a row that holds document context when
+    ``fit_words``: its T subwords hold far fewer than T - 2 words and the table costs L^2, so it
+    gets the word bucket of its own words (more shapes, much smaller tables).
     """
-    return {T: words_for(T) for T in sorted({bucket(len(e.input_ids), SUBWORD_BUCKETS) for e in encoded})}
+    T = bucket(len(e.input_ids), SUBWORD_BUCKETS)
+    if fit_words and e.context != (0, 0):
+        return T, min(words_for(T), bucket(max(e.length, 1), WORD_BUCKETS))
+    return T, words_for(T)
+
+
+def bucket_shapes(encoded: Sequence[Encoded], fit_words: bool = True) -> set[tuple[int, int]]:
+    """The ``(T, L)`` shapes (``row_shape``) that ``encoded`` uses.
+
+    Without document context these are one per subword bucket in use, which keeps the number of
+    shapes (= compilations) at the number of subword buckets.
+    """
+    return {row_shape(e, fit_words) for e in encoded}
 
 
 def batch_plan(
@@ -200,18 +297,18 @@ def batch_plan(
     shuffle: bool,
     seed: int = 0,
     epoch: int = 0,
+    fit_words: bool = True,
 ) -> list[tuple[tuple[int, int], list[int]]]:
     """Group sentence indices into batches of one bucket shape each.
 
     Deterministic for a given (seed, epoch): a resumed run sees the same order. Returns
     ``[((T, L), [indices...]), ...]``; the last batch of a bucket may be short (``collate``
-    pads it with empty rows so the shape stays fixed).
+    pads it with empty rows so the shape stays fixed). ``fit_words``: see ``row_shape`` (False:
+    one L per T, the shapes a serving process warms up).
     """
-    shapes = bucket_shapes(encoded)
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, e in enumerate(encoded):
-        T = bucket(len(e.input_ids), SUBWORD_BUCKETS)
-        groups[(T, shapes[T])].append(i)
+        groups[row_shape(e, fit_words)].append(i)
     rng = np.random.default_rng([seed, epoch])
     plan = []
     for key in sorted(groups):

@@ -172,7 +172,10 @@ def _json_record(rec: Any, err: Callable[[str], DataError]) -> Sentence:
         if len(set(index)) != e - s + 1:
             raise err(f"entity {j} ({typ}): index {index} is not contiguous")
         spans.append((s, e, typ))
-    return Sentence(tuple(words), tuple(spans))
+    doc = rec.get("doc_id")
+    if doc is not None and (isinstance(doc, bool) or not isinstance(doc, (str, int))):
+        raise err(f"'doc_id' must be a string or an integer, got {doc!r}")
+    return Sentence(tuple(words), tuple(spans), doc_id=doc)
 
 
 def read_json(path: PathArg) -> list[Sentence]:
@@ -182,12 +185,35 @@ def read_json(path: PathArg) -> list[Sentence]:
     indices in ascending order; the span is ``(first, last, type)``. Extra keys are ignored. Sentences that are
     empty or have no entity are kept. Raises DataError naming the file, the (0-based) record
     and its line/column.
+
+    Documents (for ``data.context_subwords``): a record's ``doc_id`` key, else line k of the file
+    ``doc_ids_file(path)`` beside it (``train.doc_ids.txt`` for ``train.json``, as shipped with
+    GENIA) when there is one; otherwise ``doc_id`` is None.
     """
     text = _read_text(path, "json")
     out: list[Sentence] = []
     for k, (rec, pos) in enumerate(_json_values(text, path)):
         out.append(_json_record(rec, lambda problem: _located(path, text, pos, problem, k)))
-    return out
+    return _with_doc_ids(out, path)
+
+
+def doc_ids_file(path: PathArg) -> Path:
+    """The document ids beside a JSON split: ``train.doc_ids.txt`` for ``train.json`` (one id a line)."""
+    return Path(path).with_suffix(".doc_ids.txt")
+
+
+def _with_doc_ids(sentences: list[Sentence], path: PathArg) -> list[Sentence]:
+    """``sentences`` with the ids of ``doc_ids_file(path)`` where a record gave none (unchanged
+    without that file); DataError when its line count is not the number of records."""
+    side = doc_ids_file(path)
+    if not side.is_file():
+        return sentences
+    ids = [line.strip() for _, line in _lines(_read_text(side, "json"))]
+    if len(ids) != len(sentences):
+        raise DataError(side, f"{len(ids)} document ids, but {Path(path).name} has {len(sentences)} records "
+                              f"(expected one id a line, line k for record k)")
+    return [s if s.doc_id is not None or not d else Sentence(s.words, s.spans, doc_id=d)
+            for s, d in zip(sentences, ids)]
 
 
 def _located(path: PathArg, text: str, pos: int, problem: str, record: int) -> DataError:
@@ -273,7 +299,8 @@ def read_conll(path: PathArg, scheme: str = "iob1", token_column: int = 0,
     Columns are separated by spaces or tabs (only those: a no-break space inside a token stays
     in it); a blank line ends a sentence; a line starting with ``-DOCSTART-`` separates
     documents and is not a sentence (anywhere, including the last line without a newline, as
-    in the CoNLL-2003 copy here). Tags are ``O``, ``B-X`` or ``I-X``.
+    in the CoNLL-2003 copy here). A sentence's ``doc_id`` is ``doc<k>``, k counting those lines
+    from 0 (None before the first one, and in a file without any). Tags are ``O``, ``B-X`` or ``I-X``.
 
     scheme ``"iob1"`` (CoNLL-2003): ``I-X`` continues an X entity, or starts one after ``O`` or
     another type; ``B-X`` always starts a new entity (it marks an X right after an X).
@@ -296,8 +323,8 @@ def read_conll(path: PathArg, scheme: str = "iob1", token_column: int = 0,
     def flush() -> None:
         nonlocal words
         spans = tags.close()
-        if words:
-            sentences.append(Sentence(tuple(words), tuple(spans)))
+        if words:  # the document: doc<k> after the (k+1)-th -DOCSTART- line; None before any
+            sentences.append(Sentence(tuple(words), tuple(spans), doc_id=f"doc{docs - 1}" if docs else None))
         words = []
 
     for lineno, raw in _lines(text):
@@ -307,8 +334,8 @@ def read_conll(path: PathArg, scheme: str = "iob1", token_column: int = 0,
             flush()
             continue
         if line.startswith("-DOCSTART-"):
+            flush()  # a sentence that the marker ends belongs to the document before it
             docs += 1
-            flush()
             continue
         cols = _COLUMN_SEP.split(line)
         if not words:

@@ -23,8 +23,9 @@ class Sentence:
     another) and, if a file has them, crossing spans are kept: the reader does not judge.
 
     ``doc_id`` names the document the sentence belongs to, when the source says (the ``hf``
-    format's ``data.hf_doc_id_column``); consecutive sentences with the same id rebuild it.
-    ``None`` when unknown (the file formats).
+    format's ``data.hf_doc_id_column``, CoNLL's ``-DOCSTART-`` lines, a JSON record's ``doc_id``
+    or the ``.doc_ids.txt`` file beside it); consecutive sentences with the same id rebuild it
+    (``data.context_subwords`` reads them). ``None`` when unknown (MSRA, a file without them).
     """
 
     words: tuple[str, ...]

@@ -175,7 +175,8 @@ class _Admission:
         if words > lim.max_words:
             raise HTTPException(413, f"documents: {words} words in all, at most {lim.max_words} per request "
                                      f"(max_words)")
-        encoded = self.predictor.encode([[w for w, _, _ in sp.words] for sp in plan]) if plan else []
+        encoded = self.predictor.encode([[w for w, _, _ in sp.words] for sp in plan],
+                                        [sp.doc for sp in plan]) if plan else []
         return plan, encoded
 
     def policy(self, request) -> Policy | None:
