@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The real runs the README reports, one after another; each resumes when its workdir exists.
-#   nohup bash scripts/real_runs.sh [genia] [conll03] [genia_last] [genia_ffnn64] [conll03_ffnn64] > ~/vee_runs/real_runs.log 2>&1 &
+#   nohup bash scripts/real_runs.sh [genia] [conll03] [genia_last] [genia_ffnn64] [conll03_ffnn64] [screen] > ~/vee_runs/real_runs.log 2>&1 &
 # (no names: the first three). Then copy the small results into results/<dataset>/.
 set -u
 cd "$(dirname "$0")/.."
@@ -21,4 +21,10 @@ if [ $# -eq 0 ]; then WANTED=" genia conll03 genia_last "; fi
 [[ $WANTED == *" genia_ffnn64 "* ]] && run genia_ffnn64 configs/genia.py 5 --config.model.ffnn_size=64
 # The same lever on CoNLL-2003 (the issue "Quality", lever table: results/levers.md).
 [[ $WANTED == *" conll03_ffnn64 "* ]] && run conll03_ffnn64 configs/conll03.py 4 --config.model.ffnn_size=64
+# Lever screens (the issue "Quality": screen on CoNLL-2003 with shorter runs): 2 epochs each, the
+# same schedule, one lever at a time against the 2-epoch baseline.
+if [[ $WANTED == *" screen "* ]]; then
+  run screen2_base configs/conll03.py 2
+  run screen2_context32 configs/conll03.py 2 --config.data.context_subwords=32
+fi
 true
