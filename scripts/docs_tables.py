@@ -215,6 +215,20 @@ def layer_layouts() -> str:
 
 layer_layouts.source = "bench/results/layer_cpu.json"
 
+def levers() -> str:
+    """scripts/levers.py: dev (selected epoch) and test F1 at every exit of each recipe."""
+    d = _load("results/levers/levers.json")
+    M = max(len(r["test_f1_per_exit"]) for r in d["rows"])
+    rows = [[r["data"], r["protocol"], r["change"], f"{r['best_epoch']}/{r['epochs_run']}"]
+            + [f"{x:.4f}" for x in r["dev_f1_per_exit"]] + [f"{x:.4f}" for x in r["test_f1_per_exit"]]
+            for r in d["rows"]]
+    return _table(["data", "protocol", "recipe", "epoch chosen/run"] + [f"dev {m + 1}" for m in range(M)]
+                  + [f"test {m + 1}" for m in range(M)], rows)
+
+
+levers.source = "results/levers/levers.json"
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "demo_per_exit": per_exit("results/demo/test_per_exit.json"),
     "genia_per_exit": per_exit("results/genia/test_per_exit.json"),
@@ -235,6 +249,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "predictor": predictor,
     "serve_startup": serve_startup,
     "layer_layouts": layer_layouts,
+    "levers": levers,
 }
 
 
