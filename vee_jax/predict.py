@@ -235,7 +235,7 @@ class Predictor:
     def encode(self, sentences: Sequence[Sequence[str]]) -> list[Encoded]:
         """Words -> ``Encoded`` rows (subwords; a sentence past the limit: several window rows)."""
         enc, rep = encode_sentences([Sentence(tuple(w)) for w in sentences], self.tokenizer, self.labels,
-                                    self.max_subwords)
+                                    self.max_subwords, casing=self.spec.casing)
         if rep.windowed_sentences:
             log.info(rep.summary("input"))
         return enc
@@ -296,7 +296,7 @@ class Predictor:
 
         T, L = batch_shape(encoded)
         B = rows_bucket(len(encoded), self.batch_size)
-        batch = collate(encoded, (T, L), B)
+        batch = collate(encoded, (T, L), B, casing=self.spec.casing)
         out = vee_infer(self.spec.bert, self.model["encoder"], self.model["exits"], batch, policy,
                         pooling=self.spec.pooling)
         return np.asarray(out["probs"]), np.asarray(out["exit_layer"])
@@ -356,7 +356,7 @@ class Predictor:
         steps = [(p, shape) for shape in self.shapes(max_subwords, rows) for p in first.values()]
         before = self.compilations
         for k, (policy, (B, T, L)) in enumerate(steps, 1):
-            compile_vee_infer(self.spec.bert, self.model["encoder"], self.model["exits"], collate([], (T, L), B),
+            compile_vee_infer(self.spec.bert, self.model["encoder"], self.model["exits"], collate([], (T, L), B, casing=self.spec.casing),
                               policy, pooling=self.spec.pooling)
             if on_step is not None:
                 on_step(k, len(steps))

@@ -94,7 +94,8 @@ def encode(model, sentences, name: str):
     """``Encoded`` sentences for ``model`` (``data.features.encode_sentences``), logged."""
     from ..data.features import encode_sentences
 
-    encoded, rep = encode_sentences(sentences, model.tokenizer, model.labels, model.max_subwords)
+    encoded, rep = encode_sentences(sentences, model.tokenizer, model.labels, model.max_subwords,
+                                    casing=model.spec.casing)
     log.info(rep.summary(name))
     return encoded
 

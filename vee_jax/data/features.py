@@ -4,6 +4,9 @@ Tables are over words (NOTES item 6): ``word_index[l]`` is the position of word 
 subword, ``word_end[l]`` the exclusive end of its subwords. A sentence longer than the subword
 limit becomes overlapping windows, one row each (``vee_jax.windows``). Batches are padded to a shape from
 a small set of (subwords, words) buckets so that a whole epoch compiles a handful of shapes.
+
+With ``model.casing`` (a deviation from the paper, docs/model.md "Casing feature") each word also
+gets a shape id from its original string (``word_shape``), collated as ``word_shape`` [B, L].
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..windows import plan_windows, unreachable_spans, window_spans
 from .sentence import Sentence
 
@@ -22,6 +26,72 @@ log = logging.getLogger(__name__)
 
 SUBWORD_BUCKETS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 WORD_BUCKETS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+
+
+# --- word shapes (model.casing) -----------------------------------------------------------------
+# The casing feature's shape ids: 0 is padding, a real word gets one of 1..7 (``word_shape``).
+SHAPE_PAD = 0
+SHAPE_LOWER = 1  # every cased letter lower-case: "the", "don't", "e-mail"
+SHAPE_TITLE = 2  # two or more cased letters, the first upper-case, the others lower: "Paris", "Jean-luc"
+SHAPE_CAPS = 3  # two or more cased letters, all upper-case: "EU", "NASA", "U.S."
+SHAPE_SINGLE_UPPER = 4  # exactly one cased letter, upper-case: "A", "I", "J."
+SHAPE_MIXED = 5  # other mixes of upper- and lower-case: "McDonald", "iPhone", "eBay", "Jean-Luc"
+SHAPE_DIGIT = 6  # contains a digit, whatever else: "1996", "3-2", "A4", "2nd"
+SHAPE_NO_CASE = 7  # no digit and no cased letter: punctuation, symbols, scripts without case (",", "--", Chinese)
+NUM_SHAPES = 8  # the rows of the exits' shape embedding table (with padding)
+
+
+def word_shape(word: str) -> int:
+    """The casing feature's shape id of a word's original string (before any lower-casing): 1..7.
+
+    The first rule that applies: a digit anywhere (DIGIT); no cased letter (NO_CASE); every cased
+    letter lower (LOWER); a single cased letter, upper (SINGLE_UPPER); all upper (CAPS); the first
+    upper and the others lower (TITLE); else MIXED. A cased letter is one with ``isupper`` or
+    ``islower`` (so Chinese characters, letters without case, count as none).
+    """
+    if any(c.isdigit() for c in word):
+        return SHAPE_DIGIT
+    cased = [c for c in word if c.isupper() or c.islower()]
+    if not cased:
+        return SHAPE_NO_CASE
+    upper = [c.isupper() for c in cased]
+    if not any(upper):
+        return SHAPE_LOWER
+    if len(cased) == 1:
+        return SHAPE_SINGLE_UPPER
+    if all(upper):
+        return SHAPE_CAPS
+    if upper[0] and not any(upper[1:]):
+        return SHAPE_TITLE
+    return SHAPE_MIXED
+
+
+_CASE_PROBES = ("A", "The", "Paris", "NASA", "John Smith")
+
+
+def case_kept_by(tokenizer) -> str | None:
+    """A probe word the tokenizer gives other ids than its lower-cased form (a cased tokenizer),
+    or None when every probe loses its case (an uncased one).
+
+    Behaviour, not a flag: ``do_lower_case`` is absent on some tokenizers, and in fast ones the
+    backend's normalizer decides.
+    """
+    def ids(text):
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    return next((w for w in _CASE_PROBES if ids(w) != ids(w.lower())), None)
+
+
+def check_casing(casing: bool, tokenizer, backbone: str) -> None:
+    """Refuse ``model.casing`` on a backbone whose tokenizer keeps case (ConfigError)."""
+    if not casing:
+        return
+    word = case_kept_by(tokenizer)
+    if word is not None:
+        raise ConfigError(
+            f"config.model.casing=True is for uncased backbones, but backbone {backbone!r} has a cased tokenizer "
+            f"({word!r} and {word.lower()!r} get different subword ids): the model already sees capitalisation, "
+            f"and the shape feature would only duplicate it. Drop --config.model.casing=True for this backbone")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +104,7 @@ class Encoded:
     its sentence (0 for a whole sentence and for a sentence's first window); the row holds words
     ``offset .. offset + L - 1``. lost_spans: gold spans of the sentence that lie in no window,
     so cannot be predicted (on the sentence's first row only, so that a sum over rows counts them once).
+    shapes: [L] the words' ``word_shape`` ids when encoded with ``casing`` (else None).
     """
 
     input_ids: np.ndarray
@@ -44,6 +115,7 @@ class Encoded:
     lost_spans: tuple[tuple[int, int, str], ...] = ()
     empty_words: int = 0  # words the tokenizer turned into no subword (kept as [UNK])
     offset: int = 0  # the row's first word in its sentence
+    shapes: np.ndarray | None = None  # [L] word_shape ids (model.casing only)
 
     @property
     def length(self) -> int:
@@ -90,6 +162,8 @@ def encode_sentences(
     tokenizer,
     labels: Sequence[str],
     max_subwords: int = 512,
+    *,
+    casing: bool = False,
 ) -> tuple[list[Encoded], EncodeReport]:
     """Tokenise words into subwords with a fast tokenizer and map spans to class ids.
 
@@ -97,6 +171,7 @@ def encode_sentences(
     Returns rows in sentence order: one per sentence that fits ``max_subwords`` (with [CLS]
     and [SEP]); a longer sentence becomes several rows, overlapping windows of whole words
     (``windows.plan_windows``; ``windows.sentence_rows`` groups rows back into sentences).
+    ``casing``: also each word's ``word_shape`` id, from the word as given (``Encoded.shapes``).
     """
     label_id = {t: i + 1 for i, t in enumerate(labels)}
     report = EncodeReport(sentences=len(sentences))
@@ -114,9 +189,10 @@ def encode_sentences(
             report.windows += len(windows)
             report.lost_spans += len(lost)
         report.empty_words += empty
+        shapes = np.asarray([word_shape(w) for w in sent.words], np.int32) if casing else None
         for k, w in enumerate(windows):
             out.append(_encode_window(per_word, w, spans, specials, len(sent.words),
-                                      lost if k == 0 else (), empty if k == 0 else 0))
+                                      lost if k == 0 else (), empty if k == 0 else 0, shapes))
     return out, report
 
 
@@ -153,7 +229,7 @@ def _clip(per_word: list[list[int]], budget: int) -> int:
 
 
 def _encode_window(per_word: list[list[int]], window: tuple[int, int], spans, specials: tuple[int, int],
-                   num_words: int, lost: tuple, empty: int) -> Encoded:
+                   num_words: int, lost: tuple, empty: int, shapes: np.ndarray | None = None) -> Encoded:
     """One row: [CLS] + the window's words' subwords + [SEP], and the window's gold sub-table."""
     a, b = window
     ids, starts, ends = [specials[0]], [], []
@@ -163,7 +239,8 @@ def _encode_window(per_word: list[list[int]], window: tuple[int, int], spans, sp
         ends.append(len(ids))
     ids.append(specials[1])
     return Encoded(np.asarray(ids, np.int32), np.asarray(starts, np.int32), np.asarray(ends, np.int32),
-                   window_spans(spans, window), num_words, lost, empty, a)
+                   window_spans(spans, window), num_words, lost, empty, a,
+                   None if shapes is None else shapes[a:b])
 
 
 def bucket(n: int, boundaries: Sequence[int]) -> int:
@@ -224,12 +301,16 @@ def batch_plan(
     return plan
 
 
-def collate(encoded: Sequence[Encoded], shape: tuple[int, int], batch_size: int) -> dict[str, np.ndarray]:
+def collate(encoded: Sequence[Encoded], shape: tuple[int, int], batch_size: int, *,
+            casing: bool | None = None) -> dict[str, np.ndarray]:
     """Pad sentences into one batch of fixed shape [batch_size, T] / [batch_size, L].
 
     Returns ``input_ids``, ``attention_mask``, ``token_type_ids`` [B, T]; ``word_index``,
-    ``word_end``, ``word_mask`` [B, L]; ``lengths`` [B]; ``gold`` [B, L, L] class ids.
+    ``word_end``, ``word_mask`` [B, L]; ``lengths`` [B]; ``gold`` [B, L, L] class ids; with
+    casing, ``word_shape`` [B, L] (``Encoded.shapes``, 0 at padding).
     Rows past ``len(encoded)`` are empty sentences (length 0): they add nothing to the loss.
+    ``casing``: whether to add ``word_shape`` (every row must then carry shapes); None: when the
+    rows carry shapes.
     """
     T, L = shape
     B = batch_size
@@ -243,6 +324,13 @@ def collate(encoded: Sequence[Encoded], shape: tuple[int, int], batch_size: int)
         "lengths": np.zeros((B,), np.int32),
         "gold": np.zeros((B, L, L), np.int32),
     }
+    if casing is None:
+        casing = any(e.shapes is not None for e in encoded)
+    if casing:
+        if any(e.shapes is None for e in encoded):
+            raise ValueError("collate(casing=True) needs rows encoded with casing (Encoded.shapes); "
+                             "encode_sentences(..., casing=True)")
+        b["word_shape"] = np.zeros((B, L), np.int32)
     for r, e in enumerate(encoded):
         n, w = len(e.input_ids), e.length
         b["input_ids"][r, :n] = e.input_ids
@@ -251,6 +339,8 @@ def collate(encoded: Sequence[Encoded], shape: tuple[int, int], batch_size: int)
         b["word_end"][r, :w] = e.word_end
         b["word_mask"][r, :w] = 1
         b["lengths"][r] = w
+        if casing:
+            b["word_shape"][r, :w] = e.shapes
         for s, t, k in e.spans:
             b["gold"][r, s, t] = k
     return b
