@@ -53,8 +53,9 @@ def worker(args) -> dict:
 
     config, info, spec, state, tokenizer = _load(Path(args.workdir))
     sentences = read_split(args.data, config.data.format, **reader_options(config.data))[: args.sentences]
+    casing = {"casing": True} if getattr(spec, "casing", False) else {}  # checkouts before model.casing lack it
     encoded, _ = encode_sentences(sentences, tokenizer, info["labels"],
-                                  min(config.data.max_subwords, spec.bert.max_position))
+                                  min(config.data.max_subwords, spec.bert.max_position), **casing)
     cfg, pooling, B = spec.bert, spec.pooling, args.batch_size
     enc, ex = state["params"]["encoder"], state["params"]["exits"]
     exact = engine.prepare(cfg, enc, ex)

@@ -42,7 +42,7 @@ def main(argv=None):
     spec, state, labels, nested = model.spec, model.state, model.labels, model.nested
     sentences = load_split(model.config.data, args.split)
     name = f"{args.split} ({display_path(model.config.data.get(args.split))})"
-    encoded, _ = encode_sentences(sentences, model.tokenizer, labels, model.max_subwords)
+    encoded, _ = encode_sentences(sentences, model.tokenizer, labels, model.max_subwords, casing=spec.casing)
     enc = state["params"]["encoder"]
 
     @jax.jit
@@ -51,8 +51,9 @@ def main(argv=None):
         return jax.vmap(lambda h: word_vectors(h, b["word_index"], b["word_mask"], spec.pooling, b.get("word_end")))(hidden)
 
     keys = ("input_ids", "attention_mask", "word_index", "word_mask") + (("word_end",) if spec.pooling == "mean" else ())
-    batches = [(idx, b["lengths"], words_of(enc, {k: b[k] for k in keys})) for idx, b in iterate_batches(encoded, 32)]
-    tables = jax.jit(jax.vmap(lambda ep, w: jax.nn.softmax(biaffine(ep, w), -1)))
+    batches = [(idx, b["lengths"], (words_of(enc, {k: b[k] for k in keys}), b.get("word_shape")))
+               for idx, b in iterate_batches(encoded, 32)]
+    tables = jax.jit(jax.vmap(lambda ep, w, s: jax.nn.softmax(biaffine(ep, w, s), -1), in_axes=(0, 0, None)))
     gold = [s.span_set() for s in sentences]
     result = {"workdir": display_path(args.workdir), "split": name, "f1": {}}
     for r in ranks:
@@ -60,7 +61,7 @@ def main(argv=None):
         M = ex["U"].shape[0]
         pred = [[set() for _ in sentences] for _ in range(M)]
         for idx, lengths, w in batches:
-            P = np.asarray(tables(ex, w))
+            P = np.asarray(tables(ex, *w))
             for m in range(M):
                 for j, i in enumerate(idx):
                     pred[m][i] = {(s, e, labels[c - 1]) for s, e, c, _ in decode_table(P[m, j], int(lengths[j]), nested)}

@@ -11,8 +11,8 @@ machine noise (used to check the Flax modules against the functions they replace
 import sys, re, functools, hashlib
 from pathlib import Path
 import jax, jax.numpy as jnp, numpy as np
-from vee_jax import BertConfig, init_exits, vee_infer
-from vee_jax.bert import transformer_layer, attention_bias, embed
+from vee_jax import BertConfig, init_exits
+from vee_jax.bert import transformer_layer, attention_bias
 from vee_jax.exits import biaffine
 from vee_jax.engine import prepare, _infer, traced_policy, infer_inputs
 from vee_jax.policies import FullPolicy, VeePolicy

@@ -49,11 +49,11 @@ from _common import cpu_name, write_results  # noqa: E402
 from jax import lax  # noqa: E402
 
 from vee_jax import engine  # noqa: E402
-from vee_jax.bert import attention_bias, embed, word_vectors  # noqa: E402
+from vee_jax.bert import attention_bias, embed  # noqa: E402
 from vee_jax.measures import kl_self_term  # noqa: E402
 from vee_jax.allocator import keep_freed_memory  # noqa: E402
 from vee_jax.data.features import SUBWORD_BUCKETS, bucket  # noqa: E402
-from vee_jax.exits import biaffine, init_exits  # noqa: E402
+from vee_jax.exits import biaffine, exit_inputs, init_exits  # noqa: E402
 from vee_jax.policies import FullPolicy, VeePolicy  # noqa: E402
 from vee_jax.weights import load_backbone  # noqa: E402
 
@@ -106,7 +106,7 @@ def no_vote_loop(config, encoder, exits, batch: dict, history: str | None):
     h0 = embed(config, encoder, ids, mask, batch.get("token_type_ids"))
     bias = attention_bias(mask, h0.dtype)
     padding_row = mask.sum(-1) == 0
-    words_of = lambda h: word_vectors(h, batch["word_index"], batch["word_mask"], "first")  # noqa: E731
+    words_of = lambda h: exit_inputs(h, batch, "first")  # noqa: E731
     step = engine._layer_and_exit(config, encoder, exits, bias, words_of)
     vee = {"kl": VeePolicy("kl"), "tables": VeePolicy("euclidean")}.get(history)
     zeros = jnp.zeros((B, L, L, K), jnp.float32)

@@ -310,11 +310,12 @@ def main(argv=None):
     data = pick_data(args.data, config)
     from vee_jax.data.splits import reader_options
     sentences = read_split(data, config.data.format, **reader_options(config.data))[: args.sentences]
-    encoded, _ = encode_sentences(sentences, tokenizer, labels, min(config.data.max_subwords, spec.bert.max_position))
+    encoded, _ = encode_sentences(sentences, tokenizer, labels, min(config.data.max_subwords, spec.bert.max_position),
+                                  casing=spec.casing)
     dev_sentences, dev_name = pick_dev(args.dev_data, config, data)
     dev_sentences = dev_sentences[: args.dev_sentences or args.sentences]
     dev_encoded, _ = encode_sentences(dev_sentences, tokenizer, labels,
-                                      min(config.data.max_subwords, spec.bert.max_position))
+                                      min(config.data.max_subwords, spec.bert.max_position), casing=spec.casing)
     M, N = spec.num_exits, len(encoded)
     cfg = spec.bert
     enc, ex = state["params"]["encoder"], state["params"]["exits"]

@@ -44,7 +44,8 @@ from vee_jax.trained import load_run_info  # noqa: E402
 
 def direct(pred: Predictor, model: dict, words, batch_size: int, policy):
     """Encode, plan, collate, vee_infer on the prepared layout, decode: ``[(spans, exit_layer)]``."""
-    enc, _ = encode_sentences([Sentence(tuple(w)) for w in words], pred.tokenizer, pred.labels, pred.max_subwords)
+    enc, _ = encode_sentences([Sentence(tuple(w)) for w in words], pred.tokenizer, pred.labels, pred.max_subwords,
+                              casing=pred.spec.casing)
     out = [None] * len(enc)
     for _, idx in batch_plan(enc, batch_size, shuffle=False):
         group = [enc[i] for i in idx]

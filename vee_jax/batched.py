@@ -59,9 +59,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import engine
-from .bert import BertConfig, attention_bias, embed, transformer_layer, word_vectors
+from .bert import BertConfig, attention_bias, embed, transformer_layer
 from .data.features import SUBWORD_BUCKETS, WORD_BUCKETS, Encoded, bucket, collate
-from .exits import biaffine
+from .exits import biaffine, exit_inputs
 from .measures import kl_self_term
 from .policies import Policy, check_policy, vote_step
 
@@ -231,8 +231,7 @@ def pool_layer_step(config: BertConfig, embeddings: dict, layer: dict, exit: dic
     else:
         hidden = jnp.take(pool, slots, axis=0, mode="clip")
     hidden = transformer_layer(config, layer, hidden, attention_bias(inputs["attention_mask"], hidden.dtype))
-    words = word_vectors(hidden, inputs["word_index"], inputs["word_mask"], pooling, inputs.get("word_end"))
-    probs = jax.nn.softmax(biaffine(exit, words).astype(jnp.float32), axis=-1)
+    probs = jax.nn.softmax(biaffine(exit, *exit_inputs(hidden, inputs, pooling)).astype(jnp.float32), axis=-1)
     return hidden, probs, kl_self_term(probs, inputs["lengths"]) if kl else None
 
 
@@ -298,7 +297,8 @@ class _Group:
 
         # The group's inputs, collated once; each call gathers its rows.
         batch = collate([encoded[i] for i in members], shape, N)
-        keys = _TOKEN_KEYS + _WORD_KEYS + (("word_end",) if pooling == "mean" else ()) + ("lengths",)
+        keys = (_TOKEN_KEYS + _WORD_KEYS + (("word_end",) if pooling == "mean" else ())
+                + (("word_shape",) if "word_shape" in batch else ()) + ("lengths",))  # word_shape: model.casing
         self.inputs = {k: batch[k] for k in keys}
         # Slots: a sentence takes one when it starts and frees it when it exits. Rule 1 keeps at
         # most (M - 1)(B - 1) + B <= M * B sentences in flight.

@@ -56,6 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.pooling = "first"  # subword -> word: first | mean
     c.model.ffnn_size = 0  # > 0: Yu et al.'s start/end projections of this size
     c.model.exits = "all"  # all: joint training (Eq. 5); last: the single-exit baseline
+    c.model.casing = False  # uncased backbones: exits add an embedding of each word's shape (docs/model.md)
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 1e-4  # encoder (MiniLM is small: 1e-4 rather than bert-base's 5e-5)

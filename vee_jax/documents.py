@@ -158,8 +158,9 @@ def plan_documents(texts: Sequence[str], sentence_rule: str, word_rule: str) -> 
 
 
 def assemble(texts: Sequence[str], plan: Sequence[SentencePlan],
-             results: Sequence["WordPrediction"]) -> list[DocumentPrediction]:
-    """Word spans of each planned sentence -> one ``DocumentPrediction`` per text (input order)."""
+             results: Sequence[Any]) -> list[DocumentPrediction]:
+    """Word spans of each planned sentence (``results``: its ``predict.WordPrediction``) -> one
+    ``DocumentPrediction`` per text (input order)."""
     ents: list[list[DocumentEntity]] = [[] for _ in texts]
     sents: list[list[SentenceResult]] = [[] for _ in texts]
     for sp, r in zip(plan, results):
@@ -177,7 +178,7 @@ def assemble(texts: Sequence[str], plan: Sequence[SentencePlan],
 
 
 # --- running them ----------------------------------------------------------------------------
-def predict_documents(predictor: "Predictor", texts: Sequence[str],
+def predict_documents(predictor: Any, texts: Sequence[str],
                       policy: Policy | Mapping[str, Any] | str | None = None, *,
                       sentence_rule: str | None = None, batch_size: int | None = None,
                       progress: bool = False) -> list[DocumentPrediction]:

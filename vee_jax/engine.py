@@ -52,12 +52,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .bert import BertConfig, Params, attention_bias, embed, stacked_index, transformer_layer, word_vectors
-from .exits import biaffine, compress_exits, select_exit
+from .bert import BertConfig, Params, attention_bias, embed, stacked_index, transformer_layer
+from .exits import biaffine, compress_exits, exit_inputs, select_exit
 from .measures import kl_self_term
 from .policies import Policy, check_policy, vote_step
 
-_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "word_index", "word_mask", "word_end", "lengths")
+_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "word_index", "word_mask", "word_end", "word_shape",
+           "lengths")
 
 
 def prepare(config: BertConfig, params: Params, exit_params: Params, *, exit_rank: int = 0) -> Params:
@@ -80,11 +81,13 @@ def _is_prepared(params: Params) -> bool:
 
 
 def _layer_and_exit(config: BertConfig, encoder: Params, exits: Any, bias: jax.Array, words_of: Callable):
-    """``step(m, hidden, with_exit) -> (hidden, logits or None)`` for either weight layout."""
+    """``step(m, hidden, with_exit) -> (hidden, logits or None)`` for either weight layout.
+
+    ``words_of(hidden)``: the exit's ``exits.exit_inputs`` of the layer's output."""
 
     def one(lp, ep, hidden, with_exit):
         hidden = transformer_layer(config, lp, hidden, bias)
-        return hidden, (biaffine(ep, words_of(hidden)) if with_exit else None)
+        return hidden, (biaffine(ep, *words_of(hidden)) if with_exit else None)
 
     if _is_prepared(encoder):
         def step(m, hidden, with_exit):
@@ -135,11 +138,12 @@ def _layer_vote(step: Callable, policy: Policy, m: jax.Array, hidden: jax.Array,
     return hidden, probs, history, stop, count
 
 
-def _exit_only(exits: Any, m: jax.Array, words: jax.Array) -> jax.Array:
-    """Exit m's logits alone (for a ``fixed_exit``, computed once after the loop)."""
+def _exit_only(exits: Any, m: jax.Array, inputs: tuple) -> jax.Array:
+    """Exit m's logits alone (for a ``fixed_exit``, computed once after the loop); ``inputs``:
+    ``exits.exit_inputs``' pair."""
     if isinstance(exits, tuple):
-        return lax.switch(m, [functools.partial(biaffine, ep) for ep in exits], words)
-    return biaffine(select_exit(exits, m), words)
+        return lax.switch(m, [functools.partial(biaffine, ep) for ep in exits], *inputs)
+    return biaffine(select_exit(exits, m), *inputs)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "policy", "pooling"))
@@ -155,7 +159,7 @@ def _infer(config: BertConfig, encoder: Params, exits: Any, batch: dict, knobs: 
     padding_row = mask.sum(-1) == 0
 
     def words_of(hidden):
-        return word_vectors(hidden, batch["word_index"], batch["word_mask"], pooling, batch.get("word_end"))
+        return exit_inputs(hidden, batch, pooling)
 
     step = _layer_and_exit(config, encoder, exits, bias, words_of)
 
@@ -227,7 +231,7 @@ def layer_vote_step(config: BertConfig, encoder: Params, exits: Any, m: jax.Arra
     the decisions are the same; what differs is a host round trip per layer.
     """
     bias = attention_bias(inputs["attention_mask"], hidden.dtype)
-    words_of = lambda h: word_vectors(h, inputs["word_index"], inputs["word_mask"], pooling, inputs.get("word_end"))
+    words_of = lambda h: exit_inputs(h, inputs, pooling)  # noqa: E731
     step = _layer_and_exit(config, encoder, exits, bias, words_of)
     return _layer_vote(step, policy, m, hidden, history, inputs["lengths"], knobs, config.num_layers)
 

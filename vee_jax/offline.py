@@ -37,8 +37,10 @@ def _exit_probs(config, params, exit_params, batch, pooling):
 
 def exit_probs(config: BertConfig, params: Params, exit_params: Params, batch: dict[str, Any], *,
                pooling: str = "first") -> jax.Array:
-    """Every exit's probability table from one encoder pass: [M, B, L, L, K] float32."""
-    keys = ("input_ids", "attention_mask", "token_type_ids", "word_index", "word_mask")
+    """Every exit's probability table from one encoder pass: [M, B, L, L, K] float32.
+
+    ``batch`` as for ``vee_infer`` (``word_shape`` [B, L] when the exits have casing)."""
+    keys = ("input_ids", "attention_mask", "token_type_ids", "word_index", "word_mask", "word_shape")
     inputs = {k: jnp.asarray(batch[k]) for k in keys if batch.get(k) is not None}
     if pooling == "mean":
         inputs["word_end"] = jnp.asarray(batch["word_end"])

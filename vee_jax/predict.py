@@ -241,11 +241,12 @@ class Predictor:
 
         ``doc_ids``: each sentence's document (consecutive sentences with one id are a document),
         for the document context of a model trained with ``data.context_subwords``; None: every
-        sentence alone.
+        sentence alone. Word shapes too when the model was trained with ``model.casing``.
         """
         ids = [None] * len(sentences) if doc_ids is None else list(doc_ids)
         enc, rep = encode_sentences([Sentence(tuple(w), doc_id=d) for w, d in zip(sentences, ids)],
-                                    self.tokenizer, self.labels, self.max_subwords, self.context_subwords)
+                                    self.tokenizer, self.labels, self.max_subwords, self.context_subwords,
+                                    casing=self.spec.casing)
         if rep.windowed_sentences:
             log.info(rep.summary("input"))
         return enc
@@ -306,7 +307,7 @@ class Predictor:
 
         T, L = batch_shape(encoded)
         B = rows_bucket(len(encoded), self.batch_size)
-        batch = collate(encoded, (T, L), B)
+        batch = collate(encoded, (T, L), B, casing=self.spec.casing)
         out = vee_infer(self.spec.bert, self.model["encoder"], self.model["exits"], batch, policy,
                         pooling=self.spec.pooling)
         return np.asarray(out["probs"]), np.asarray(out["exit_layer"])
@@ -366,7 +367,7 @@ class Predictor:
         steps = [(p, shape) for shape in self.shapes(max_subwords, rows) for p in first.values()]
         before = self.compilations
         for k, (policy, (B, T, L)) in enumerate(steps, 1):
-            compile_vee_infer(self.spec.bert, self.model["encoder"], self.model["exits"], collate([], (T, L), B),
+            compile_vee_infer(self.spec.bert, self.model["encoder"], self.model["exits"], collate([], (T, L), B, casing=self.spec.casing),
                               policy, pooling=self.spec.pooling)
             if on_step is not None:
                 on_step(k, len(steps))

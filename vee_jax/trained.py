@@ -167,12 +167,18 @@ def run_config_changes(old: ml_collections.ConfigDict, new: ml_collections.Confi
     """``"field: old -> new"`` for every run-defining field that differs (JSON-normalised)."""
     default = base_config()
 
+    def plain(x):
+        return json.loads(json.dumps(x.to_dict() if hasattr(x, "to_dict") else x, default=list))
+
     def get(c, path):
         d = default  # a field added after the run was saved has its default value there
         for part in path.split("."):
             c = c.get(part, d.get(part) if hasattr(d, "get") else None) if hasattr(c, "get") else None
             d = d.get(part) if hasattr(d, "get") else None
-        return json.loads(json.dumps(c.to_dict() if hasattr(c, "to_dict") else c, default=list))
+        c, d = plain(c), plain(d)
+        if isinstance(c, dict) and isinstance(d, dict):  # a section: its fields added since, at their defaults
+            c = {**d, **c}
+        return c
 
     return [f"{f}: {get(old, f)!r} -> {get(new, f)!r}" for f in RUN_FIELDS if get(old, f) != get(new, f)]
 

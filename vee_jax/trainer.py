@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .config import ConfigError
-from .data.features import SUBWORD_BUCKETS, batch_plan, encode_sentences, iterate_batches, num_shapes
+from .data.features import SUBWORD_BUCKETS, batch_plan, check_casing, encode_sentences, iterate_batches, num_shapes
 from .data.splits import check_labels, label_set, label_source, load_split
 from .evaluation import evaluate_exits
 from .training import build_optimizer, build_spec, init_state
@@ -118,12 +118,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     check_labels(train, labels, f"train ({config.data.train})", label_source(config.data))
     check_labels(dev, labels, f"dev ({config.data.dev or 'held out of train'})", label_source(config.data))
     bert_cfg, encoder_params, tokenizer = load_backbone(config.model.backbone, jnp.dtype(config.model.dtype))
+    check_casing(config.model.casing, tokenizer, str(config.model.backbone))  # uncased backbones only
     if tc.eval_max_sentences:
         dev = dev[: tc.eval_max_sentences]
     max_sub = min(config.data.max_subwords, bert_cfg.max_position)
-    context = config.data.context_subwords
-    train_enc, rep = encode_sentences(train, tokenizer, labels, max_sub, context)
-    dev_enc, dev_rep = encode_sentences(dev, tokenizer, labels, max_sub, context)
+    context, casing = config.data.context_subwords, config.model.casing
+    train_enc, rep = encode_sentences(train, tokenizer, labels, max_sub, context, casing=casing)
+    dev_enc, dev_rep = encode_sentences(dev, tokenizer, labels, max_sub, context, casing=casing)
     log.info(rep.summary("train"))
     log.info(dev_rep.summary("dev"))
     log.info("labels: %s; train batch shapes (compilations per epoch): %d", labels, num_shapes(train_enc))

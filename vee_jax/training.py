@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from .bert import BertConfig, encode_layers, word_vectors
-from .exits import all_exit_logits, biaffine, init_exits, select_exit
+from .bert import BertConfig, encode_layers
+from .exits import all_exit_logits, biaffine, exit_inputs, init_exits, select_exit
 from .loss import exit_losses
 
 State = dict[str, Any]
@@ -29,6 +29,8 @@ class ModelSpec:
     num_labels: K, entity types + 1 (class 0 = no entity). exits: "all" trains every exit
     with the weighted loss of Eq. 5; "last" trains only the last exit (the plain BERT-biaffine
     baseline). pooling: "first" or "mean" subword -> word. ffnn_size: Yu et al.'s projections.
+    casing: each exit adds a learned embedding of the words' shape ids (``model.casing``, a
+    deviation from the paper for uncased backbones; batches then carry ``word_shape``).
     """
 
     bert: BertConfig
@@ -36,6 +38,7 @@ class ModelSpec:
     pooling: str = "first"
     ffnn_size: int | None = None
     exits: str = "all"
+    casing: bool = False
 
     @property
     def num_exits(self) -> int:
@@ -61,7 +64,9 @@ def make_optimizer(
 ) -> optax.GradientTransformation:
     """AdamW with linear warmup and linear decay; the exits get their own higher rate (footnote 5).
 
-    Gradients are clipped by global norm first; no weight decay on biases and LayerNorm.
+    Gradients are clipped by global norm first; no weight decay on biases and LayerNorm. Everything
+    under ``params["exits"]`` (with ``model.casing``, the exits' shape embeddings too) trains at
+    ``exit_lr``.
     """
     warmup = max(1, int(total_steps * warmup_fraction))
 
@@ -92,7 +97,8 @@ def make_optimizer(
 def build_spec(config: Any, bert_config: BertConfig, num_labels: int) -> ModelSpec:
     """The model of a config (``config.model``) on a backbone: what a checkpoint of it holds."""
     return ModelSpec(bert=bert_config, num_labels=num_labels, pooling=config.model.pooling,
-                     ffnn_size=config.model.ffnn_size or None, exits=config.model.exits)
+                     ffnn_size=config.model.ffnn_size or None, exits=config.model.exits,
+                     casing=bool(config.model.get("casing", False)))  # absent in configs saved before it
 
 
 def build_optimizer(config: Any, total_steps: int) -> optax.GradientTransformation:
@@ -109,7 +115,7 @@ def init_state(spec: ModelSpec, encoder_params: Any, optimizer: optax.GradientTr
     params = {
         # A copy: train_step donates the state, which must not delete the caller's arrays.
         "encoder": jax.tree.map(jnp.copy, encoder_params),
-        "exits": init_exits(k_exit, spec.bert, spec.num_labels, ffnn_size=spec.ffnn_size),
+        "exits": init_exits(k_exit, spec.bert, spec.num_labels, ffnn_size=spec.ffnn_size, casing=spec.casing),
     }
     return {"params": params, "opt_state": optimizer.init(params), "step": jnp.int32(0), "rng": k_drop}
 
@@ -119,8 +125,7 @@ def forward_logits(spec: ModelSpec, params: Any, batch: dict, rng: jax.Array | N
     if spec.exits == "last":
         hidden = encode_layers(spec.bert, params["encoder"], batch["input_ids"], batch["attention_mask"],
                                batch.get("token_type_ids"), rng=rng)[-1]
-        words = word_vectors(hidden, batch["word_index"], batch["word_mask"], spec.pooling, batch.get("word_end"))
-        return biaffine(select_exit(params["exits"], spec.num_exits - 1), words)[None]
+        return biaffine(select_exit(params["exits"], spec.num_exits - 1), *exit_inputs(hidden, batch, spec.pooling))[None]
     return all_exit_logits(spec.bert, params["encoder"], params["exits"], batch, pooling=spec.pooling, rng=rng)
 
 

@@ -95,7 +95,7 @@ def encode(model, sentences, name: str):
     from ..data.features import encode_sentences
 
     encoded, rep = encode_sentences(sentences, model.tokenizer, model.labels, model.max_subwords,
-                                    model.context_subwords)
+                                    model.context_subwords, casing=model.spec.casing)
     log.info(rep.summary(name))
     return encoded
 

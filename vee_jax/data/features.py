@@ -8,6 +8,9 @@ a small set of (subwords, words) buckets so that a whole epoch compiles a handfu
 Document context (``context_subwords`` > 0, docs/data.md): a sentence's row also holds subwords of
 the neighbouring sentences of its document, ``[CLS] left + sentence + right [SEP]``; the table
 stays over the sentence's own words (``word_index`` points past the left context).
+
+With ``model.casing`` (a deviation from the paper, docs/model.md "Casing feature") each word also
+gets a shape id from its original string (``word_shape``), collated as ``word_shape`` [B, L].
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..windows import plan_windows, unreachable_spans, window_spans
 from .sentence import Sentence
 
@@ -26,6 +30,72 @@ log = logging.getLogger(__name__)
 
 SUBWORD_BUCKETS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 WORD_BUCKETS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+
+
+# --- word shapes (model.casing) -----------------------------------------------------------------
+# The casing feature's shape ids: 0 is padding, a real word gets one of 1..7 (``word_shape``).
+SHAPE_PAD = 0
+SHAPE_LOWER = 1  # every cased letter lower-case: "the", "don't", "e-mail"
+SHAPE_TITLE = 2  # two or more cased letters, the first upper-case, the others lower: "Paris", "Jean-luc"
+SHAPE_CAPS = 3  # two or more cased letters, all upper-case: "EU", "NASA", "U.S."
+SHAPE_SINGLE_UPPER = 4  # exactly one cased letter, upper-case: "A", "I", "J."
+SHAPE_MIXED = 5  # other mixes of upper- and lower-case: "McDonald", "iPhone", "eBay", "Jean-Luc"
+SHAPE_DIGIT = 6  # contains a digit, whatever else: "1996", "3-2", "A4", "2nd"
+SHAPE_NO_CASE = 7  # no digit and no cased letter: punctuation, symbols, scripts without case (",", "--", Chinese)
+NUM_SHAPES = 8  # the rows of the exits' shape embedding table (with padding)
+
+
+def word_shape(word: str) -> int:
+    """The casing feature's shape id of a word's original string (before any lower-casing): 1..7.
+
+    The first rule that applies: a digit anywhere (DIGIT); no cased letter (NO_CASE); every cased
+    letter lower (LOWER); a single cased letter, upper (SINGLE_UPPER); all upper (CAPS); the first
+    upper and the others lower (TITLE); else MIXED. A cased letter is one with ``isupper`` or
+    ``islower`` (so Chinese characters, letters without case, count as none).
+    """
+    if any(c.isdigit() for c in word):
+        return SHAPE_DIGIT
+    cased = [c for c in word if c.isupper() or c.islower()]
+    if not cased:
+        return SHAPE_NO_CASE
+    upper = [c.isupper() for c in cased]
+    if not any(upper):
+        return SHAPE_LOWER
+    if len(cased) == 1:
+        return SHAPE_SINGLE_UPPER
+    if all(upper):
+        return SHAPE_CAPS
+    if upper[0] and not any(upper[1:]):
+        return SHAPE_TITLE
+    return SHAPE_MIXED
+
+
+_CASE_PROBES = ("A", "The", "Paris", "NASA", "John Smith")
+
+
+def case_kept_by(tokenizer) -> str | None:
+    """A probe word the tokenizer gives other ids than its lower-cased form (a cased tokenizer),
+    or None when every probe loses its case (an uncased one).
+
+    Behaviour, not a flag: ``do_lower_case`` is absent on some tokenizers, and in fast ones the
+    backend's normalizer decides.
+    """
+    def ids(text):
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    return next((w for w in _CASE_PROBES if ids(w) != ids(w.lower())), None)
+
+
+def check_casing(casing: bool, tokenizer, backbone: str) -> None:
+    """Refuse ``model.casing`` on a backbone whose tokenizer keeps case (ConfigError)."""
+    if not casing:
+        return
+    word = case_kept_by(tokenizer)
+    if word is not None:
+        raise ConfigError(
+            f"config.model.casing=True is for uncased backbones, but backbone {backbone!r} has a cased tokenizer "
+            f"({word!r} and {word.lower()!r} get different subword ids): the model already sees capitalisation, "
+            f"and the shape feature would only duplicate it. Drop --config.model.casing=True for this backbone")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +110,7 @@ class Encoded:
     so cannot be predicted (on the sentence's first row only, so that a sum over rows counts them once).
     context: ``(left, right)`` subwords of the neighbouring sentences of its document in the row,
     ``[CLS]``, left, the words, right, ``[SEP]`` (``document_context``; (0, 0) without).
+    shapes: [L] the words' ``word_shape`` ids when encoded with ``casing`` (else None).
     """
 
     input_ids: np.ndarray
@@ -51,6 +122,7 @@ class Encoded:
     empty_words: int = 0  # words the tokenizer turned into no subword (kept as [UNK])
     offset: int = 0  # the row's first word in its sentence
     context: tuple[int, int] = (0, 0)  # subwords of document context before and after the sentence
+    shapes: np.ndarray | None = None  # [L] word_shape ids (model.casing only)
 
     @property
     def length(self) -> int:
@@ -103,6 +175,8 @@ def encode_sentences(
     labels: Sequence[str],
     max_subwords: int = 512,
     context_subwords: int = 0,
+    *,
+    casing: bool = False,
 ) -> tuple[list[Encoded], EncodeReport]:
     """Tokenise words into subwords with a fast tokenizer and map spans to class ids.
 
@@ -112,6 +186,7 @@ def encode_sentences(
     (``windows.plan_windows``; ``windows.sentence_rows`` groups rows back into sentences).
     ``context_subwords`` > 0: a sentence that fits gets up to that many subwords of document
     context on each side (``document_context``); 0 gives the rows of sentences encoded alone.
+    ``casing``: also each word's ``word_shape`` id, from the word as given (``Encoded.shapes``).
     """
     label_id = {t: i + 1 for i, t in enumerate(labels)}
     report = EncodeReport(sentences=len(sentences))
@@ -138,9 +213,10 @@ def encode_sentences(
             if context[0] or context[1]:
                 report.context_rows += 1
                 report.context_subwords += len(context[0]) + len(context[1])
+        shapes = np.asarray([word_shape(w) for w in sent.words], np.int32) if casing else None
         for k, w in enumerate(windows):
             out.append(_encode_window(per_word, w, spans, specials, len(sent.words),
-                                      lost if k == 0 else (), empty if k == 0 else 0, context))
+                                      lost if k == 0 else (), empty if k == 0 else 0, context, shapes))
     return out, report
 
 
@@ -234,9 +310,10 @@ def _clip(per_word: list[list[int]], budget: int) -> int:
 
 def _encode_window(per_word: list[list[int]], window: tuple[int, int], spans, specials: tuple[int, int],
                    num_words: int, lost: tuple, empty: int,
-                   context: tuple[list[int], list[int]] = ([], [])) -> Encoded:
+                   context: tuple[list[int], list[int]] = ([], []), shapes: np.ndarray | None = None) -> Encoded:
     """One row: [CLS] + left context + the window's words' subwords + right context + [SEP], and
-    the window's gold sub-table (context: ``document_context``, only for a sentence in one window)."""
+    the window's gold sub-table (context: ``document_context``, only for a sentence in one window;
+    shapes: the sentence's ``word_shape`` ids, sliced to the window)."""
     a, b = window
     left, right = context
     ids, starts, ends = [specials[0], *left], [], []
@@ -247,7 +324,8 @@ def _encode_window(per_word: list[list[int]], window: tuple[int, int], spans, sp
     ids.extend(right)
     ids.append(specials[1])
     return Encoded(np.asarray(ids, np.int32), np.asarray(starts, np.int32), np.asarray(ends, np.int32),
-                   window_spans(spans, window), num_words, lost, empty, a, (len(left), len(right)))
+                   window_spans(spans, window), num_words, lost, empty, a, (len(left), len(right)),
+                   None if shapes is None else shapes[a:b])
 
 
 def bucket(n: int, boundaries: Sequence[int]) -> int:
@@ -321,12 +399,16 @@ def batch_plan(
     return plan
 
 
-def collate(encoded: Sequence[Encoded], shape: tuple[int, int], batch_size: int) -> dict[str, np.ndarray]:
+def collate(encoded: Sequence[Encoded], shape: tuple[int, int], batch_size: int, *,
+            casing: bool | None = None) -> dict[str, np.ndarray]:
     """Pad sentences into one batch of fixed shape [batch_size, T] / [batch_size, L].
 
     Returns ``input_ids``, ``attention_mask``, ``token_type_ids`` [B, T]; ``word_index``,
-    ``word_end``, ``word_mask`` [B, L]; ``lengths`` [B]; ``gold`` [B, L, L] class ids.
+    ``word_end``, ``word_mask`` [B, L]; ``lengths`` [B]; ``gold`` [B, L, L] class ids; with
+    casing, ``word_shape`` [B, L] (``Encoded.shapes``, 0 at padding).
     Rows past ``len(encoded)`` are empty sentences (length 0): they add nothing to the loss.
+    ``casing``: whether to add ``word_shape`` (every row must then carry shapes); None: when the
+    rows carry shapes.
     """
     T, L = shape
     B = batch_size
@@ -340,6 +422,13 @@ def collate(encoded: Sequence[Encoded], shape: tuple[int, int], batch_size: int)
         "lengths": np.zeros((B,), np.int32),
         "gold": np.zeros((B, L, L), np.int32),
     }
+    if casing is None:
+        casing = any(e.shapes is not None for e in encoded)
+    if casing:
+        if any(e.shapes is None for e in encoded):
+            raise ValueError("collate(casing=True) needs rows encoded with casing (Encoded.shapes); "
+                             "encode_sentences(..., casing=True)")
+        b["word_shape"] = np.zeros((B, L), np.int32)
     for r, e in enumerate(encoded):
         n, w = len(e.input_ids), e.length
         b["input_ids"][r, :n] = e.input_ids
@@ -348,6 +437,8 @@ def collate(encoded: Sequence[Encoded], shape: tuple[int, int], batch_size: int)
         b["word_end"][r, :w] = e.word_end
         b["word_mask"][r, :w] = 1
         b["lengths"][r] = w
+        if casing:
+            b["word_shape"][r, :w] = e.shapes
         for s, t, k in e.spans:
             b["gold"][r, s, t] = k
     return b
