@@ -18,8 +18,9 @@ layer, then the last exit) on ``engine.prepare``'s layout, the exits as trained,
   stays float32. The layer code is the library's: ``nn.intercept_methods`` swaps
   ``nn.Dense.__call__`` for the int8 product on the Dense modules whose parameters carry a
   ``kernel_scale`` (``quantize_encoder``), so no layer is written twice.
-  (AQT, Google's quantisation library, is not installed here; this hand-written int8 dense is
-  what the numbers measure.)
+- ``int8_aqt`` (only when asked for with ``--variants`` and ``aqtp`` is installed; it is not a
+  dependency): the same six layers through AQT's int8 ``dot_general`` (Google's quantisation
+  library for JAX, ``aqt.jax.v2``), which quantises the float weights inside every call.
 
 Timing: batch 1 on each test sentence at its bucket shape (as ``bench/latency.py``), per sentence
 the best of ``--rounds`` rounds, variants in whole blocks per round, order reversed every other
@@ -71,6 +72,7 @@ from vee_jax.policies import FullPolicy  # noqa: E402
 from vee_jax.trained import TrainedModel  # noqa: E402
 
 VARIANTS = ("float32", "bfloat16", "int8")
+OPTIONAL = ("int8_aqt",)  # with --variants, where aqtp is installed
 DENSE = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
 
 
@@ -116,8 +118,30 @@ def _bf16(tree):
     return jax.tree.map(lambda x: x.astype(jnp.bfloat16) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
+@functools.cache
+def _aqt_interceptor():
+    """``nn.Dense.__call__`` -> AQT's int8 ``dot_general`` (8-bit operands, int32 accumulation,
+    its default per-row / per-column absmax scales) on the encoder's six dense layers, the weights
+    quantised inside every call (no frozen int8 checkpoint). Needs ``aqtp`` (not a dependency)."""
+    from aqt.jax.v2 import config as aqt_config
+
+    dg = aqt_config.dot_general_make(lhs_bits=8, rhs_bits=8)
+
+    def intercept(next_fun, args, kwargs, context):
+        m = context.module
+        if isinstance(m, nn.Dense) and context.method_name == "__call__" and m.name in DENSE:
+            x, p = args[0], m.variables["params"]
+            return dg(x, p["kernel"], (((x.ndim - 1,), (0,)), ((), ()))) + p["bias"]
+        return next_fun(*args, **kwargs)
+    return intercept
+
+
 def _precision(variant: str):
-    return nn.intercept_methods(_int8_interceptor) if variant == "int8" else contextlib.nullcontext()
+    if variant == "int8":
+        return nn.intercept_methods(_int8_interceptor)
+    if variant == "int8_aqt":
+        return nn.intercept_methods(_aqt_interceptor())
+    return contextlib.nullcontext()
 
 
 # --- the programs ------------------------------------------------------------------------------
@@ -164,12 +188,18 @@ def main(argv=None):
     ap.add_argument("--sentences", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=3, help="timed passes per variant at each batch size")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
+    ap.add_argument("--variants", default=",".join(VARIANTS),
+                    help=f"comma-separated, float32 among them, of {','.join(VARIANTS + OPTIONAL)}")
     ap.add_argument("--out", default=None, help="write this JSON and the Markdown beside it (default: print only)")
     args = ap.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
-    if "float32" not in variants or set(variants) - set(VARIANTS):
-        raise SystemExit(f"--variants: float32 (the base of every ratio) plus any of {VARIANTS}")
+    if "float32" not in variants or set(variants) - set(VARIANTS + OPTIONAL):
+        raise SystemExit(f"--variants: float32 (the base of every ratio) plus any of {VARIANTS + OPTIONAL}")
+    if "int8_aqt" in variants:
+        try:
+            import aqt.jax.v2.config  # noqa: F401
+        except ImportError:
+            raise SystemExit("--variants int8_aqt needs AQT: pip install aqtp") from None
     keep_freed_memory()
 
     workdir = pick_workdir(args.workdir)
@@ -269,6 +299,8 @@ def main(argv=None):
         "int8": "six dense layers per transformer layer: int8 x int8 -> int32 lax.dot_general; weights symmetric per "
                 "output channel, activations symmetric per token at run time; the rest float32",
         "bfloat16": "every parameter and activation bfloat16 (LayerNorm statistics and softmaxes float32)",
+        **({"int8_aqt": "the same six layers through AQT's dot_general_make(lhs_bits=8, rhs_bits=8), weights "
+                        "quantised inside every call"} if "int8_aqt" in variants else {}),
         "timing": "batch 1: per sentence the best of the rounds, ratio of the totals; batch "
                   f"{args.batch_size}: the best of the rounds of one pass over all sentences",
         "last_hidden_float32_max_abs": ref_max, "compile_s": compile_s, "rows": rows,
@@ -283,7 +315,8 @@ def markdown(r: dict) -> str:
     B = r["batch_size"]
     L = [f"Machine: {r['machine']}  ", f"Command: `{r['command']}`  ",
          f"Model: {r['workdir']}, {r['sentences']} sentences ({r['data']}); {r['model']}, exits {r['exits']}.  ",
-         f"int8: {r['int8']}.  ", f"bfloat16: {r['bfloat16']}.  ", f"Timing: {r['timing']}.", "",
+         f"int8: {r['int8']}.  ", f"bfloat16: {r['bfloat16']}.  ",
+         *([f"int8_aqt: {r['int8_aqt']}.  "] if "int8_aqt" in r else []), f"Timing: {r['timing']}.", "",
          f"| variant | p50 ms (batch 1) | time / float32 (batch 1) | sentences/s (batch {B}) | "
          f"time / float32 (batch {B}) | last hidden max abs diff (float32 max {r['last_hidden_float32_max_abs']:.1f}) "
          f"| F1 last exit (batch 1) | F1 last exit (batch {B}) |",
