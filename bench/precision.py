@@ -24,8 +24,8 @@ layer, then the last exit) on ``engine.prepare``'s layout, the exits as trained,
 
 Timing: batch 1 on each test sentence at its bucket shape (as ``bench/latency.py``), per sentence
 the best of ``--rounds`` rounds, variants in whole blocks per round, order reversed every other
-round; batch 32 on ``iterate_batches``' whole batches, the best of the rounds of a pass over all
-sentences. Ratios are each variant's total time over float32's in the same process.
+round; batch 32 on ``batched.whole_batches`` (sentences of one shape, padded to a power of two),
+the best of the rounds of a pass over all sentences. Ratios are each variant's total time over float32's in the same process.
 
 Accuracy against float32: the largest absolute difference of the last layer's hidden states over
 the real subwords (``encode_layers``, batch 32) beside float32's largest magnitude, and the test F1
@@ -65,7 +65,8 @@ from latency import f1_of, machine, one_batch, pick_workdir, timed  # noqa: E402
 from vee_jax import engine  # noqa: E402
 from vee_jax.allocator import keep_freed_memory  # noqa: E402
 from vee_jax.bert import encode_layers  # noqa: E402
-from vee_jax.data.features import encode_sentences, iterate_batches  # noqa: E402
+from vee_jax.batched import whole_batches  # noqa: E402
+from vee_jax.data.features import encode_sentences  # noqa: E402
 from vee_jax.data.splits import load_split, read_file  # noqa: E402
 from vee_jax.paths import display_path  # noqa: E402
 from vee_jax.policies import FullPolicy  # noqa: E402
@@ -148,9 +149,13 @@ def _precision(variant: str):
 @functools.partial(jax.jit, static_argnames=("config", "variant", "pooling"))
 def full_model(config, encoder, exits, inputs, variant: str, pooling: str):
     """``vee_infer`` with ``FullPolicy`` (bench/latency.py's ``jax_full``), traced under the
-    variant's precision (the int8 interceptor is active while the engine is traced)."""
+    variant's precision (the int8 interceptor is active while the engine is traced); ``inputs``
+    as ``engine.infer_inputs`` makes them."""
+    # The engine's own function unjitted (``__wrapped__``): a nested jit would reuse a trace made
+    # without the interceptor whenever two variants' weights have the same shapes and dtypes.
+    static, knobs = engine.traced_policy(FullPolicy())
     with _precision(variant):
-        return engine.vee_infer(config, encoder, exits, inputs, FullPolicy(), pooling=pooling)
+        return engine._infer.__wrapped__(config, encoder, exits, inputs, knobs, static, pooling)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "variant"))
@@ -161,17 +166,24 @@ def last_hidden(config, encoder, input_ids, attention_mask, variant: str):
 
 
 # --- what XLA:CPU made of the dots ----------------------------------------------------------------
-_TYPE = r"(\w+)\[[^\]]*\](?:\{[^}]*\})?"
-DOT = re.compile(rf"= {_TYPE} dot\({_TYPE} [^,]+, {_TYPE} ")
-CONVERT = re.compile(rf"= {_TYPE} convert\({_TYPE} ")
+_DEF = re.compile(r"%?([\w.\-]+) = (\w+)\[")  # an instruction: name = dtype[shape]
+_OP = re.compile(r"%?([\w.\-]+) = (\w+)\[[^=]*? (dot|convert)\(([^)]*)\)")
 
 
 def hlo_summary(text: str) -> dict:
     """Counts in an optimised HLO module's text: dots as ``lhs x rhs -> out`` dtypes, converts as
-    ``from -> to``, custom-call targets, fusion kinds (``kind=`` and backend-config kinds), and
-    whether oneDNN or YNNPACK are named anywhere."""
-    dots = Counter(f"{m[2]} x {m[3]} -> {m[1]}" for m in DOT.finditer(text))
-    converts = Counter(f"{m[2]} -> {m[1]}" for m in CONVERT.finditer(text))
+    ``from -> to`` (operand dtypes looked up in each computation, as the text names operands
+    only), custom-call targets, fusion kinds (``kind=`` and backend-config kinds), and whether
+    oneDNN or YNNPACK are named anywhere."""
+    dots, converts = Counter(), Counter()
+    for block in re.split(r"\n(?=\S)", text):  # one computation per block
+        types = {m[1]: m[2] for m in _DEF.finditer(block)}
+        for m in _OP.finditer(block):
+            ins = [types.get(a.strip().lstrip("%"), "?") for a in m[4].split(",") if a.strip()]
+            if m[3] == "dot":
+                dots[f"{' x '.join(ins)} -> {m[2]}"] += 1
+            elif ins:
+                converts[f"{ins[0]} -> {m[2]}"] += 1
     calls = Counter(re.findall(r'custom_call_target="([^"]+)"', text))
     fusions = Counter(re.findall(r"kind=(k\w+)", text))
     fusions.update(re.findall(r'"kind":"([^"]+)"', text))
@@ -227,7 +239,8 @@ def main(argv=None):
         return full_model(s["config"], s["prepared"]["encoder"], s["prepared"]["exits"], inputs, v, pooling)
 
     one = [one_batch(e, pooling) for e in encoded]
-    batches = [(idx, engine.infer_inputs(b, pooling), b) for idx, b in iterate_batches(encoded, args.batch_size)]
+    # Whole batches of one shape, padded to a power of two (as bench/latency.py's batched rows).
+    batches = [(idx, engine.infer_inputs(b, pooling), b) for idx, b in whole_batches(encoded, args.batch_size)]
 
     # Warm up (compile every shape) and keep the outputs for accuracy.
     t0 = time.perf_counter()
