@@ -607,7 +607,7 @@ def markdown(r: dict) -> str:
     col = lambda x: [f"{x:.2f}" if x is not None else ""] if int8 else []  # noqa: E731
 
     def row(cells, over=None):
-        return "| " + " | ".join(cells + col(over)) + " |"
+        return ("| " + " | ".join(c or "\0" for c in cells + col(over)) + " |").replace(" \0 ", " ")  # empty: "| |"
     L = [f"Machine: {r['machine']}  ", f"Command: `{r['command']}`  ",
          f"Model: {r['workdir']}, {r['sentences']} test sentences of {r['data']}, batch 1 unless stated; "
          f"per sentence the best of {r['rounds']} interleaved rounds.  ",
