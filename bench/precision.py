@@ -25,7 +25,8 @@ layer, then the last exit) on ``engine.prepare``'s layout, the exits as trained,
 Timing: batch 1 on each test sentence at its bucket shape (as ``bench/latency.py``), per sentence
 the best of ``--rounds`` rounds, variants in whole blocks per round, order reversed every other
 round; batch 32 on ``batched.whole_batches`` (sentences of one shape, padded to a power of two),
-the best of the rounds of a pass over all sentences. Ratios are each variant's total time over float32's in the same process.
+the best of the rounds of a pass over all sentences. Ratios are each variant's total time over
+float32's in the same process.
 
 Accuracy against float32: the largest absolute difference of the last layer's hidden states over
 the real subwords (``encode_layers``, batch 32) beside float32's largest magnitude, and the test F1
@@ -330,9 +331,9 @@ def markdown(r: dict) -> str:
          f"Model: {r['workdir']}, {r['sentences']} sentences ({r['data']}); {r['model']}, exits {r['exits']}.  ",
          f"int8: {r['int8']}.  ", f"bfloat16: {r['bfloat16']}.  ",
          *([f"int8_aqt: {r['int8_aqt']}.  "] if "int8_aqt" in r else []), f"Timing: {r['timing']}.", "",
-         f"| variant | p50 ms (batch 1) | time / float32 (batch 1) | sentences/s (batch {B}) | "
-         f"time / float32 (batch {B}) | last hidden max abs diff (float32 max {r['last_hidden_float32_max_abs']:.1f}) "
-         f"| F1 last exit (batch 1) | F1 last exit (batch {B}) |",
+         (f"| variant | p50 ms (batch 1) | time / float32 (batch 1) | sentences/s (batch {B}) | "
+          f"time / float32 (batch {B}) | last hidden max abs diff (float32 max "
+          f"{r['last_hidden_float32_max_abs']:.1f}) | F1 last exit (batch 1) | F1 last exit (batch {B}) |"),
          "|---|---|---|---|---|---|---|---|"]
     for w in r["rows"]:
         L.append(f"| {w['variant']} | {w['ms_p50_b1']:.2f} | {w['time_over_float32_b1']:.2f} | "
