@@ -30,8 +30,15 @@ variants, and the exact-exit variants compare against a full model with exact ex
    exit in torch, eager, batch 1, all layers, unpadded;
 5. ``onnxruntime``: the same torch module exported to ONNX, ORT with 2 threads and every graph
    optimisation, batch 1, unpadded.
+   ``onnxruntime_int8``: that same ONNX file after ORT's dynamic quantisation
+   (``quantize_dynamic``: int8 weights, per output channel unless ``--no-ort-int8-per-channel``; each
+   MatMul's input quantised to uint8 at run time), every quantisable node, the exit's included;
+   ``onnxruntime_int8_fp32_exit``: the same with the exit's nodes (everything outside the
+   ``BertModel``) left in float32. Same threads and graph optimisations as ``onnxruntime``;
+   the F1 of each (and of ``onnxruntime``) from its tables, decoded as the JAX variants';
    The peers (4, 5) run the exact last exit as trained, never a low-rank one: they are peers,
    compared with ``jax_full_exact_exits`` (the same exit), not the base of a speed-up ratio;
+   every JAX variant's time is also reported over ORT int8's (``*_over_onnxruntime_int8``);
 6. ``batched``: batch 32 with per-sentence exit (``batched_infer``) against the full model at
    batch 32 (``batched_infer`` with ``FullPolicy``), and ``vee_infer`` with the same policy on
    whole batches for reference, all three on the ``--exit-rank`` exits.
@@ -227,8 +234,8 @@ def torch_model(config, backbone_dir, encoder, exit_params):
     return WithExit().eval()
 
 
-def onnx_session(module, example, path: Path):
-    import onnxruntime as ort
+def onnx_export(module, example, path: Path) -> Path:
+    """``torch_model``'s module as an ONNX file (the encoder under ``/bert/``, the exit outside)."""
     import torch
 
     ids, mask, widx = example
@@ -239,6 +246,42 @@ def onnx_session(module, example, path: Path):
         torch.onnx.export(module, (ids, mask, widx), str(path), dynamo=False, **kw)
     except TypeError:
         torch.onnx.export(module, (ids, mask, widx), str(path), **kw)
+    return path
+
+
+def onnx_int8(path: Path, out: Path, *, per_channel: bool, fp32_exit: bool) -> tuple[Path, dict]:
+    """ORT's dynamic quantisation of the ONNX file at ``path``: int8 weights (per output channel
+    with ``per_channel``, else one scale per tensor), activations quantised to uint8 at run time.
+    ``fp32_exit``: the exit's nodes (every node outside the ``BertModel``'s ``/bert/`` scope) stay
+    float32. Returns the file and what was quantised: the node counts by op type before and after."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    graph = onnx.load(str(path)).graph
+    exit_nodes = [n.name for n in graph.node if not n.name.startswith("/bert/")]
+    quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8, per_channel=per_channel,
+                     nodes_to_exclude=exit_nodes if fp32_exit else None)
+
+    def ops(g, exit_part):
+        counts: dict[str, int] = {}
+        for n in g.node:
+            if (not n.name.startswith("/bert/")) == exit_part:
+                counts[n.op_type] = counts.get(n.op_type, 0) + 1
+        return counts
+    q = onnx.load(str(out)).graph
+    return out, {"exit_nodes": len(exit_nodes), "exit_ops_before": ops(graph, True), "exit_ops_after": ops(q, True),
+                 "integer_matmuls": sum(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in q.node)}
+
+
+def onnx_session(module, example, path: Path):
+    """An ORT session of ``module`` exported to ``path`` (``ort_session``)."""
+    return ort_session(onnx_export(module, example, path))
+
+
+def ort_session(path: Path):
+    """ONNX Runtime on the CPU: one intra-op thread per core, every graph optimisation, no spinning."""
+    import onnxruntime as ort
+
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = os.cpu_count() or 2
     opts.inter_op_num_threads = 1
@@ -300,6 +343,9 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--out", default=None, help="default bench/results/cpu.json (gpu-<name>.json on a GPU)")
     ap.add_argument("--skip-peers", action="store_true", help="no PyTorch / ONNX Runtime")
+    ap.add_argument("--ort-int8-per-channel", action=argparse.BooleanOptionalAction, default=True,
+                    help="ORT int8: one weight scale per output channel (the default: 1.2-1.4 F1 points above one per "
+                         "tensor on the demo test set) or, with --no-ort-int8-per-channel, one per tensor")
     args = ap.parse_args(argv)
     keep_freed_memory()  # as eval.py and predict.py do (vee_jax/allocator.py)
 
@@ -354,6 +400,7 @@ def main(argv=None):
         variants[f"exact{k}"] = lambda i, pol=pol: engine.vee_infer(cfg, exact["encoder"], exact["exits"], inputs[i], pol)
 
     peers_note = None
+    int8_notes: dict[str, dict] = {}
     if not args.skip_peers:
         import torch
 
@@ -367,13 +414,27 @@ def main(argv=None):
             with torch.inference_mode():
                 return tm(*tin[i]).numpy()
         variants["torch_eager"] = torch_call
+        oin = [{"input_ids": a.numpy(), "attention_mask": b.numpy(), "word_index": c.numpy()} for a, b, c in tin]
         try:
-            sess = onnx_session(tm, tin[0], Path("/tmp/vee_bench_model.onnx"))
-            oin = [{"input_ids": a.numpy(), "attention_mask": b.numpy(), "word_index": c.numpy()} for a, b, c in tin]
+            onnx_path = onnx_export(tm, tin[0], Path("/tmp/vee_bench_model.onnx"))
+            sess = ort_session(onnx_path)
             variants["onnxruntime"] = lambda i: sess.run(None, oin[i])[0]
         except Exception as e:  # noqa: BLE001 - reported, not hidden
             peers_note = f"ONNX export/ORT failed: {type(e).__name__}: {e}"
             print(peers_note, flush=True)
+        else:
+            # The same file, quantised: everything, then with the exit left in float32.
+            for name, fp32_exit in (("onnxruntime_int8", False), ("onnxruntime_int8_fp32_exit", True)):
+                try:
+                    qpath, what = onnx_int8(onnx_path, Path(f"/tmp/vee_bench_model_{name}.onnx"),
+                                            per_channel=args.ort_int8_per_channel, fp32_exit=fp32_exit)
+                    qsess = ort_session(qpath)
+                    variants[name] = lambda i, qsess=qsess: qsess.run(None, oin[i])[0]
+                    int8_notes[name] = what
+                    print(f"{name}: {what}", flush=True)
+                except Exception as e:  # noqa: BLE001 - reported, not hidden
+                    peers_note = f"ORT int8 ({name}) failed: {type(e).__name__}: {e}"
+                    print(peers_note, flush=True)
 
     # Warm up: compile every (variant, shape) once; count what compiles later.
     def cache_sizes():
@@ -504,6 +565,37 @@ def main(argv=None):
         result["jax_full_over_onnxruntime"] = total[full_exact] / total["onnxruntime"]
         for row in points + exact_points:
             row["over_onnxruntime"] = row["ms_p50"] / result["onnxruntime_ms_p50"]
+    # ONNX Runtime's tables decoded as the JAX variants' (the exact last exit on the same sentences).
+    ort_f1 = {k: f1_of(sentences, outs[k], labels, nested) for k in ms if k.startswith("onnxruntime")}
+    if "onnxruntime" in ort_f1:
+        result["onnxruntime_f1"] = ort_f1["onnxruntime"]
+    for name in ("onnxruntime_int8", "onnxruntime_int8_fp32_exit"):
+        if name not in ms:
+            continue
+        base = float(np.median(ms[name]))
+        result[f"{name}_ms_p50"] = base
+        result[f"{name}_ms_p90"] = float(np.percentile(ms[name], 90))
+        result[f"{name}_f1"] = ort_f1[name]
+        result[f"{name}_quantised"] = int8_notes[name]
+        result[f"jax_full_over_{name}"] = total[full_exact] / total[name]
+        if args.exit_rank:  # the base of the engine's speed-ups, on rank-r exits
+            result[f"jax_full_rank_exits_over_{name}"] = total["jax_full"] / total[name]
+        for row in points + exact_points + loop_points:
+            row[f"over_{name}"] = row["ms_p50"] / base
+    if int8_notes:
+        result["onnxruntime_int8_weights"] = (
+            "QInt8, " + ("per channel" if args.ort_int8_per_channel else "per tensor")
+            + "; activations uint8, quantised per tensor at run time (quantize_dynamic)")
+        for name in int8_notes:
+            print(f"{name}: p50 {result[f'{name}_ms_p50']:.2f} ms, F1 {result[f'{name}_f1']:.4f} "
+                  f"(ORT fp32 {result.get('onnxruntime_ms_p50', float('nan')):.2f} ms, "
+                  f"F1 {result.get('onnxruntime_f1', float('nan')):.4f}); JAX full (exact exits) / {name}: "
+                  f"{result[f'jax_full_over_{name}']:.2f}", flush=True)
+            for label, rows in (("VEE engine", points), ("VEE engine, exact exits", exact_points),
+                                ("Python loop", loop_points)):
+                for row in rows:
+                    print(f"  {label} tau {row['tau']:.2g} patience {row['patience']} (avg exit "
+                          f"{row['avg_exit_layer']:.2f}): p50 / {name} p50 = {row[f'over_{name}']:.2f}", flush=True)
     if peers_note:
         result["peers_note"] = peers_note
     out = Path(args.out) if args.out else ROOT / "bench" / "results" / (
@@ -512,6 +604,11 @@ def main(argv=None):
 
 
 def markdown(r: dict) -> str:
+    int8 = "onnxruntime_int8_ms_p50" in r  # older runs have no ORT int8: no column for it
+    col = lambda x: [f"{x:.2f}" if x is not None else ""] if int8 else []  # noqa: E731
+
+    def row(cells, over=None):
+        return ("| " + " | ".join(c or "\0" for c in cells + col(over)) + " |").replace(" \0 ", " ")  # empty: "| |"
     L = [f"Machine: {r['machine']}  ", f"Command: `{r['command']}`  ",
          f"Model: {r['workdir']}, {r['sentences']} test sentences of {r['data']}, batch 1 unless stated; "
          f"per sentence the best of {r['rounds']} interleaved rounds.  ",
@@ -521,36 +618,50 @@ def markdown(r: dict) -> str:
          f"Every wall speed-up is over the JAX full model with the same exits: `{r['jax_full_exits']}` for the engine "
          f"and the Python loop, exact for the exact-exit rows"
          + (" (the same program with `--exit-rank 0`)" if not r["exit_rank"] else "")
-         + ". The peers (PyTorch, ONNX Runtime) run the last exit as trained, never truncated.", ""]
+         + ". The peers (PyTorch, ONNX Runtime) run the last exit as trained, never truncated."
+         + (f" ONNX Runtime int8: {r['onnxruntime_int8_weights']}; the last column is each p50 over ORT int8's "
+            "(everything quantised)." if int8 else ""), ""]
     full_name = r["jax_full_exits"] + ("" if "exits" in r["jax_full_exits"] else " exits")
+    o8 = r.get("onnxruntime_int8_ms_p50")
+    over8 = lambda ms: ms / o8 if int8 else None  # noqa: E731
     L += ["| variant | dev F1 (chosen on) | dev avg exit | test F1 | test avg exit layer | layer speed-up | "
-          "wall speed-up | wall / layer | p50 ms | p90 ms |",
-          "|---|---|---|---|---|---|---|---|---|---|",
-          f"| JAX full model (jitted, {full_name}) | {r['dev_full_f1']:.4f} | {r['num_layers']} | "
-          f"{r['full_f1']:.4f} | {r['num_layers']} | 1.00 | 1.00 | 1.00 | "
-          f"{r['jax_full_ms_p50']:.2f} | {r['jax_full_ms_p90']:.2f} |"]
+          "wall speed-up | wall / layer | p50 ms | p90 ms |" + (" p50 / ORT int8 p50 |" if int8 else ""),
+          "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if int8 else ""),
+          row([f"JAX full model (jitted, {full_name})", f"{r['dev_full_f1']:.4f}", f"{r['num_layers']}",
+               f"{r['full_f1']:.4f}", f"{r['num_layers']}", "1.00", "1.00", "1.00",
+               f"{r['jax_full_ms_p50']:.2f}", f"{r['jax_full_ms_p90']:.2f}"], over8(r["jax_full_ms_p50"]))]
     if r["exit_rank"]:
-        L.append(f"| JAX full model (jitted, exact exits) | {r['dev_full_f1_exact_exits']:.4f} | {r['num_layers']} | "
-                 f"{r['full_f1_exact_exits']:.4f} | {r['num_layers']} | 1.00 | 1.00 | 1.00 | "
-                 f"{r['jax_full_exact_exits_ms_p50']:.2f} | {r['jax_full_exact_exits_ms_p90']:.2f} |")
+        L.append(row(["JAX full model (jitted, exact exits)", f"{r['dev_full_f1_exact_exits']:.4f}",
+                      f"{r['num_layers']}", f"{r['full_f1_exact_exits']:.4f}", f"{r['num_layers']}", "1.00", "1.00",
+                      "1.00", f"{r['jax_full_exact_exits_ms_p50']:.2f}", f"{r['jax_full_exact_exits_ms_p90']:.2f}"],
+                     over8(r["jax_full_exact_exits_ms_p50"])))
     for name, rows in (("VEE engine", r["points"]), ("Python loop", r["python_loop_points"]),
                        ("VEE engine, exact exits", r["points_exact_exits"])):
         for p in rows:
-            L.append(f"| {name} ({p['exits']}), tau {p['tau']:.2g}, patience {p['patience']} | {p['dev_f1']:.4f} | "
-                     f"{p['dev_avg_exit_layer']:.2f} | {p['f1']:.4f} | "
-                     f"{p['avg_exit_layer']:.2f} | {p['layer_speedup']:.2f} | {p['wall_speedup']:.2f} | "
-                     f"{p['wall_over_layer_speedup']:.2f} | {p['ms_p50']:.2f} | {p['ms_p90']:.2f} |")
-    if "torch_eager_ms_p50" in r:
-        L.append(f"| PyTorch eager, all layers, exit as trained | | | | {r['num_layers']} | | | | "
-                 f"{r['torch_eager_ms_p50']:.2f} | |")
-    if "onnxruntime_ms_p50" in r:
-        L.append(f"| ONNX Runtime, all layers, exit as trained | | | | {r['num_layers']} | | | | "
-                 f"{r['onnxruntime_ms_p50']:.2f} | |")
+            L.append(row([f"{name} ({p['exits']}), tau {p['tau']:.2g}, patience {p['patience']}", f"{p['dev_f1']:.4f}",
+                          f"{p['dev_avg_exit_layer']:.2f}", f"{p['f1']:.4f}", f"{p['avg_exit_layer']:.2f}",
+                          f"{p['layer_speedup']:.2f}", f"{p['wall_speedup']:.2f}", f"{p['wall_over_layer_speedup']:.2f}",
+                          f"{p['ms_p50']:.2f}", f"{p['ms_p90']:.2f}"], p.get("over_onnxruntime_int8")))
+    peers = [("torch_eager", "PyTorch eager, all layers, exit as trained"),
+             ("onnxruntime", "ONNX Runtime, all layers, exit as trained"),
+             ("onnxruntime_int8", "ONNX Runtime int8 (dynamic quantisation, the exit's MatMuls too)"),
+             ("onnxruntime_int8_fp32_exit", "ONNX Runtime int8, the exit in float32")]
+    for key, label in peers:
+        if f"{key}_ms_p50" in r:
+            f1 = r.get(f"{key}_f1")
+            L.append(row([label, "", "", f"{f1:.4f}" if f1 is not None else "", f"{r['num_layers']}", "", "", "",
+                          f"{r[f'{key}_ms_p50']:.2f}", f"{r[f'{key}_ms_p90']:.2f}" if f"{key}_ms_p90" in r else ""],
+                         over8(r[f"{key}_ms_p50"])))
     L.append("")
     if "jax_full_over_torch_eager" in r:
         L.append(f"JAX full (exact exits) / PyTorch eager time: {r['jax_full_over_torch_eager']:.2f}.  ")
     if "jax_full_over_onnxruntime" in r:
         L.append(f"JAX full (exact exits) / ONNX Runtime time: {r['jax_full_over_onnxruntime']:.2f}.  ")
+    for key, label in peers[2:]:
+        if f"jax_full_over_{key}" in r:
+            L.append(f"JAX full (exact exits) / {label} time: {r[f'jax_full_over_{key}']:.2f}"
+                     + (f"; on `{r['jax_full_exits']}` exits: {r[f'jax_full_rank_exits_over_{key}']:.2f}"
+                        if f"jax_full_rank_exits_over_{key}" in r else "") + ".  ")
     L.append(f"Compile time {r['compile_s']:.1f} s; recompilations after warm-up: {r['recompiles_after_warmup']}.")
     L += ["", f"Batched: the full model, `batched_infer` and the whole-batch loop all on `{r['jax_full_exits']}` exits; "
           "test sentences, points chosen on dev.", "",

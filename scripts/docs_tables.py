@@ -104,39 +104,57 @@ load_test.source = "results/demo/load/load.json"
 
 # --- bench/results/: latency, batched throughput, low-rank exits ------------------------------
 
-def _point(prefix: str, p: dict, dev: bool = False) -> list:
+def _point(prefix: str, p: dict, dev: bool = False, int8: bool = False) -> list:
     return ([f"{prefix}, tau {p['tau']:.2g}, patience {p['patience']}"]
             + ([f"{p['dev_f1']:.4f}" if "dev_f1" in p else ""] if dev else [])
             + [f"{p['f1']:.4f}", f"{p['avg_exit_layer']:.2f}", f"{p['layer_speedup']:.2f}", f"{p['wall_speedup']:.2f}",
-               f"{p['wall_over_layer_speedup']:.2f}", f"{p['ms_p50']:.2f}"])
+               f"{p['wall_over_layer_speedup']:.2f}", f"{p['ms_p50']:.2f}"]
+            + ([f"{p['over_onnxruntime_int8']:.2f}"] if int8 else []))
 
 
 def latency(rel: str) -> Callable[[], str]:
     """bench/latency.py's batch-1 rows: the peers, the JAX full model, the engine and the Python loop.
 
     Runs that chose their points on dev (``points_chosen_on``) get a dev F1 column and the full
-    model on exact exits as the base of the exact-exit rows; older runs chose them on test."""
+    model on exact exits as the base of the exact-exit rows; older runs chose them on test.
+    Runs with ONNX Runtime int8 (``onnxruntime_int8_ms_p50``) get its rows, the ORT F1s and a
+    column of each p50 over ORT int8's."""
     def make() -> str:
         r = _load(rel)
         M = r["num_layers"]
         dev = "points_chosen_on" in r
+        int8 = "onnxruntime_int8_ms_p50" in r
         pad = [""] if dev else []
-        rows = [["PyTorch eager (`BertModel` + the exit in torch)", *pad, "", M, "", "", "", f"{r['torch_eager_ms_p50']:.2f}"],
-                ["ONNX Runtime (same module exported)", *pad, "", M, "", "", "", f"{r['onnxruntime_ms_p50']:.2f}"],
-                [f"JAX full model (jitted, every layer, the last exit{', ' + r['jax_full_exits'] + ' exits' if dev else ''})",
-                 *([f"{r['dev_full_f1']:.4f}"] if dev else []), f"{r['full_f1']:.4f}", M, "1.00", "1.00", "1.00",
-                 f"{r['jax_full_ms_p50']:.2f}"]]
+
+        def over(ms: float) -> list:
+            return [f"{ms / r['onnxruntime_int8_ms_p50']:.2f}"] if int8 else []
+
+        def f1(key: str) -> str:
+            return f"{r[key]:.4f}" if key in r else ""
+        rows = [["PyTorch eager (`BertModel` + the exit in torch)", *pad, "", M, "", "", "",
+                 f"{r['torch_eager_ms_p50']:.2f}", *over(r["torch_eager_ms_p50"])],
+                ["ONNX Runtime (same module exported)", *pad, f1("onnxruntime_f1"), M, "", "", "",
+                 f"{r['onnxruntime_ms_p50']:.2f}", *over(r["onnxruntime_ms_p50"])]]
+        for key, name in (("onnxruntime_int8", "ONNX Runtime int8 (the same file, dynamic quantisation, exit too)"),
+                          ("onnxruntime_int8_fp32_exit", "ONNX Runtime int8, the exit in float32")):
+            if f"{key}_ms_p50" in r:
+                rows.append([name, *pad, f1(f"{key}_f1"), M, "", "", "", f"{r[f'{key}_ms_p50']:.2f}",
+                             *over(r[f"{key}_ms_p50"])])
+        rows += [[f"JAX full model (jitted, every layer, the last exit{', ' + r['jax_full_exits'] + ' exits' if dev else ''})",
+                  *([f"{r['dev_full_f1']:.4f}"] if dev else []), f"{r['full_f1']:.4f}", M, "1.00", "1.00", "1.00",
+                  f"{r['jax_full_ms_p50']:.2f}", *over(r["jax_full_ms_p50"])]]
         if dev and "jax_full_exact_exits_ms_p50" in r:
             rows.append(["JAX full model, exact exits", f"{r['dev_full_f1_exact_exits']:.4f}",
                          f"{r['full_f1_exact_exits']:.4f}", M, "1.00", "1.00", "1.00",
-                         f"{r['jax_full_exact_exits_ms_p50']:.2f}"])
-        rows += [_point(f"VEE-{p['measure'].upper()} engine, {p['exits']} exits", p, dev) for p in r["points"]]
-        rows += [_point(f"VEE-{p['measure'].upper()} engine, exact exits", p, dev)
+                         f"{r['jax_full_exact_exits_ms_p50']:.2f}", *over(r["jax_full_exact_exits_ms_p50"])])
+        rows += [_point(f"VEE-{p['measure'].upper()} engine, {p['exits']} exits", p, dev, int8) for p in r["points"]]
+        rows += [_point(f"VEE-{p['measure'].upper()} engine, exact exits", p, dev, int8)
                  for p in r.get("points_exact_exits", [])]
-        rows += [_point(f"Python loop of per-layer jitted calls, {p['exits']} exits", p, dev)
+        rows += [_point(f"Python loop of per-layer jitted calls, {p['exits']} exits", p, dev, int8)
                  for p in r.get("python_loop_points", [])]
         return _table(["variant (batch 1)", *(["dev F1 (points chosen here)"] if dev else []), "test F1",
-                       "avg exit layer", "layer speed-up", "wall speed-up", "wall / layer", "p50 ms"], rows)
+                       "avg exit layer", "layer speed-up", "wall speed-up", "wall / layer", "p50 ms",
+                       *(["p50 / ORT int8 p50"] if int8 else [])], rows)
     make.source = rel
     return make
 
@@ -215,6 +233,7 @@ def layer_layouts() -> str:
 
 layer_layouts.source = "bench/results/layer_cpu.json"
 
+
 def levers() -> str:
     """scripts/levers.py: dev (selected epoch) and test F1 at every exit of each recipe."""
     d = _load("results/levers/levers.json")
@@ -227,6 +246,42 @@ def levers() -> str:
 
 
 levers.source = "results/levers/levers.json"
+
+
+def precision() -> str:
+    """bench/precision.py: the JAX full model in float32, bfloat16 and with int8 dense layers."""
+    path = ROOT / "bench/results/precision_cpu.json"
+    if not path.exists():
+        return "Not measured yet: `python bench/precision.py --out bench/results/precision_cpu.json`.\n"
+    d = _load("bench/results/precision_cpu.json")
+    B = d["batch_size"]
+    rows = [[w["variant"], f"{w['ms_p50_b1']:.2f}", f"{w['time_over_float32_b1']:.2f}",
+             f"{w[f'sentences_per_s_b{B}']:.1f}", f"{w[f'time_over_float32_b{B}']:.2f}",
+             f"{w['last_hidden_max_abs_diff']:.3g}", f"{w['f1_last_exit_b1']:.4f}", f"{w[f'f1_last_exit_b{B}']:.4f}"]
+            for w in d["rows"]]
+    return _table(["variant", "p50 ms (batch 1)", "time / float32 (batch 1)", f"sentences/s (batch {B})",
+                   f"time / float32 (batch {B})",
+                   f"last hidden max abs diff (float32 max {d['last_hidden_float32_max_abs']:.1f})",
+                   "F1 last exit (batch 1)", f"F1 last exit (batch {B})"], rows)
+
+
+precision.source = "bench/results/precision_cpu.json"
+
+
+def precision_hlo() -> str:
+    """bench/precision.py: what XLA:CPU compiled the dots of each variant into."""
+    path = ROOT / "bench/results/precision_cpu.json"
+    if not path.exists():
+        return "Not measured yet: `python bench/precision.py --out bench/results/precision_cpu.json`.\n"
+
+    def fmt(d: dict) -> str:
+        return ", ".join(f"{k}: {n}" for k, n in sorted(d.items())) or "none"
+    rows = [[w["variant"], fmt(w["hlo"]["dots"]), fmt(w["hlo"]["converts"]), fmt(w["hlo"]["custom_calls"]),
+             fmt(w["hlo"]["fusion_kinds"])] for w in _load("bench/results/precision_cpu.json")["rows"]]
+    return _table(["variant", "dots (lhs x rhs -> out)", "converts (from -> to)", "custom calls", "fusion kinds"], rows)
+
+
+precision_hlo.source = "bench/results/precision_cpu.json"
 
 
 TABLES: dict[str, Callable[[], str]] = {
@@ -250,6 +305,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "serve_startup": serve_startup,
     "layer_layouts": layer_layouts,
     "levers": levers,
+    "precision": precision,
+    "precision_hlo": precision_hlo,
 }
 
 
