@@ -62,3 +62,13 @@ def train_args(workdir: Path, data: Path, backbone: Path, *extra: str) -> list[s
             "--config.data.labels=('DNA','RNA','cell_line','cell_type','protein')",
             "--config.train.epochs=2", "--config.train.batch_size=4", "--config.train.log_every_steps=1",
             "--config.train.checkpoint_every_steps=0", *extra]
+
+
+def safe_tau(values, q: float) -> float:
+    """A threshold near quantile q halfway between two observed values at least 1e-3 apart (no near-ties)."""
+    import numpy as np
+
+    v = np.unique(np.asarray(values)[np.isfinite(values)])
+    gaps = np.flatnonzero(np.diff(v) > 1e-3)
+    j = gaps[np.argmin(np.abs(gaps - q * (len(v) - 1)))]
+    return float((v[j] + v[j + 1]) / 2)

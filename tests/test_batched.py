@@ -15,7 +15,7 @@ from vee_jax.engine import prepare
 from vee_jax.offline import exit_probs, layer_distances, layer_signals
 from vee_jax.policies import EntropyPolicy, FullPolicy, MaxProbPolicy, VeePolicy
 
-from helpers import random_params
+from helpers import random_params, safe_tau
 
 CFG = BertConfig(vocab_size=50, hidden_size=16, num_layers=4, num_heads=2, intermediate_size=32, max_position=64)
 K = 4
@@ -57,13 +57,6 @@ def shape_of(e):
     T = bucket(len(e.input_ids), SUBWORD_BUCKETS)
     return T, SHAPES[T]
 
-
-def safe_tau(values, q):
-    """A threshold near quantile q halfway between two observed values at least 1e-3 apart (no near-ties)."""
-    v = np.unique(np.asarray(values)[np.isfinite(values)])
-    gaps = np.flatnonzero(np.diff(v) > 1e-3)
-    j = gaps[np.argmin(np.abs(gaps - q * (len(v) - 1)))]
-    return float((v[j] + v[j + 1]) / 2)
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from vee_jax.offline import exit_probs, layer_distances, layer_signals, replay
 from vee_jax.policies import BudgetPolicy, EntropyPolicy, FullPolicy, VeePolicy
 from vee_jax.training import ModelSpec, forward_logits, init_state, make_optimizer, train_step
 
-from helpers import logged_losses, random_params, run_script, train_args
+from helpers import logged_losses, random_params, run_script, safe_tau, train_args
 
 
 # --- the shape ids --------------------------------------------------------------------------------
@@ -209,13 +209,6 @@ N = len(ENCODED)
 EXITS = cased_exits(scale=2.0)
 
 
-def _tau(values, q):
-    """A threshold near quantile q halfway between two observed values at least 1e-3 apart (no near-ties)."""
-    v = np.unique(np.asarray(values)[np.isfinite(values)])
-    gaps = np.flatnonzero(np.diff(v) > 1e-3)
-    j = gaps[np.argmin(np.abs(gaps - q * (len(v) - 1)))]
-    return float((v[j] + v[j + 1]) / 2)
-
 
 @pytest.fixture(scope="module")
 def offline():
@@ -223,9 +216,9 @@ def offline():
     lengths = BATCH["lengths"][:N]
     D = layer_distances("kl", probs[:, :N], lengths)
     sig = layer_signals(probs[:, :N], lengths)
-    policies = {"vee-kl-p1": VeePolicy("kl", _tau(D, 0.4), 1),
-                "vee-kl-p2-ensemble": VeePolicy("kl", _tau(D, 0.6), 2, ensemble=True),
-                "entropy": EntropyPolicy(_tau(sig["entropy"], 0.5)),
+    policies = {"vee-kl-p1": VeePolicy("kl", safe_tau(D, 0.4), 1),
+                "vee-kl-p2-ensemble": VeePolicy("kl", safe_tau(D, 0.6), 2, ensemble=True),
+                "entropy": EntropyPolicy(safe_tau(sig["entropy"], 0.5)),
                 "budget": BudgetPolicy(2), "full": FullPolicy()}
     return probs, D, policies
 
