@@ -29,6 +29,10 @@ LEVERS = {
                      "bash scripts/real_runs.sh screen"),
     "screen2_context32": ("CoNLL-2003", "2-epoch screen", "document context, 32 subwords a side "
                           "(data.context_subwords=32)", "bash scripts/real_runs.sh screen"),
+    "screen2_casing": ("CoNLL-2003", "2-epoch screen", "casing feature: a word-shape embedding at every exit "
+                       "(model.casing=True)", "bash scripts/real_runs.sh screen"),
+    "conll03_long": ("CoNLL-2003", "up to 10 epochs, early stopping after 2 without a better dev F1",
+                     "epochs: the schedule over 10 epochs (train.epochs=10)", "bash scripts/real_runs.sh conll03_long"),
     "genia": ("GENIA", "5 epochs", "baseline: configs/genia.py", "bash scripts/real_runs.sh genia"),
     "genia_ffnn64": ("GENIA", "5 epochs", "exits trained 64 wide (model.ffnn_size=64)",
                      "bash scripts/real_runs.sh genia_ffnn64"),

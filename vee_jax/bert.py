@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from .int8 import Int8Dense, is_int8
+
 Params = dict[str, Any]
 
 
@@ -149,9 +151,13 @@ def attention_bias(attention_mask: jax.Array, dtype: jnp.dtype) -> jax.Array:
 
 
 class TransformerLayer(nn.Module):
-    """One post-LN transformer layer: self-attention, add & norm, feed-forward, add & norm."""
+    """One post-LN transformer layer: self-attention, add & norm, feed-forward, add & norm.
+
+    ``int8``: the six dense layers run on int8 weights (``int8.Int8Dense``; inference only, the
+    parameters made by ``int8.quantize_layer``); the rest of the layer is the same code."""
 
     config: BertConfig
+    int8: bool = False
 
     @nn.compact
     def __call__(self, hidden: jax.Array, bias: jax.Array, *, deterministic: bool = True) -> jax.Array:
@@ -160,7 +166,14 @@ class TransformerLayer(nn.Module):
         B, T, d = hidden.shape
         H = c.num_heads
         dh = d // H
-        dense = lambda n, name: nn.Dense(n, kernel_init=_init(c), name=name)  # noqa: E731
+        if self.int8:
+            dense = lambda n, name: Int8Dense(n, name=name)  # noqa: E731
+        elif self.has_variable("params", "query") and "kernel_scale" in self.variables["params"]["query"]:
+            # nn.Dense would read the int8 codes as floats and ignore the scales: wrong, silently
+            raise ValueError("int8 layer weights given to a float32 TransformerLayer: pass int8=True "
+                             "(vee_jax.int8.is_int8 tells)")
+        else:
+            dense = lambda n, name: nn.Dense(n, kernel_init=_init(c), name=name)  # noqa: E731
         drop = lambda rate, x: nn.Dropout(rate)(x, deterministic=deterministic)  # noqa: E731
 
         def heads(x):  # [B, T, d] -> [B, H, T, dh]
@@ -196,9 +209,11 @@ def _layer_group(repeats: int, deterministic: bool):
 
 class BertEncoder(nn.Module):
     """The embeddings and the M layers: every hidden state [M+1, B, T, d] (as transformers'
-    ``output_hidden_states``). Parameters ``{"embeddings": ..., "layers": [S, ...]}``."""
+    ``output_hidden_states``). Parameters ``{"embeddings": ..., "layers": [S, ...]}``
+    (``int8``: the layers' dense kernels are int8, ``TransformerLayer``)."""
 
     config: BertConfig
+    int8: bool = False
 
     @nn.compact
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array, token_type_ids: jax.Array | None = None,
@@ -211,7 +226,7 @@ class BertEncoder(nn.Module):
         bias = attention_bias(attention_mask, h0.dtype)
         scan = nn.scan(_layer_group(M // S, deterministic), variable_axes={"params": 0},
                        split_rngs={"params": True, "dropout": True}, in_axes=nn.broadcast, length=S)
-        _, hs = scan(TransformerLayer(c, name="layers"), h0, bias)  # [S, M / S, B, T, d]
+        _, hs = scan(TransformerLayer(c, self.int8, name="layers"), h0, bias)  # [S, M / S, B, T, d]
         return jnp.concatenate([h0[None], hs.reshape((M,) + h0.shape)], axis=0)
 
 
@@ -252,8 +267,9 @@ def transformer_layer(
     *,
     rng: jax.Array | None = None,
 ) -> jax.Array:
-    """``TransformerLayer`` with one layer's (unstacked) weights ``lp``: [B, T, d] -> [B, T, d]."""
-    return TransformerLayer(config).apply({"params": lp}, hidden, bias, deterministic=rng is None,
+    """``TransformerLayer`` with one layer's (unstacked) weights ``lp``: [B, T, d] -> [B, T, d]
+    (int8 dense layers where ``lp`` holds int8 kernels: ``int8.is_int8``)."""
+    return TransformerLayer(config, is_int8(lp)).apply({"params": lp}, hidden, bias, deterministic=rng is None,
                                           rngs=_rngs(rng))
 
 
@@ -275,7 +291,7 @@ def layer_step(
 def encode_layers(config: BertConfig, params: Params, input_ids: jax.Array, attention_mask: jax.Array,
                   token_type_ids: jax.Array | None = None, *, rng: jax.Array | None = None) -> jax.Array:
     """Every hidden state: [M+1, B, T, d], the embedding output then layers 1..M (``BertEncoder``)."""
-    return BertEncoder(config).apply({"params": params}, input_ids, attention_mask, token_type_ids,
+    return BertEncoder(config, is_int8(params["layers"])).apply({"params": params}, input_ids, attention_mask, token_type_ids,
                                      deterministic=rng is None, rngs=_rngs(rng))
 
 

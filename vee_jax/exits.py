@@ -35,6 +35,7 @@ import numpy as np
 from jax import lax
 
 from .bert import BertConfig, BertEncoder, Params, word_vectors
+from .int8 import is_int8
 
 
 def _normal(scale_of_fan: float):
@@ -125,7 +126,8 @@ class VeeBert(nn.Module):
     Parameters ``{"encoder": BertEncoder's, "exits": StackedExits'}`` (the train state's
     ``params``). ``batch`` as made by ``data.collate``: ``input_ids``, ``attention_mask`` [B, T];
     ``word_index``, ``word_mask`` [B, L]; optional ``token_type_ids`` [B, T], ``word_end`` [B, L];
-    with ``casing``, ``word_shape`` [B, L].
+    with ``casing``, ``word_shape`` [B, L]. ``int8``: the encoder's layers hold int8 dense kernels
+    (inference only: ``int8.quantize_encoder``).
     """
 
     config: BertConfig
@@ -133,9 +135,10 @@ class VeeBert(nn.Module):
     ffnn_size: int | None = None
     pooling: str = "first"
     casing: bool = False
+    int8: bool = False
 
     def setup(self):
-        self.encoder = BertEncoder(self.config)
+        self.encoder = BertEncoder(self.config, self.int8)
         self.exits = StackedExits(self.num_labels, self.ffnn_size, NUM_SHAPES if self.casing else 0)
 
     def hidden_states(self, batch: dict[str, Any], *, deterministic: bool = True) -> jax.Array:
@@ -264,6 +267,6 @@ def all_exit_logits(
     ``rng``: dropout key (None = deterministic).
     """
     module = VeeBert(config, exit_params["b"].shape[-1], _exit_module(exit_params).ffnn_size, pooling,
-                     casing="shape_emb" in exit_params)
+                     casing="shape_emb" in exit_params, int8=is_int8(params["layers"]))
     return module.apply({"params": {"encoder": params, "exits": exit_params}}, batch, deterministic=rng is None,
                         rngs={} if rng is None else {"dropout": rng})

@@ -38,6 +38,7 @@ from .data.features import (SUBWORD_BUCKETS, Encoded, batch_plan, bucket, collat
 from .data.sentence import Sentence
 from .decode import decode_table
 from .documents import Entity
+from .int8 import is_int8
 from .policies import Policy, check_policy, policy_from_input
 from .windows import Gather, merge_tables, sentence_exit_layer, sentence_rows
 from .words import RULE_OF_FORMAT, Word, split_words
@@ -126,7 +127,10 @@ class Predictor:
         (``data.context_subwords``): used where sentences come with their documents
         (``encode``'s ``doc_ids``: ``predict_documents``); a lone text has none.
       batch_size: at most this many sentences per engine call.
-      prepared: ``params`` already in ``engine.prepare``'s layout (``TrainedModel.prepared``).
+      prepared: ``params`` already in ``engine.prepare``'s layout (``TrainedModel.prepared_as``).
+      weights: ``"float32"`` (as trained) or ``"int8"``: the layers' dense kernels as int8
+        (``engine.prepare``; about half a layer's time on CPU, a deviation from the paper:
+        docs/performance.md "int8"); ignored when ``prepared`` is given (it says which).
       engine: how ``run`` batches many sentences: ``"loop"``, whole batches through ``vee_infer``
         (a batch runs until its slowest sentence exits), ``"continuous"``, ``batched_infer`` (an
         exited sentence stops costing compute), or ``"auto"``: continuous when the policy lets
@@ -139,7 +143,7 @@ class Predictor:
     def __init__(self, spec, params: Any, tokenizer, labels: Sequence[str], nested: bool, *,
                  policy: Policy | Mapping[str, Any] | str | None = None, word_rule: str = "ptb",
                  max_subwords: int = 512, batch_size: int = 32, prepared: Mapping[str, Any] | None = None,
-                 engine: str = "auto", context_subwords: int = 0):
+                 engine: str = "auto", context_subwords: int = 0, weights: str = "float32"):
         if engine not in self.ENGINES:
             raise ValueError(f"engine must be one of {', '.join(self.ENGINES)}, got {engine!r}")
         if batch_size < 1:
@@ -151,7 +155,9 @@ class Predictor:
         # The engine's inference layout (one weight tree per layer and per exit), built once:
         # what bench/latency.py times; the stacked training layout would copy a layer's weights
         # at every iteration of the loop.
-        self.model = prepared if prepared is not None else prepare(spec.bert, params["encoder"], params["exits"])
+        self.model = prepared if prepared is not None else prepare(spec.bert, params["encoder"], params["exits"],
+                                                                   weights=weights)
+        self.weights = "int8" if is_int8(self.model["encoder"]["layers"][0]) else "float32"
         self.labels, self.nested = list(labels), bool(nested)
         self.word_rule, self.max_subwords, self.batch_size = word_rule, max_subwords, batch_size
         self.context_subwords = context_subwords
@@ -160,24 +166,25 @@ class Predictor:
 
     @classmethod
     def from_workdir(cls, workdir: str | Path, policy: Policy | Mapping[str, Any] | str | None = None, *,
-                     checkpoint: str = "best", word_rule: str | None = None, batch_size: int = 32) -> "Predictor":
+                     checkpoint: str = "best", word_rule: str | None = None, batch_size: int = 32,
+                     weights: str = "float32") -> "Predictor":
         """Load a train.py workdir (its best checkpoint by default); the word rule follows its data format."""
         from .trained import TrainedModel
 
         return cls.from_trained(TrainedModel.load(workdir, checkpoint), policy, word_rule=word_rule,
-                                batch_size=batch_size)
+                                batch_size=batch_size, weights=weights)
 
     @classmethod
     def from_trained(cls, model, policy: Policy | Mapping[str, Any] | str | None = None, *,
-                     word_rule: str | None = None, batch_size: int = 32) -> "Predictor":
-        """A ``trained.TrainedModel``'s predictor, on its prepared layout (built once, shared); the word
-        and sentence rules follow the workdir's data format."""
+                     word_rule: str | None = None, batch_size: int = 32, weights: str = "float32") -> "Predictor":
+        """A ``trained.TrainedModel``'s predictor, on its prepared layout with ``weights`` (built once,
+        shared); the word and sentence rules follow the workdir's data format."""
         from .sentences import RULE_OF_FORMAT as SENTENCE_RULE_OF_FORMAT
 
         fmt = model.config.data.format
         p = cls(model.spec, model.params, model.tokenizer, model.labels, model.nested, policy=policy,
                 word_rule=word_rule or RULE_OF_FORMAT.get(fmt, "ptb"), max_subwords=model.max_subwords,
-                batch_size=batch_size, prepared=model.prepared, context_subwords=model.context_subwords)
+                batch_size=batch_size, prepared=model.prepared_as(weights), context_subwords=model.context_subwords)
         p.sentence_rule = SENTENCE_RULE_OF_FORMAT.get(fmt)
         return p
 

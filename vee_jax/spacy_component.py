@@ -40,15 +40,21 @@ log = logging.getLogger("vee_jax")
 
 ALIGNMENT_MODES = ("strict", "contract", "expand")
 DEFAULT_CONFIG = {"policy": None, "spans_key": "vee", "set_ents": True, "sentences": "auto",
-                  "alignment_mode": "expand", "checkpoint": "best", "batch_size": 32}
+                  "alignment_mode": "expand", "checkpoint": "best", "batch_size": 32,
+                  "weights": "float32"}
+
+# A predictor is rebuilt when one of these changes (from_disk / from_bytes).
+RELOAD_KEYS = ("workdir", "checkpoint", "policy", "sentences", "batch_size", "weights")
 
 
 @Language.factory("vee_ner", default_config={"workdir": None, **DEFAULT_CONFIG})
 def make_vee_ner(nlp: Language, name: str, workdir: Optional[str], policy: Optional[dict], spans_key: str,
-                 set_ents: bool, sentences: str, alignment_mode: str, checkpoint: str, batch_size: int) -> "VeeNer":
+                 set_ents: bool, sentences: str, alignment_mode: str, checkpoint: str, batch_size: int,
+                 weights: str) -> "VeeNer":
     """The ``vee_ner`` factory (see the module docstring for the config)."""
     return VeeNer(nlp.vocab, name, workdir=workdir, policy=policy, spans_key=spans_key, set_ents=set_ents,
-                  sentences=sentences, alignment_mode=alignment_mode, checkpoint=checkpoint, batch_size=batch_size)
+                  sentences=sentences, alignment_mode=alignment_mode, checkpoint=checkpoint, batch_size=batch_size,
+                  weights=weights)
 
 
 def flat_projection(spans: Iterable[Span], scores: Iterable[float]) -> list[Span]:
@@ -72,7 +78,7 @@ class VeeNer:
       spans_key: the ``doc.spans`` key; set_ents: write the flat projection to ``doc.ents``;
       sentences: the sentence rule (``auto``: the workdir's data format's; docs/sentences.md);
       alignment_mode: ``doc.char_span``'s; checkpoint: ``best`` or ``latest``;
-      batch_size: sentences per engine call.
+      batch_size: sentences per engine call; weights: ``float32`` or ``int8`` (``Predictor``).
     """
 
     def __init__(self, vocab, name: str = "vee_ner", *, workdir: str | Path | None, predictor=None, **config):
@@ -101,7 +107,7 @@ class VeeNer:
             from .predict import Predictor
 
             p = Predictor.from_workdir(self.cfg["workdir"], self.cfg["policy"], checkpoint=self.cfg["checkpoint"],
-                                       batch_size=self.cfg["batch_size"])
+                                       batch_size=self.cfg["batch_size"], weights=self.cfg["weights"])
             rule = self.cfg["sentences"]
             if rule != "auto":  # auto: the workdir's data format's rule, set by from_workdir
                 p.sentence_rule = rule
@@ -155,8 +161,7 @@ class VeeNer:
 
     def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> "VeeNer":
         cfg = {**DEFAULT_CONFIG, **json.loads((Path(path) / "cfg.json").read_text())}
-        reload = any(cfg.get(k) != self.cfg.get(k) for k in ("workdir", "checkpoint", "policy", "sentences",
-                                                               "batch_size"))
+        reload = any(cfg.get(k) != self.cfg.get(k) for k in RELOAD_KEYS)
         self.cfg = cfg
         self._check()
         if reload:
@@ -168,7 +173,7 @@ class VeeNer:
 
     def from_bytes(self, data: bytes, *, exclude: Iterable[str] = ()) -> "VeeNer":
         cfg = {**DEFAULT_CONFIG, **json.loads(data)}
-        if any(cfg.get(k) != self.cfg.get(k) for k in ("workdir", "checkpoint", "policy", "sentences", "batch_size")):
+        if any(cfg.get(k) != self.cfg.get(k) for k in RELOAD_KEYS):
             self._predictor = None
         self.cfg = cfg
         self._check()

@@ -357,6 +357,14 @@ class TrainedModel:
     @functools.cached_property
     def prepared(self) -> dict[str, Any]:
         """``engine.prepare``'s inference layout ``{"encoder", "exits"}``, built once."""
+        return self.prepared_as("float32")
+
+    def prepared_as(self, weights: str) -> dict[str, Any]:
+        """The inference layout with ``weights`` ``"float32"`` (as trained) or ``"int8"``
+        (``engine.prepare``), built once per kind and shared by every predictor of this model."""
         from .engine import prepare
 
-        return prepare(self.spec.bert, self.params["encoder"], self.params["exits"])
+        cache = self.__dict__.setdefault("_prepared", {})
+        if weights not in cache:
+            cache[weights] = prepare(self.spec.bert, self.params["encoder"], self.params["exits"], weights=weights)
+        return cache[weights]

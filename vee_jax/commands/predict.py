@@ -50,6 +50,9 @@ def define_flags() -> flags.FlagValues:
                       "docs/sentences.md); the default for --input-format jsonl and file", flag_values=fv)
     flags.DEFINE_string("output", None, "write the JSON lines here (default stdout)", flag_values=fv)
     positive_int("batch_size", 32, "sentences per engine call", fv)
+    flags.DEFINE_enum("weights", "float32", ["float32", "int8"], "the layers' dense weights: as trained, or int8 "
+                      "(about half a layer's time on CPU; a deviation from the paper: docs/performance.md)",
+                      flag_values=fv)
     positive_int("chunk", 1024, "inputs read and answered at a time from a file", fv)
     flags.DEFINE_enum("word_rule", None, ["ptb", "chars", "whitespace"],
                       "how text is cut into words (default: the rule of the workdir's data format)", flag_values=fv)
@@ -134,7 +137,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     documents = fv.sentences is not None or fv.input_format != "lines"
     try:
         predictor = Predictor.from_workdir(fv.workdir, policy_from_input(fv), checkpoint=fv.checkpoint,
-                                           word_rule=fv.word_rule, batch_size=fv.batch_size)
+                                           word_rule=fv.word_rule, batch_size=fv.batch_size,
+                                           weights=fv.weights)
         if fv.sentences not in (None, "auto"):  # auto: the workdir's, set by from_workdir
             predictor.sentence_rule = fv.sentences
     except user_errors() as e:

@@ -35,6 +35,9 @@ def define_flags() -> flags.FlagValues:
                         flag_values=fv)
     flags.DEFINE_integer("port", 8000, "the port to listen on", flag_values=fv)
     positive_int("batch_size", 32, "at most this many sentences per micro-batch", fv)
+    flags.DEFINE_enum("weights", "float32", ["float32", "int8"], "the layers' dense weights: as trained, or int8 "
+                      "(about half a layer's time on CPU; a deviation from the paper: docs/performance.md)",
+                      flag_values=fv)
     flags.DEFINE_float("max_wait_ms", 5.0, "how long a micro-batch waits to fill", lower_bound=0.0, flag_values=fv)
     flags.DEFINE_float("target_p95_ms", None,
                        "latency target: step down the ladder when the p95 latency or the queue's expected wait "
@@ -109,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         api_key = read_api_key(fv.api_key_file)
         model = TrainedModel.load(fv.workdir, fv.checkpoint)
         predictor = Predictor.from_trained(model, policy_from_input(fv), word_rule=fv.word_rule,
-                                           batch_size=fv.batch_size)
+                                           batch_size=fv.batch_size, weights=fv.weights)
         if fv.sentences != "auto":  # auto: the workdir's data format's, set by from_trained
             predictor.sentence_rule = fv.sentences
         ladder = build_ladder(fv.ladder, predictor, model.workdir.sweeps_dir)
