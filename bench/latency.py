@@ -39,7 +39,11 @@ variants, and the exact-exit variants compare against a full model with exact ex
    The peers (4, 5) run the exact last exit as trained, never a low-rank one: they are peers,
    compared with ``jax_full_exact_exits`` (the same exit), not the base of a speed-up ratio;
    every JAX variant's time is also reported over ORT int8's (``*_over_onnxruntime_int8``);
-6. ``batched``: batch 32 with per-sentence exit (``batched_infer``) against the full model at
+6. ``jax_full_int8`` and ``points_int8`` (``--int8``, the default): the full model and VEE points
+   on ``engine.prepare(..., weights="int8")`` (the layers' dense kernels int8, per channel;
+   activations per token; the ``--exit-rank`` exits, float32), the points chosen on dev tables
+   of the same int8 weights; speed-ups over ``jax_full`` (float32, the same exits);
+7. ``batched``: batch 32 with per-sentence exit (``batched_infer``) against the full model at
    batch 32 (``batched_infer`` with ``FullPolicy``), and ``vee_infer`` with the same policy on
    whole batches for reference, all three on the ``--exit-rank`` exits.
 
@@ -77,6 +81,7 @@ from vee_jax.decode import decode_table  # noqa: E402
 from vee_jax.paths import display_path  # noqa: E402
 from vee_jax.trained import TrainedModel  # noqa: E402
 from vee_jax.exits import biaffine, compress_exits  # noqa: E402
+from vee_jax.int8 import quantize_encoder  # noqa: E402
 from vee_jax.metrics import span_prf  # noqa: E402
 from vee_jax.offline import exit_probs, layer_distances, vee_exit_layers  # noqa: E402
 from vee_jax.policies import FullPolicy, VeePolicy, vote_step  # noqa: E402
@@ -343,6 +348,8 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--out", default=None, help="default bench/results/cpu.json (gpu-<name>.json on a GPU)")
     ap.add_argument("--skip-peers", action="store_true", help="no PyTorch / ONNX Runtime")
+    ap.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time the JAX int8 layout (engine.prepare(weights='int8')): full model and VEE points")
     ap.add_argument("--ort-int8-per-channel", action=argparse.BooleanOptionalAction, default=True,
                     help="ORT int8: one weight scale per output channel (the default: 1.2-1.4 F1 points above one per "
                          "tensor on the demo test set) or, with --no-ort-int8-per-channel, one per tensor")
@@ -383,6 +390,14 @@ def main(argv=None):
     pts_exact = choose_points(dev_sentences, tables_x, D_x, labels, nested, M)
     del tables_x, tables_l
     print(f"points (rank {args.exit_rank}): {pts_low}\npoints (exact exits): {pts_exact}", flush=True)
+    pts_int8, low8 = [], None
+    if args.int8:  # the int8 layout's own points, chosen on dev tables of the same int8 weights
+        low8 = engine.prepare(cfg, enc, ex, exit_rank=args.exit_rank, weights="int8")
+        tables_8, D_8 = offline_tables(spec, quantize_encoder(enc), low_exits, dev_encoded, pooling)
+        dev_full_f1_int8 = f1_of(dev_sentences, [t[-1] for t in tables_8], labels, nested)
+        pts_int8 = choose_points(dev_sentences, tables_8, D_8, labels, nested, M)
+        del tables_8
+        print(f"points (int8 weights, rank {args.exit_rank}): {pts_int8}", flush=True)
 
     inputs = [one_batch(e, pooling) for e in encoded]
     # Each full model runs the exits of the variants it is the base of (the same work but the exiting).
@@ -398,6 +413,13 @@ def main(argv=None):
     for k, p in enumerate(pts_exact):
         pol = VeePolicy("kl", p["tau"], p["patience"])
         variants[f"exact{k}"] = lambda i, pol=pol: engine.vee_infer(cfg, exact["encoder"], exact["exits"], inputs[i], pol)
+    if args.int8:
+        variants["jax_full_int8"] = lambda i: engine.vee_infer(cfg, low8["encoder"], low8["exits"], inputs[i],
+                                                               FullPolicy())
+        for k, p in enumerate(pts_int8):
+            pol = VeePolicy("kl", p["tau"], p["patience"])
+            variants[f"int8{k}"] = lambda i, pol=pol: engine.vee_infer(cfg, low8["encoder"], low8["exits"], inputs[i],
+                                                                      pol)
 
     peers_note = None
     int8_notes: dict[str, dict] = {}
@@ -501,7 +523,8 @@ def main(argv=None):
     for a, b in zip(points, loop_points):
         assert (a["exit_layers"] == b["exit_layers"]).all(), "the Python loop must make the engine's decisions"
     exact_points = point_rows("exact", pts_exact, "exact", full_exact)
-    for rows in (points, loop_points, exact_points):
+    int8_points = point_rows("int8", pts_int8, f"{low_name}, int8 weights", "jax_full")
+    for rows in (points, loop_points, exact_points, int8_points):
         for r in rows:
             r.pop("exit_layers")
 
@@ -553,9 +576,15 @@ def main(argv=None):
         "full_f1": full_f1, "full_f1_exact_exits": full_f1_exact,
         "dev_full_f1": dev_full_f1, "dev_full_f1_exact_exits": dev_full_f1_exact,
         "points": points, "python_loop_points": loop_points, "points_exact_exits": exact_points,
+        "points_int8": int8_points,
         "batched": batched_rows, "vote_fraction_of_layer": comp,
         "compile_s": compile_s, "recompiles_after_warmup": int(recompiles),
     }
+    if args.int8:
+        result.update({"jax_full_int8_ms_p50": float(np.median(ms["jax_full_int8"])),
+                       "jax_full_int8_ms_p90": float(np.percentile(ms["jax_full_int8"], 90)),
+                       "full_f1_int8": decode_out("jax_full_int8")[0], "dev_full_f1_int8": dev_full_f1_int8,
+                       "jax_full_int8_over_jax_full": total["jax_full_int8"] / total["jax_full"]})
     # The peers run the exact last exit: compared with the JAX full model on the exact exits.
     if "torch_eager" in ms:
         result["torch_eager_ms_p50"] = float(np.median(ms["torch_eager"]))
@@ -563,8 +592,10 @@ def main(argv=None):
     if "onnxruntime" in ms:
         result["onnxruntime_ms_p50"] = float(np.median(ms["onnxruntime"]))
         result["jax_full_over_onnxruntime"] = total[full_exact] / total["onnxruntime"]
-        for row in points + exact_points:
+        for row in points + exact_points + int8_points:
             row["over_onnxruntime"] = row["ms_p50"] / result["onnxruntime_ms_p50"]
+        if args.int8:
+            result["jax_full_int8_over_onnxruntime"] = total["jax_full_int8"] / total["onnxruntime"]
     # ONNX Runtime's tables decoded as the JAX variants' (the exact last exit on the same sentences).
     ort_f1 = {k: f1_of(sentences, outs[k], labels, nested) for k in ms if k.startswith("onnxruntime")}
     if "onnxruntime" in ort_f1:
@@ -580,8 +611,10 @@ def main(argv=None):
         result[f"jax_full_over_{name}"] = total[full_exact] / total[name]
         if args.exit_rank:  # the base of the engine's speed-ups, on rank-r exits
             result[f"jax_full_rank_exits_over_{name}"] = total["jax_full"] / total[name]
-        for row in points + exact_points + loop_points:
+        for row in points + exact_points + loop_points + int8_points:
             row[f"over_{name}"] = row["ms_p50"] / base
+        if args.int8:
+            result[f"jax_full_int8_over_{name}"] = total["jax_full_int8"] / total[name]
     if int8_notes:
         result["onnxruntime_int8_weights"] = (
             "QInt8, " + ("per channel" if args.ort_int8_per_channel else "per tensor")
@@ -591,8 +624,11 @@ def main(argv=None):
                   f"(ORT fp32 {result.get('onnxruntime_ms_p50', float('nan')):.2f} ms, "
                   f"F1 {result.get('onnxruntime_f1', float('nan')):.4f}); JAX full (exact exits) / {name}: "
                   f"{result[f'jax_full_over_{name}']:.2f}", flush=True)
+            if args.int8:
+                print(f"  JAX full, int8 weights (F1 {result['full_f1_int8']:.4f}): / {name} "
+                      f"{result[f'jax_full_int8_over_{name}']:.2f}", flush=True)
             for label, rows in (("VEE engine", points), ("VEE engine, exact exits", exact_points),
-                                ("Python loop", loop_points)):
+                                ("Python loop", loop_points), ("VEE engine, int8 weights", int8_points)):
                 for row in rows:
                     print(f"  {label} tau {row['tau']:.2g} patience {row['patience']} (avg exit "
                           f"{row['avg_exit_layer']:.2f}): p50 / {name} p50 = {row[f'over_{name}']:.2f}", flush=True)
@@ -635,8 +671,15 @@ def markdown(r: dict) -> str:
                       f"{r['num_layers']}", f"{r['full_f1_exact_exits']:.4f}", f"{r['num_layers']}", "1.00", "1.00",
                       "1.00", f"{r['jax_full_exact_exits_ms_p50']:.2f}", f"{r['jax_full_exact_exits_ms_p90']:.2f}"],
                      over8(r["jax_full_exact_exits_ms_p50"])))
+    if "jax_full_int8_ms_p50" in r:
+        L.append(row([f"JAX full model (jitted, {full_name}, int8 weights)", f"{r['dev_full_f1_int8']:.4f}",
+                      f"{r['num_layers']}", f"{r['full_f1_int8']:.4f}", f"{r['num_layers']}", "1.00",
+                      f"{1 / r['jax_full_int8_over_jax_full']:.2f}", f"{1 / r['jax_full_int8_over_jax_full']:.2f}",
+                      f"{r['jax_full_int8_ms_p50']:.2f}", f"{r['jax_full_int8_ms_p90']:.2f}"],
+                     over8(r["jax_full_int8_ms_p50"])))
     for name, rows in (("VEE engine", r["points"]), ("Python loop", r["python_loop_points"]),
-                       ("VEE engine, exact exits", r["points_exact_exits"])):
+                       ("VEE engine, exact exits", r["points_exact_exits"]),
+                       ("VEE engine", r.get("points_int8", []))):  # their exits name says "int8 weights"
         for p in rows:
             L.append(row([f"{name} ({p['exits']}), tau {p['tau']:.2g}, patience {p['patience']}", f"{p['dev_f1']:.4f}",
                           f"{p['dev_avg_exit_layer']:.2f}", f"{p['f1']:.4f}", f"{p['avg_exit_layer']:.2f}",
@@ -657,6 +700,10 @@ def markdown(r: dict) -> str:
         L.append(f"JAX full (exact exits) / PyTorch eager time: {r['jax_full_over_torch_eager']:.2f}.  ")
     if "jax_full_over_onnxruntime" in r:
         L.append(f"JAX full (exact exits) / ONNX Runtime time: {r['jax_full_over_onnxruntime']:.2f}.  ")
+    if "jax_full_int8_over_onnxruntime_int8" in r:
+        L.append(f"JAX full, int8 weights ({full_name}) / ONNX Runtime int8 time: "
+                 f"{r['jax_full_int8_over_onnxruntime_int8']:.2f}; / ONNX Runtime float32: "
+                 f"{r['jax_full_int8_over_onnxruntime']:.2f}; / JAX full float32: {r['jax_full_int8_over_jax_full']:.2f}.  ")
     for key, label in peers[2:]:
         if f"jax_full_over_{key}" in r:
             L.append(f"JAX full (exact exits) / {label} time: {r[f'jax_full_over_{key}']:.2f}"

@@ -15,9 +15,8 @@ layer, then the last exit) on ``engine.prepare``'s layout, the exits as trained,
   (``preferred_element_type=jnp.int32``): weights quantised once, symmetric, one scale per
   output channel; activations quantised at run time, symmetric, one scale per token (row).
   Everything else (embeddings, the attention's two batched products, LayerNorm, GELU, the exit)
-  stays float32. The layer code is the library's: ``nn.intercept_methods`` swaps
-  ``nn.Dense.__call__`` for the int8 product on the Dense modules whose parameters carry a
-  ``kernel_scale`` (``quantize_encoder``), so no layer is written twice.
+  stays float32. This is the library's int8 layout, ``engine.prepare(..., weights="int8")``
+  (``vee_jax.int8``), as ``--weights int8`` serves it.
 - ``int8_aqt`` (only when asked for with ``--variants`` and ``aqtp`` is installed; it is not a
   dependency): the same six layers through AQT's int8 ``dot_general`` (Google's quantisation
   library for JAX, ``aqt.jax.v2``), which quantises the float weights inside every call.
@@ -59,7 +58,6 @@ sys.path.insert(0, str(ROOT))
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-from jax import lax  # noqa: E402
 from _common import write_results  # noqa: E402  (bench/ is on sys.path when run as a script)
 from latency import f1_of, machine, one_batch, pick_workdir, timed  # noqa: E402
 
@@ -69,51 +67,13 @@ from vee_jax.bert import encode_layers  # noqa: E402
 from vee_jax.batched import whole_batches  # noqa: E402
 from vee_jax.data.features import encode_sentences  # noqa: E402
 from vee_jax.data.splits import load_split, read_file  # noqa: E402
+from vee_jax.int8 import DENSE, quantize_encoder  # noqa: E402
 from vee_jax.paths import display_path  # noqa: E402
 from vee_jax.policies import FullPolicy  # noqa: E402
 from vee_jax.trained import TrainedModel  # noqa: E402
 
 VARIANTS = ("float32", "bfloat16", "int8")
 OPTIONAL = ("int8_aqt",)  # with --variants, where aqtp is installed
-DENSE = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
-
-
-# --- int8 dense layers -------------------------------------------------------------------------
-def quantize_kernel(w: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Symmetric int8 weights, one scale per output channel: [..., din, dout] -> (int8 [..., din, dout],
-    float32 [..., dout]) with ``w ~ q * scale``."""
-    scale = jnp.max(jnp.abs(w), axis=-2) / 127.0
-    scale = jnp.where(scale > 0, scale, 1.0)
-    return jnp.clip(jnp.round(w / scale[..., None, :]), -127, 127).astype(jnp.int8), scale.astype(jnp.float32)
-
-
-def int8_dense(x: jax.Array, q: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
-    """x [..., din] float -> [..., dout]: x quantised per row at run time (symmetric int8), the
-    product int8 x int8 -> int32 (``lax.dot_general``), rescaled to float32, plus the bias."""
-    xs = jnp.max(jnp.abs(x), axis=-1, keepdims=True) / 127.0
-    xs = jnp.where(xs > 0, xs, 1.0)
-    xq = jnp.clip(jnp.round(x / xs), -127, 127).astype(jnp.int8)
-    acc = lax.dot_general(xq, q, (((x.ndim - 1,), (0,)), ((), ())), preferred_element_type=jnp.int32)
-    return (acc.astype(jnp.float32) * xs * scale + bias).astype(x.dtype)
-
-
-def _int8_interceptor(next_fun, args, kwargs, context):
-    """``nn.Dense.__call__`` -> ``int8_dense`` where the Dense's parameters carry ``kernel_scale``."""
-    m = context.module
-    if isinstance(m, nn.Dense) and context.method_name == "__call__" and m.has_variable("params", "kernel_scale"):
-        p = m.variables["params"]
-        return int8_dense(args[0], p["kernel"], p["kernel_scale"], p["bias"])
-    return next_fun(*args, **kwargs)
-
-
-def quantize_encoder(encoder: dict) -> dict:
-    """The encoder's parameters (stacked, as trained) with the six dense kernels of every layer as
-    int8 plus ``kernel_scale`` (``quantize_kernel``); everything else as it was."""
-    layers = dict(encoder["layers"])
-    for name in DENSE:
-        q, scale = quantize_kernel(layers[name]["kernel"])
-        layers[name] = {**layers[name], "kernel": q, "kernel_scale": scale}
-    return {**encoder, "layers": layers}
 
 
 def _bf16(tree):
@@ -139,8 +99,6 @@ def _aqt_interceptor():
 
 
 def _precision(variant: str):
-    if variant == "int8":
-        return nn.intercept_methods(_int8_interceptor)
     if variant == "int8_aqt":
         return nn.intercept_methods(_aqt_interceptor())
     return contextlib.nullcontext()
@@ -150,7 +108,7 @@ def _precision(variant: str):
 @functools.partial(jax.jit, static_argnames=("config", "variant", "pooling"))
 def full_model(config, encoder, exits, inputs, variant: str, pooling: str):
     """``vee_infer`` with ``FullPolicy`` (bench/latency.py's ``jax_full``), traced under the
-    variant's precision (the int8 interceptor is active while the engine is traced); ``inputs``
+    variant's precision (AQT's interceptor is active while the engine is traced); ``inputs``
     as ``engine.infer_inputs`` makes them."""
     # The engine's own function unjitted (``__wrapped__``): a nested jit would reuse a trace made
     # without the interceptor whenever two variants' weights have the same shapes and dtypes.
@@ -232,7 +190,8 @@ def main(argv=None):
         if v == "bfloat16":
             c, e, x = dataclasses.replace(cfg, dtype="bfloat16"), _bf16(enc), _bf16(ex)
         elif v == "int8":
-            e = quantize_encoder(enc)
+            setups[v] = {"config": c, "stacked": quantize_encoder(enc), "prepared": engine.prepare(c, e, x, weights="int8")}
+            continue
         setups[v] = {"config": c, "stacked": e, "prepared": engine.prepare(c, e, x)}
 
     def run(v, inputs):
