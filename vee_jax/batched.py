@@ -207,10 +207,21 @@ def batched_infer(
     static, knobs = engine.traced_policy(policy)
     # The steps never read ``ensemble`` (the mean is taken here): one compilation for both.
     step_policy = dataclasses.replace(static, ensemble=False)
+    def on_exit(i, table, layer, votes):
+        results[i] = {"probs": table, "exit_layer": int(layer), "votes": int(votes)}
+
     for shape, members in groups.items():
         stats.shapes.append(shape)
-        _Group(config, model, encoded, members, shape, step_policy, knobs, policy.ensemble, pooling,
-               batch_size, sizes, stats, results, earliest_stop=policy.earliest_stop()).run()
+        # Rule 1 keeps at most (M - 1)(B - 1) + B <= M * B sentences in flight.
+        group = ContinuousBatch(config, model, shape, step_policy, knobs, policy.ensemble, pooling, batch_size,
+                                sizes, stats, on_exit, cap=min(len(members), M * batch_size),
+                                earliest_stop=policy.earliest_stop())
+        pending = list(reversed(members))
+        while pending or group.busy:
+            if pending and group.wants_new():  # rule 2 is next: its batch of new sentences
+                take = [pending.pop() for _ in range(min(batch_size, len(pending)))]
+                group.admit(take, [encoded[i] for i in take])
+            group.step()
     return results, stats
 
 
@@ -272,78 +283,107 @@ def pool_write(pool: jax.Array, tables: jax.Array | None, kl: jax.Array | None, 
     return pool, tables, kl
 
 
-class _Group:
-    """The scheduler of one (T, L) shape group: its queues, its slot pool and its buffers.
+class ContinuousBatch:
+    """The continuous batch of one (T, L) shape: slots, per-layer queues, device pools.
 
-    Per-sentence state lives on the device, in pools of ``cap`` rows updated in place by
-    ``pool_write``: hidden states [cap, T, d], and for VEE the earlier tables [M-1, cap, L,
-    L, K] with their KL self terms. The host holds the inputs, the slots and (ensemble) the
-    running sums, and reads back only each call's tables and decisions.
+    Sentences are admitted (``admit``) while it runs, each into a free slot, and leave it at
+    their exit (``on_exit(key, table [n, n, K], exit layer, votes)``); ``step`` runs one layer call
+    under the rule of the module docstring. ``batched_infer`` admits a batch of new sentences
+    when the rule would start them; the service (``serving.batcher``) admits arrivals between
+    layer calls. Per-sentence state lives on the device, in pools of ``cap`` rows updated in
+    place by ``pool_write``: hidden states [cap, T, d], and for VEE the earlier tables [M-1, cap,
+    L, L, K] with their KL self terms. The host holds the inputs (by slot), the queues of slots
+    and (ensemble) the running sums, and reads back only each call's tables and decisions.
     """
 
-    def __init__(self, config, model, encoded, members, shape, step_policy, knobs, ensemble, pooling,
-                 batch_size, sizes, stats, results, earliest_stop=0):
+    def __init__(self, config, model, shape, step_policy, knobs, ensemble, pooling, batch_size, sizes, stats,
+                 on_exit, *, cap: int, earliest_stop: int = 0):
         self.config, self.model, self.policy, self.knobs = config, model, step_policy, knobs
         self.ensemble, self.pooling, self.B, self.sizes = ensemble, pooling, batch_size, sizes
-        self.stats, self.results = stats, results
+        self.stats, self.on_exit = stats, on_exit
         self.earliest_stop = earliest_stop  # no stop can pass before (VEE: layer patience + 1, count <= m)
-        self.members = np.asarray(members)
-        self.lengths = np.asarray([encoded[i].length for i in members])
         self.M = config.num_layers
         self.shape = shape
-        N = len(members)
         self.history = step_policy.needs_history
         self.K = model["exits"][0]["b"].shape[-1]
-
-        # The group's inputs, collated once; each call gathers its rows.
-        batch = collate([encoded[i] for i in members], shape, N)
-        keys = (_TOKEN_KEYS + _WORD_KEYS + (("word_end",) if pooling == "mean" else ())
-                + (("word_shape",) if "word_shape" in batch else ()) + ("lengths",))  # word_shape: model.casing
-        self.inputs = {k: batch[k] for k in keys}
-        # Slots: a sentence takes one when it starts and frees it when it exits. Rule 1 keeps at
-        # most (M - 1)(B - 1) + B <= M * B sentences in flight.
-        self.cap = min(N, self.M * batch_size)
-        self.free = list(range(self.cap - 1, -1, -1))
-        self.slot = np.full(N, -1)
+        self.cap = cap
+        self.free = list(range(cap - 1, -1, -1))
+        self.key: list[Any] = [None] * cap  # the caller's key of the sentence in each slot
+        self.lengths = np.zeros(cap, np.int32)
+        self.inputs: dict[str, np.ndarray] | None = None  # by slot, allocated at the first admission
         T, L = shape
-        self.pool = jnp.zeros((self.cap, T, config.hidden_size), config.jnp_dtype)
+        self.pool = jnp.zeros((cap, T, config.hidden_size), config.jnp_dtype)
         E = max(self.M - 1, 1)  # layer m's table waits for the votes of layers m+1..M-1
-        self.tables = jnp.zeros((E, self.cap, L, L, self.K), jnp.float32) if self.history else None
-        self.kl = jnp.zeros((E, self.cap), jnp.float32) if self.history and step_policy.history_kl else None
-        self.acc = np.zeros((self.cap, L, L, self.K), np.float32) if ensemble else None
-        self.queues: list[list[int]] = [list(range(N))] + [[] for _ in range(self.M - 1)]
+        self.tables = jnp.zeros((E, cap, L, L, self.K), jnp.float32) if self.history else None
+        self.kl = jnp.zeros((E, cap), jnp.float32) if self.history and step_policy.history_kl else None
+        self.acc = np.zeros((cap, L, L, self.K), np.float32) if ensemble else None
+        self.queues: list[list[int]] = [[] for _ in range(self.M)]  # slots whose next layer is m
         # What ``embed`` reads: not the layers (fewer arguments to hand over at every call).
         self.embeddings = {k: v for k, v in model["encoder"].items() if k != "layers"}
 
-    def run(self) -> None:
-        B, q = self.B, self.queues
-        while any(q):
-            full = [m for m in range(1, self.M) if len(q[m]) >= B]
-            if full:
-                m = full[-1]  # rule 1: the deepest full queue
-            elif q[0]:
-                m = 0  # rule 2: start new sentences
-            else:
-                m = next(m for m in range(self.M) if q[m])  # rule 3: the tail sweeps forward
-            take = q[m][:B]
-            del q[m][:B]
-            self.step(m, np.asarray(take))
+    @property
+    def busy(self) -> bool:
+        """Whether a sentence is waiting for a layer."""
+        return any(self.queues)
 
-    def step(self, m: int, js: np.ndarray) -> None:
-        """Run layer m on the group's sentences ``js`` (local indices), then exit or requeue each."""
-        n = len(js)
+    @property
+    def in_flight(self) -> int:
+        return self.cap - len(self.free)
+
+    def wants_new(self) -> bool:
+        """Whether the rule would start new sentences now (no full queue past layer 1, none waiting
+        to start): ``batched_infer`` admits its next batch then, which keeps the in-flight bound."""
+        return not self.queues[0] and not any(len(q) >= self.B for q in self.queues[1:])
+
+    def admit(self, keys: Sequence[Any], rows: Sequence[Encoded]) -> None:
+        """Sentences ``rows`` (of this shape) into free slots, waiting for layer 1; at most ``len(free)``."""
+        n = len(rows)
+        if n > len(self.free):
+            raise ValueError(f"{n} sentences for {len(self.free)} free slots")
+        batch = collate(rows, self.shape, n)
+        if self.inputs is None:
+            keys_in = (_TOKEN_KEYS + _WORD_KEYS + (("word_end",) if self.pooling == "mean" else ())
+                       + (("word_shape",) if "word_shape" in batch else ()) + ("lengths",))  # word_shape: model.casing
+            self.inputs = {k: np.zeros((self.cap,) + batch[k].shape[1:], batch[k].dtype) for k in keys_in}
+        slots = [self.free.pop() for _ in range(n)]
+        for k, dst in self.inputs.items():
+            dst[slots] = batch[k]
+        self.lengths[slots] = batch["lengths"]
+        for slot, key in zip(slots, keys):
+            self.key[slot] = key
+        self.queues[0].extend(slots)
+        self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.in_flight)
+
+    def next_layer(self) -> int:
+        """The layer the rule runs next: (1) the deepest queue past layer 1 holding a full batch,
+        (2) else new sentences, (3) else the lowest non-empty queue (the tail sweeps forward)."""
+        q = self.queues
+        full = [m for m in range(1, self.M) if len(q[m]) >= self.B]
+        if full:
+            return full[-1]
+        if q[0]:
+            return 0
+        return next(m for m in range(self.M) if q[m])
+
+    def step(self) -> None:
+        """One layer call: up to ``batch_size`` sentences of the queue ``next_layer`` names."""
+        m = self.next_layer()
+        take = self.queues[m][:self.B]
+        del self.queues[m][:self.B]
+        self.run_layer(m, np.asarray(take))
+
+    def run_layer(self, m: int, slots: np.ndarray) -> None:
+        """Run layer m on the sentences in ``slots``, then exit (``on_exit``) or requeue each."""
+        n = len(slots)
         size = _pad_to(n, self.sizes)
         # Fresh host arrays at every call: the device may read them after this call returns
         # (pool_write runs asynchronously; on CPU a device_put can alias the numpy memory), so a
         # buffer reused across calls raced with it and moved some sentences' state to other slots.
         host = {k: np.zeros((size,) + src.shape[1:], src.dtype) for k, src in self.inputs.items()}
         for k, src in self.inputs.items():  # mode="clip": no bounds-check copy (indices are valid)
-            np.take(src, js, axis=0, out=host[k][:n], mode="clip")
-        if m == 0:  # sentences take a slot as they start
-            self.slot[js] = [self.free.pop() for _ in range(n)]
-            self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.cap - len(self.free))
+            np.take(src, slots, axis=0, out=host[k][:n], mode="clip")
+        if m == 0:
             self.stats.embed_calls += 1
-        slots = self.slot[js]
         host["slots"] = np.full(size, self.cap, np.int32)  # padding rows: slot C, written nowhere
         host["slots"][:n] = slots
         inputs = jax.device_put(host)
@@ -368,11 +408,13 @@ class _Group:
             acc = probs if m == 0 else self.acc[slots] + probs
             out = acc / np.float32(m + 1)
         for r in np.flatnonzero(stop):
-            j = js[r]
-            self.results[self.members[j]] = _result(out[r], self.lengths[j], m + 1, count[r])
+            slot = slots[r]
+            n_words = self.lengths[slot]
+            self.on_exit(self.key[slot], np.array(out[r, :n_words, :n_words], np.float32), m + 1, int(count[r]))
+            self.key[slot] = None
         self.free.extend(slots[stop].tolist())
         go = ~stop
         if self.ensemble:
             self.acc[slots[go]] = acc[go]
         if go.any():  # never at the last layer, where every sentence stops
-            self.queues[m + 1].extend(js[go].tolist())
+            self.queues[m + 1].extend(slots[go].tolist())
