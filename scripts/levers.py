@@ -32,7 +32,7 @@ LEVERS = {
     "screen2_casing": ("CoNLL-2003", "2-epoch screen", "casing feature: a word-shape embedding at every exit "
                        "(model.casing=True)", "bash scripts/real_runs.sh screen"),
     "conll03_long": ("CoNLL-2003", "up to 10 epochs, early stopping after 2 without a better dev F1",
-                     "epochs: the schedule over 10 epochs (train.epochs=10)", "bash scripts/real_runs.sh conll03_long"),
+                     "casing feature and the schedule over 10 epochs (model.casing=True, train.epochs=10)", "bash scripts/real_runs.sh conll03_long"),
     "genia": ("GENIA", "5 epochs", "baseline: configs/genia.py", "bash scripts/real_runs.sh genia"),
     "genia_ffnn64": ("GENIA", "5 epochs", "exits trained 64 wide (model.ffnn_size=64)",
                      "bash scripts/real_runs.sh genia_ffnn64"),

@@ -279,6 +279,8 @@ def test_no_compilation_after_warm_up(server):
 
     health = httpx.get(server.url + "/health").json()
     assert health["status"] == "ok" and health["warm_up"]["programs_x_shapes"] == 2 * 4 * 3
+    # the continuous batches of the streamed program (VEE; budgets run whole) on subword buckets 16, 24, 32
+    assert health["scheduler"] == "continuous" and health["warm_up"]["continuous_batch_shapes"] == 1 * 3
     assert [p["strategy"] for p in health["programs"]] == ["vee", "budget"]
     assert health["programs"][0]["any"] == ["tau", "patience"]
     before, metric = server.predictor.compilations, _scraped(server.url)["vee_compilations"]
@@ -336,12 +338,13 @@ def test_warming_up_answers_503(server, monkeypatch):
             assert time.time() - t0 < 10
             time.sleep(0.01)
         r = client.get("/health")
-        assert r.status_code == 503 and r.json() == {"status": "warming up", "compiled": 1, "of": 24}
+        # 24 (program, shape) pairs of the whole-batch engine, then 3 continuous-batch shapes
+        assert r.status_code == 503 and r.json() == {"status": "warming up", "compiled": 1, "of": 24 + 3}
         assert int(r.headers["retry-after"]) >= 1
         for path, body in (("/ner", {"texts": ["IL-2"]}), ("/ner/documents", {"documents": ["IL-2."]})):
             r = client.post(path, json=body)
             assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1, r.text
-            assert r.json()["detail"] == "warming up: 1 of 24 programs compiled"
+            assert r.json()["detail"] == "warming up: 1 of 27 programs compiled"
         metrics = client.get("/metrics").text
         assert "vee_ready 0.0" in metrics and 'vee_requests_total{code="503",path="/ner"} 1.0' in metrics
         release.set()

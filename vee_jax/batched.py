@@ -386,23 +386,51 @@ class ContinuousBatch:
             self.stats.embed_calls += 1
         host["slots"] = np.full(size, self.cap, np.int32)  # padding rows: slot C, written nowhere
         host["slots"][:n] = slots
+        # e.g. fewer earlier tables than votes needed: no exit, no vote
+        probs, stop, count = self._call(m, host, vote=m >= min(self.earliest_stop, self.M - 1))
+        self.stats._count(n, size)
+        probs, stop, count = probs[:n], stop[:n], count[:n]
+        self._exit_or_requeue(m, slots, probs, stop, count)
+
+    def _call(self, m: int, host: dict[str, np.ndarray], *, vote: bool):
+        """Layer m, its exit and vote on the padded rows ``host`` (inputs and ``slots``; slot C is
+        padding); the pools written in place. Returns numpy ``(probs [B', L, L, K], stop [B'], count [B'])``."""
+        size = len(host["slots"])
         inputs = jax.device_put(host)
         ids = inputs.pop("slots")
         hidden, probs, kl_m = pool_layer_step(self.config, self.embeddings, self.model["encoder"]["layers"][m],
                                               self.model["exits"][m], self.pool, ids, inputs, pooling=self.pooling,
                                               start=m == 0, kl=self.kl is not None)
-        if m < min(self.earliest_stop, self.M - 1):  # e.g. fewer earlier tables than votes needed: no exit
-            stop, count = np.zeros(size, bool), np.zeros(size, np.int32)
-        else:
+        if vote:
             stop, count = pool_vote_step(self.policy, self.tables, self.kl, ids, probs, inputs["lengths"], self.knobs,
                                          m=m, num_layers=self.M)
+        else:
+            stop, count = np.zeros(size, bool), np.zeros(size, np.int32)
         if m < self.M - 1:  # every row's state, exited or not: a freed slot is rewritten before it is read
             self.pool, self.tables, self.kl = pool_write(self.pool, self.tables, self.kl, ids, hidden, probs, kl_m,
                                                          np.int32(m))
-        probs, stop, count = jax.device_get((probs, stop, count))
-        self.stats._count(n, size)
-        probs, stop, count = probs[:n], stop[:n], count[:n]
+        return jax.device_get((probs, stop, count))
 
+    def warm_up(self, casing: bool) -> int:
+        """Compile every program this batch can call (each padded size, layer 1's start, every
+        layer's vote whatever the patience, the pool write) by running them on padding rows.
+        ``casing``: whether the rows carry ``word_shape``. Returns the calls made."""
+        calls = 0
+        for size in self.sizes:
+            host = collate([], self.shape, size, casing=casing)
+            keys = (_TOKEN_KEYS + _WORD_KEYS + (("word_end",) if self.pooling == "mean" else ())
+                    + (("word_shape",) if casing else ()) + ("lengths",))
+            host = {k: host[k] for k in keys}
+            host["slots"] = np.full(size, self.cap, np.int32)
+            for m in range(self.M):
+                self._call(m, dict(host), vote=True)
+                calls += 1
+        return calls
+
+    def _exit_or_requeue(self, m: int, slots: np.ndarray, probs: np.ndarray, stop: np.ndarray,
+                         count: np.ndarray) -> None:
+        """After layer m: the rows that stopped leave (``on_exit``) and free their slots, the others
+        wait for layer m + 1."""
         out = probs
         if self.ensemble:  # Sec. 5.5.1: the running sum of tables 1..m, in float32 as vee_infer
             acc = probs if m == 0 else self.acc[slots] + probs

@@ -38,7 +38,11 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_enum("weights", "float32", ["float32", "int8"], "the layers' dense weights: as trained, or int8 "
                       "(about half a layer's time on CPU; a deviation from the paper: docs/performance.md)",
                       flag_values=fv)
-    flags.DEFINE_float("max_wait_ms", 5.0, "how long a micro-batch waits to fill", lower_bound=0.0, flag_values=fv)
+    flags.DEFINE_enum("scheduler", "continuous", ["continuous", "micro"],
+                      "continuous: sentences join the running continuous batch of their shape between layer calls; "
+                      "micro: micro-batches through the whole-batch engine (docs/serving.md)", flag_values=fv)
+    flags.DEFINE_float("max_wait_ms", 5.0, "how long a micro-batch waits to fill (--scheduler micro)", lower_bound=0.0,
+                       flag_values=fv)
     flags.DEFINE_float("target_p95_ms", None,
                        "latency target: step down the ladder when the p95 latency or the queue's expected wait "
                        "passes it, back up when both fall under half of it (default: off, level 0 only)",
@@ -120,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         max_queue=fv.max_queue, max_document_chars=fv.max_document_chars,
                         max_sentences=fv.max_sentences, max_words=fv.max_words)
         app = create_app(predictor, ladder=ladder, target_p95_ms=fv.target_p95_ms, limits=limits,
-                         max_wait_ms=fv.max_wait_ms, warmup_subwords=fv.warmup_subwords, api_key=api_key)
+                         max_wait_ms=fv.max_wait_ms, warmup_subwords=fv.warmup_subwords, api_key=api_key,
+                         scheduler=fv.scheduler)
     except user_errors() as e:
         fail(e)
     for i, lv in enumerate(ladder):

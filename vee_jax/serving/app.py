@@ -52,7 +52,7 @@ from ..sentences import RULES as SENTENCE_RULES
 from ..predict import Predictor, to_prediction
 from ..windows import sentence_rows
 from ..words import split_words
-from .batcher import Job, MicroBatcher, Overloaded
+from .batcher import ContinuousBatcher, Job, MicroBatcher, Overloaded
 from .controller import DepthController
 from .ladder import Level, default_ladder
 from .metrics import Metrics, ServiceState
@@ -210,6 +210,9 @@ def _jobs(encoded: Sequence, rows: int) -> list[list]:
     return jobs
 
 
+SCHEDULERS = {"continuous": ContinuousBatcher, "micro": MicroBatcher}
+
+
 async def _answer(batcher: MicroBatcher, job: Job) -> None:
     """Queue ``job`` and wait (without blocking the event loop) until the worker has run it."""
     loop = asyncio.get_running_loop()
@@ -221,7 +224,8 @@ async def _answer(batcher: MicroBatcher, job: Job) -> None:
 
 def create_app(predictor: Predictor, *, ladder: Sequence[Level] | None = None, target_p95_ms: float | None = None,
                limits: Limits = Limits(), max_wait_ms: float = 5.0, controller: DepthController | None = None,
-               start_worker: bool = True, warmup_subwords: int | None = None, api_key: str | None = None):
+               start_worker: bool = True, warmup_subwords: int | None = None, api_key: str | None = None,
+               scheduler: str = "continuous"):
     """The FastAPI app serving ``predictor`` (see the module docstring).
 
     Args:
@@ -234,6 +238,9 @@ def create_app(predictor: Predictor, *, ladder: Sequence[Level] | None = None, t
         subwords before answering (``warmup.WarmUp``; None: the model's limit; 0: off, ready at once).
       api_key: when given, POST /ner, POST /ner/documents and GET /metrics need ``Authorization: Bearer
         <api_key>`` (401 otherwise); /health, /docs and /openapi.json stay open.
+      scheduler: ``"continuous"`` (``batcher.ContinuousBatcher``: sentences join the running
+        continuous batch between layer calls) or ``"micro"`` (``batcher.MicroBatcher``: whole
+        micro-batches through ``vee_infer``, each waiting for its slowest sentence).
     The app's ``state.batcher``, ``state.metrics``, ``state.controller`` and ``state.warmup`` are exposed.
     """
     ladder = list(ladder) if ladder else default_ladder(predictor.policy, predictor.num_layers)
@@ -241,10 +248,14 @@ def create_app(predictor: Predictor, *, ladder: Sequence[Level] | None = None, t
         predictor.check(lv.policy)
     controller = controller or DepthController(len(ladder), target_p95_ms)
     metrics = Metrics(predictor.num_layers)
-    batcher = MicroBatcher(predictor, ladder, controller, metrics, max_wait_ms=max_wait_ms,
-                           max_queue=limits.max_queue)
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+    batcher = SCHEDULERS[scheduler](predictor, ladder, controller, metrics, max_wait_ms=max_wait_ms,
+                                    max_queue=limits.max_queue)
     admission = _Admission(predictor, ladder, limits)
-    warmup = WarmUp(predictor, [lv.policy for lv in ladder], warmup_subwords)
+    more = (batcher.warm_up_steps([lv.policy for lv in ladder], warmup_subwords)
+            if scheduler == "continuous" and warmup_subwords != 0 else ())
+    warmup = WarmUp(predictor, [lv.policy for lv in ladder], warmup_subwords, more=more)
     NerRequestIn, DocumentsRequestIn = request_models(limits, predictor.num_layers, admission.max_texts,
                                                       programs=[lv.policy for lv in ladder])
     auth = bearer_auth(api_key)
@@ -354,7 +365,9 @@ def create_app(predictor: Predictor, *, ladder: Sequence[Level] | None = None, t
                 "ladder": [lv.to_dict() for lv in ladder], "queue": batcher.queued,
                 "programs": [describe_program(p) for p in admission.programs.values()],
                 "compilations": predictor.compilations, "compilation_cache_hits": xla_compilations.cache_hits(),
-                "warm_up": {"max_subwords": warmup.max_subwords, "programs_x_shapes": warmup.total,
+                "scheduler": scheduler,
+                "warm_up": {"max_subwords": warmup.max_subwords, "programs_x_shapes": warmup.programs * warmup.shapes,
+                            "continuous_batch_shapes": len(warmup.more),
                             "seconds": None if warmup.seconds is None else round(warmup.seconds, 1),
                             "compilations": warmup.compilations, "cache_hits": warmup.cache_hits},
                 "limits": {**dataclasses.asdict(limits), "max_texts": admission.max_texts,

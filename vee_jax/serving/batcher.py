@@ -47,6 +47,8 @@ class Job:
     level: int | None = None
     error: BaseException | None = None
     callback: Any = None  # called (in the worker thread) when done
+    tables: list | None = None  # ContinuousBatcher: each row's (table, exit layer) as it exits
+    left: int = 0  # ContinuousBatcher: rows still running
 
     @property
     def sentences(self) -> int:
@@ -188,4 +190,221 @@ class MicroBatcher:
             except RuntimeError:  # the event loop closed (shutdown): nobody waits for this answer
                 log.warning("a finished request found its event loop closed")
 
-__all__ = ["Job", "MicroBatcher", "Overloaded"]
+
+class ContinuousBatcher(MicroBatcher):
+    """Sentences join the running continuous batch of their shape between layer calls.
+
+    The worker keeps one ``batched.ContinuousBatch`` per (policy, subword bucket T) with L =
+    ``words_for(T)`` (the shapes the whole-batch engine warms up), ``cap`` slots each. Between two
+    layer calls it admits every queued request's sentences into free slots (the rest wait in
+    order), then runs one layer call of every busy batch (round robin): so no request waits for
+    another's batch to finish, a sentence that exits stops costing compute, and a request is
+    answered when its last sentence exits. Where streaming gains nothing it runs the request as
+    a micro-batch through ``Predictor.run_batch`` as ``MicroBatcher`` does: policies whose exit is
+    fixed (``full``, ``budget``: every sentence exits at one layer) and requests with a row longer
+    than ``stream_subwords`` (the pools grow as L^2). ``queued`` counts the sentences not yet
+    answered (waiting or in flight), which ``max_queue`` bounds.
+    """
+
+    def __init__(self, predictor: Predictor, ladder: Sequence[Level], controller: DepthController,
+                 metrics: Metrics, *, max_queue: int = 256, tick_s: float = 0.1, clock=time.perf_counter,
+                 stream_subwords: int = 96, cap: int | None = None, max_idle_batches: int = 8, **_):
+        super().__init__(predictor, ladder, controller, metrics, max_wait_ms=0.0, max_queue=max_queue, tick_s=tick_s,
+                         clock=clock)
+        from ..batched import BatchStats, batch_sizes
+
+        self.stream_subwords = stream_subwords
+        self.sizes = tuple(b for b in batch_sizes(predictor.batch_size))
+        self.cap = cap or 2 * predictor.batch_size
+        self.max_idle_batches = max_idle_batches
+        self.stats = BatchStats()
+        self.batches: dict[tuple[Policy, int], Any] = {}  # (policy, T) -> ContinuousBatch
+        self._waiting: collections.deque[tuple[Job, int, tuple[Policy, int]]] = collections.deque()
+        self._work_s, self._work_done = 0.0, 0  # worker time and sentences answered since the last level update
+
+    def streams(self, policy: Policy, job: Job) -> bool:
+        """Whether ``job`` runs in the continuous batches under ``policy`` (see the class docstring)."""
+        M = self.predictor.num_layers
+        return (policy.fixed_exit(M, policy.knobs()) is None
+                and all(len(e.input_ids) <= self.stream_subwords for e in job.encoded))
+
+    def stream_shapes(self, max_subwords: int | None = None) -> list[tuple[int, int]]:
+        """The (T, L) of every continuous batch the service can open: each subword bucket up to
+        ``stream_subwords`` (and the model's limit, and ``max_subwords``), L = ``words_for(T)``."""
+        from ..data.features import SUBWORD_BUCKETS
+        from ..predict import words_for
+
+        top = min(self.stream_subwords, self.predictor.max_subwords, max_subwords or self.stream_subwords)
+        return [(T, words_for(T)) for T in SUBWORD_BUCKETS if T <= max(top, SUBWORD_BUCKETS[0])]
+
+    def warm_up_steps(self, policies: Sequence[Policy], max_subwords: int | None = None) -> list:
+        """One callable per (streamed program, shape up to ``max_subwords``) that compiles its layer
+        calls (``ContinuousBatch.warm_up``)."""
+        M = self.predictor.num_layers
+        programs: dict[Policy, Policy] = {}
+        for p in policies:
+            if p.fixed_exit(M, p.knobs()) is None:
+                programs.setdefault(self.predictor.program(p), p)
+        return [lambda p=p, shape=shape: self._batch(p, shape).warm_up(self.predictor.spec.casing)
+                for p in programs.values() for shape in self.stream_shapes(max_subwords)]
+
+    def _batch(self, policy: Policy, shape: tuple[int, int]):
+        """The continuous batch of ``policy`` and ``shape`` (made on first use)."""
+        from .. import engine
+        from ..batched import ContinuousBatch
+
+        key = (policy, shape[0])
+        if key not in self.batches:
+            static, knobs = engine.traced_policy(policy)
+            step_policy = dataclasses.replace(static, ensemble=False)  # the mean is taken on the host
+            p = self.predictor
+            self.batches[key] = ContinuousBatch(p.spec.bert, p.model, shape, step_policy, knobs, policy.ensemble,
+                                                p.spec.pooling, p.batch_size, self.sizes, self.stats, self._on_exit,
+                                                cap=self.cap, earliest_stop=policy.earliest_stop())
+        return self.batches[key]
+
+    # --- the worker -----------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            got = self._take_all()
+            if got is None:
+                return
+            for job, policy, level in got:
+                job.policy_used, job.level = policy, level
+                if self.streams(policy, job):
+                    self._enqueue(job, policy)
+                else:
+                    self._run_whole(job, policy, level)
+            self._admit()
+            t0 = self.clock()
+            for batch in [b for b in self.batches.values() if b.busy]:
+                try:
+                    batch.step()
+                except Exception as e:  # answered 500, the service goes on
+                    log.exception("a layer call failed")
+                    self._fail_all(e)
+                    break
+            self._work_s += self.clock() - t0
+            self._forget_idle()
+
+    def _take_all(self) -> list[tuple[Job, Policy, int | None]] | None:
+        """Every queued request with its policy (the controller's level at admission), waiting
+        only while nothing is in flight; None when stopping."""
+        with self._cv:
+            while not self._queue and not self._stop and not self._waiting and not any(
+                    b.busy for b in list(self.batches.values())):  # list: the warm-up thread may add
+                if not self._cv.wait(self.tick_s):
+                    self.observe()
+            if self._stop:
+                return None
+            if not self._queue:
+                return []
+            level = self.observe()
+            got = []
+            while self._queue:
+                job = self._queue.popleft()
+                if job.policy is None:
+                    got.append((job, self.ladder[level].policy, level))
+                else:
+                    got.append((job, job.policy, None))
+            return got
+
+    def _enqueue(self, job: Job, policy: Policy) -> None:
+        from ..data.features import SUBWORD_BUCKETS, bucket
+
+        job.tables = [None] * len(job.encoded)
+        job.left = len(job.encoded)
+        for r, e in enumerate(job.encoded):
+            self._waiting.append((job, r, (policy, bucket(len(e.input_ids), SUBWORD_BUCKETS))))
+
+    def _admit(self) -> None:
+        """Waiting rows into free slots, in arrival order per batch."""
+        from ..predict import words_for
+
+        take: dict[tuple[Policy, int], list[tuple[Job, int]]] = {}
+        keep: collections.deque = collections.deque()
+        room: dict[tuple[Policy, int], int] = {}
+        for job, r, key in self._waiting:
+            policy, T = key
+            if key not in room:
+                room[key] = len(self._batch(policy, (T, words_for(T))).free)
+            if room[key] > 0:
+                room[key] -= 1
+                take.setdefault(key, []).append((job, r))
+            else:
+                keep.append((job, r, key))
+        self._waiting = keep
+        for (policy, T), rows in take.items():
+            self._batch(policy, (T, words_for(T))).admit(rows, [job.encoded[r] for job, r in rows])
+
+    def _on_exit(self, key: tuple[Job, int], table, layer: int, votes: int) -> None:
+        job, r = key
+        job.tables[r] = (table, layer)
+        job.left -= 1
+        if job.left == 0:
+            self._answer(job)
+
+    def _answer(self, job: Job) -> None:
+        from ..windows import sentence_rows
+
+        p = self.predictor
+        results = [p.decide([job.encoded[r] for r in g], [job.tables[r] for r in g])
+                   for g in sentence_rows([e.offset for e in job.encoded])]
+        self.metrics.batch([x.exit_layer for x in results])
+        self._work_done += len(job.encoded)
+        if job.level is not None and self._work_done >= 8:  # the controller's cost estimate, per level
+            ms = self._work_s * 1e3 / self._work_done
+            old = self.ms_per_sentence.get(job.level)
+            self.ms_per_sentence[job.level] = ms if old is None else 0.8 * old + 0.2 * ms
+            self._work_s, self._work_done = 0.0, 0
+        with self._cv:
+            self._rows -= len(job.encoded)
+        self._finish(job, results=results, policy=job.policy_used, level=job.level)
+
+    def _run_whole(self, job: Job, policy: Policy, level: int | None) -> None:
+        t0 = self.clock()
+        try:
+            results = self.predictor.run_batch(job.encoded, policy)
+        except Exception as e:  # answered 500, the service goes on
+            log.exception("batch of %d sentences failed", len(job.encoded))
+            with self._cv:
+                self._rows -= len(job.encoded)
+            self._finish(job, error=e)
+            return
+        self._work_s += self.clock() - t0
+        self.metrics.batch([r.exit_layer for r in results])
+        with self._cv:
+            self._rows -= len(job.encoded)
+        self._finish(job, results=results, policy=policy, level=level)
+
+    def _fail_all(self, error: BaseException) -> None:
+        """A layer call failed: every request in flight or waiting is answered with the error,
+        the batches dropped (their state is unknown)."""
+        jobs = {id(k[0]): k[0] for b in self.batches.values() for k in b.key if k is not None}
+        jobs.update({id(j): j for j, _, _ in self._waiting})
+        self.batches.clear()
+        self._waiting.clear()
+        for job in jobs.values():
+            with self._cv:
+                self._rows -= len(job.encoded)
+            self._finish(job, error=error)
+
+    def _forget_idle(self) -> None:
+        """Drop empty batches beyond ``max_idle_batches`` (their pools), least recently made first."""
+        idle = [k for k, b in self.batches.items() if not b.busy and b.in_flight == 0]
+        for k in idle[:max(0, len(idle) - self.max_idle_batches)]:
+            del self.batches[k]
+
+    def stop(self) -> None:
+        """Stop after the layer call in progress; requests queued, waiting or in flight get an error (503)."""
+        super().stop()
+        jobs = {id(k[0]): k[0] for b in self.batches.values() for k in b.key if k is not None}
+        jobs.update({id(j): j for j, _, _ in self._waiting})
+        self.batches.clear()
+        self._waiting.clear()
+        for job in jobs.values():
+            self._finish(job, error=Overloaded(1))
+        self._rows = 0
+
+
+__all__ = ["ContinuousBatcher", "Job", "MicroBatcher", "Overloaded"]

@@ -19,7 +19,7 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from fastapi.responses import JSONResponse
 
@@ -46,10 +46,12 @@ def program_text(policy: Policy) -> str:
 
 
 class WarmUp:
-    """The warm-up of ``policies``' programs up to ``max_subwords`` (None: the model's limit; 0: off)."""
+    """The warm-up of ``policies``' programs up to ``max_subwords`` (None: the model's limit; 0: off),
+    then of ``more`` (callables, one per program and shape: the continuous batches' layer calls)."""
 
-    def __init__(self, predictor: Predictor, policies: Sequence[Policy], max_subwords: int | None = None):
-        self.predictor, self.policies = predictor, list(policies)
+    def __init__(self, predictor: Predictor, policies: Sequence[Policy], max_subwords: int | None = None,
+                 more: Sequence[Callable[[], Any]] = ()):
+        self.predictor, self.policies, self.more = predictor, list(policies), list(more)
         self.max_subwords = predictor.max_subwords if max_subwords is None else max_subwords
         self.done, self.total = 0, 0  # (program, shape) pairs compiled, and to compile
         self.programs = self.shapes = 0
@@ -65,7 +67,7 @@ class WarmUp:
         else:
             self.programs = len({predictor.program(p) for p in self.policies})
             self.shapes = len(predictor.shapes(self.max_subwords))
-            self.total = self.programs * self.shapes
+            self.total = self.programs * self.shapes + len(self.more)
 
     @property
     def ready(self) -> bool:
@@ -90,6 +92,9 @@ class WarmUp:
         before, hits = self.predictor.compilations, xla_compilations.cache_hits()
         try:
             self.predictor.warm_up(self.policies, max_subwords=self.max_subwords, on_step=self._step)
+            for step in self.more:  # the continuous batches' layer calls (``ContinuousBatcher.warm_up_steps``)
+                step()
+                self.done += 1
         except Exception as e:  # reported by /health; the service stays unready
             log.exception("warm-up failed")
             self.error = e
@@ -97,9 +102,9 @@ class WarmUp:
         self.seconds = time.perf_counter() - self._t0
         self.compilations = self.predictor.compilations - before
         self.cache_hits = xla_compilations.cache_hits() - hits
-        log.info("warm-up: %d programs x %d batch shapes (up to %d subwords) in %.1f s (%d XLA compilations, %d "
-                 "read from the persistent cache); ready", self.programs, self.shapes, self.max_subwords, self.seconds,
-                 self.compilations, self.cache_hits)
+        log.info("warm-up: %d programs x %d batch shapes (up to %d subwords) and %d continuous-batch shapes in %.1f s "
+                 "(%d XLA compilations, %d read from the persistent cache); ready", self.programs, self.shapes,
+                 self.max_subwords, len(self.more), self.seconds, self.compilations, self.cache_hits)
         self._ready.set()
 
     # --- what HTTP answers -----------------------------------------------------------------
