@@ -368,3 +368,67 @@ def test_http_documents(server, texts):
     assert [(e["start"], e["end"], e["type"], e["sentence"]) for e in got["entities"]] == \
            [(e.start, e.end, e.type, e.sentence) for e in want.entities]
     assert all(doc[e["start"]:e["end"]] == e["text"] for e in got["entities"])
+
+
+# --- the continuous batcher (ContinuousBatcher): arrivals join the running batches ---------------
+def test_continuous_batcher_answers_as_the_predictor_while_requests_arrive(tiny_workdir):
+    """Requests submitted while others run (from two threads, staggered) are answered with the
+    Predictor's own spans and exit layers (VEE: continuous batches; a budget and a row past
+    ``stream_subwords``: micro-batches); sentences of several requests share layer calls; nothing is lost."""
+    from vee_jax.predict import Predictor
+    from vee_jax.serving import ContinuousBatcher, Metrics
+
+    predictor = Predictor.from_workdir(tiny_workdir, policy=POLICY, batch_size=4)
+    full = [r["sentence"] for r in json.loads((tiny_workdir / "data.json").read_text())]  # 25-32 subwords
+    sentences = [s[:n] for s in full for n in (5, 9)] + full[:3]  # shorter ones too: subword buckets 16 and 24
+    encoded = predictor.encode(sentences)
+    ladder = default_ladder(predictor.policy, predictor.num_layers)
+    b = ContinuousBatcher(predictor, ladder, DepthController(len(ladder), None), Metrics(predictor.num_layers),
+                          stream_subwords=24, cap=4)
+    streamed = [e for e in encoded if len(e.input_ids) <= 24]
+    assert 4 < len(streamed) < len(encoded)  # some rows run as micro-batches (longer than 24 subwords)
+    requests = [([e], None) for e in encoded] + [([encoded[0], encoded[1]], BudgetPolicy(2))]
+    jobs = [Job(list(rows), policy, 0.0) for rows, policy in requests]
+    b.start()
+    try:
+        def send(part):
+            for j in part:
+                b.submit(j)
+                time.sleep(0.003)
+        threads = [threading.Thread(target=send, args=(jobs[k::2],)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for j in jobs:
+            assert j.done.wait(120), "a request was never answered"
+    finally:
+        b.stop()
+    assert b.queued == 0 and all(j.error is None for j in jobs)
+    for j, (rows, policy) in zip(jobs, requests):
+        want = predictor.run_batch(rows, policy or predictor.policy)
+        assert [r.exit_layer for r in j.results] == [w.exit_layer for w in want]
+        assert [[s[:3] for s in r.spans] for r in j.results] == [[s[:3] for s in w.spans] for w in want]
+        assert j.policy_used == (policy or ladder[0].policy)
+    assert len({r.exit_layer for j in jobs for r in j.results}) > 1  # sentences leave at different layers
+    assert b.stats.layer_calls < b.stats.sentence_layers  # layer calls were shared by several sentences
+    assert b.stats.peak_in_flight <= 4  # the cap of slots per batch
+
+
+def test_continuous_batcher_stop_answers_what_is_in_flight(tiny_workdir):
+    from vee_jax.predict import Predictor
+    from vee_jax.serving import ContinuousBatcher, Metrics
+
+    predictor = Predictor.from_workdir(tiny_workdir, policy=POLICY, batch_size=4)
+    encoded = predictor.encode([["a", "b", "c"]] * 3)
+    ladder = default_ladder(predictor.policy, predictor.num_layers)
+    b = ContinuousBatcher(predictor, ladder, DepthController(len(ladder), None), Metrics(predictor.num_layers))
+    jobs = [b.submit(Job([e], None, 0.0)) for e in encoded]  # worker not started: they wait in the queue
+    got = b._take_all()
+    for job, policy, level in got:
+        job.policy_used, job.level = policy, level
+        b._enqueue(job, policy)
+    b._admit()
+    assert sum(x.in_flight for x in b.batches.values()) == 3
+    b.stop()
+    assert all(j.done.is_set() and isinstance(j.error, Overloaded) for j in jobs) and b.queued == 0
