@@ -3,7 +3,9 @@
     python bench/load.py --workdir ~/vee_runs/demo --rates 2,5,10,20,40,80 --seconds 10 \
         --target-p95-ms 200 --out results/demo/load
 
-For each mode (``off``: no latency target, ``on``: ``--target-p95-ms``) the script starts
+For each mode (``off``: no latency target, ``on``: ``--target-p95-ms``, both on the default
+continuous scheduler; ``micro``: no latency target, ``--scheduler micro``, the micro-batches of the
+earlier service, for a side-by-side run) the script starts
 ``serve.py`` on 127.0.0.1 at a free port, waits for ``GET /health``, then for each offered rate
 sends requests with Poisson arrivals (one text each, sentences of the workdir's test split written
 back as text) for ``--seconds`` or ``--max-requests-per-rate`` requests, and waits for every answer.
@@ -190,10 +192,10 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     panels = [("p50_ms", "p50 latency (ms)"), ("p95_ms", "p95 latency (ms)"), ("throughput_rps", "answered requests/s"),
               ("avg_exit_layer", "average exit layer")]
     for ax, (key, label) in zip(axes, panels):
-        for mode, style in (("off", "o-"), ("on", "s--")):
+        for mode, style in (("off", "o-"), ("on", "s--"), ("micro", "^:")):
             pts = [(r["offered_rps"], r[key]) for r in rows if r["mode"] == mode and r[key] is not None]
             if pts:
-                ax.plot(*zip(*pts), style, label=f"adaptive {mode}")
+                ax.plot(*zip(*pts), style, label=MODES[mode])
         ax.set_xlabel("offered load (requests/s)")
         ax.set_ylabel(label)
         ax.set_xscale("log")
@@ -208,9 +210,12 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+MODES = {"off": "continuous, fixed policy", "on": "continuous, adaptive depth", "micro": "micro-batches, fixed policy"}
+
+
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
     fmt = lambda v, d=1: "-" if v is None else f"{v:.{d}f}"
-    lines = ["| adaptive | offered req/s | sent | 200 | 503 | other | answered req/s | p50 ms | p95 ms | avg exit layer "
+    lines = ["| mode | offered req/s | sent | 200 | 503 | other | answered req/s | p50 ms | p95 ms | avg exit layer "
              "| avg level | steps down/up | new compilations |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -232,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=1200.0, help="in all, server starts included")
     p.add_argument("--answer-timeout", type=float, default=60.0)
     p.add_argument("--target-p95-ms", type=float, default=200.0, help="the 'on' mode's latency target")
-    p.add_argument("--modes", default="off,on")
+    p.add_argument("--modes", default="off,on", help="of off, on, micro (see above)")
     p.add_argument("--serve-args", default="", help="more serve.py options, e.g. '--strategy vee --tau 0.01'")
     p.add_argument("--startup-timeout", type=float, default=900.0)
     p.add_argument("--out", default="load_results")
@@ -244,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     rates = [float(r) for r in args.rates.split(",")]
     t_start, sent, rows, notes = time.time(), 0, [], []
     for mode in args.modes.split(","):
-        extra = args.serve_args.split() + (["--target-p95-ms", str(args.target_p95_ms)] if mode == "on" else [])
+        extra = (args.serve_args.split() + (["--target-p95-ms", str(args.target_p95_ms)] if mode == "on" else [])
+                 + (["--scheduler", "micro"] if mode == "micro" else []))
         port = free_port()
         url = f"http://{LOOPBACK}:{port}"
         proc = start_server(args.workdir, port, extra, out / f"serve_{mode}.log")

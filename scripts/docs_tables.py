@@ -95,7 +95,7 @@ def load_test() -> str:
     rows = [(r["mode"], _num(r["offered_rps"]), r["ok"], r["rejected_503"], r["other"],
              f"{r['throughput_rps']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}",
              f"{r['avg_exit_layer']:.2f}", r["compilations"]) for r in _load("results/demo/load/load.json")["rows"]]
-    return _table(["adaptive", "offered req/s", "200", "503", "other", "answered req/s", "p50 ms", "p95 ms",
+    return _table(["mode", "offered req/s", "200", "503", "other", "answered req/s", "p50 ms", "p95 ms",
                    "avg exit layer", "new compilations"], rows)
 
 
