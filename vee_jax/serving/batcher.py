@@ -269,12 +269,16 @@ class ContinuousBatcher(MicroBatcher):
             got = self._take_all()
             if got is None:
                 return
+            whole: dict[Policy, list[Job]] = {}
             for job, policy, level in got:
                 job.policy_used, job.level = policy, level
                 if self.streams(policy, job):
                     self._enqueue(job, policy)
                 else:
-                    self._run_whole(job, policy, level)
+                    whole.setdefault(policy, []).append(job)
+            for policy, jobs in whole.items():
+                for part in self._micro_batches(jobs):
+                    self._run_whole(part, policy)
             self._admit()
             t0 = self.clock()
             for batch in [b for b in self.batches.values() if b.busy]:
@@ -352,30 +356,56 @@ class ContinuousBatcher(MicroBatcher):
                    for g in sentence_rows([e.offset for e in job.encoded])]
         self.metrics.batch([x.exit_layer for x in results])
         self._work_done += len(job.encoded)
-        if job.level is not None and self._work_done >= 8:  # the controller's cost estimate, per level
-            ms = self._work_s * 1e3 / self._work_done
-            old = self.ms_per_sentence.get(job.level)
-            self.ms_per_sentence[job.level] = ms if old is None else 0.8 * old + 0.2 * ms
-            self._work_s, self._work_done = 0.0, 0
+        self._cost(job.level)
         with self._cv:
             self._rows -= len(job.encoded)
         self._finish(job, results=results, policy=job.policy_used, level=job.level)
 
-    def _run_whole(self, job: Job, policy: Policy, level: int | None) -> None:
+    def _micro_batches(self, jobs: Sequence[Job]) -> list[list[Job]]:
+        """Whole jobs, in order, into micro-batches of at most ``batch_size`` rows."""
+        parts: list[list[Job]] = []
+        rows = 0
+        for job in jobs:
+            if not parts or rows + len(job.encoded) > self.max_rows:
+                parts.append([])
+                rows = 0
+            parts[-1].append(job)
+            rows += len(job.encoded)
+        return parts
+
+    def _cost(self, level: int | None) -> None:
+        """The controller's cost estimate of ``level`` (ms of worker time per sentence answered, an
+        EWMA), from the worker's time and the sentences answered since the last update."""
+        if level is not None and self._work_done >= 8:
+            ms = self._work_s * 1e3 / self._work_done
+            old = self.ms_per_sentence.get(level)
+            self.ms_per_sentence[level] = ms if old is None else 0.8 * old + 0.2 * ms
+            self._work_s, self._work_done = 0.0, 0
+
+    def _run_whole(self, jobs: Sequence[Job], policy: Policy) -> None:
+        """One micro-batch of whole jobs through ``Predictor.run_batch`` (``vee_infer``)."""
+        encoded = [e for j in jobs for e in j.encoded]
         t0 = self.clock()
         try:
-            results = self.predictor.run_batch(job.encoded, policy)
+            results = self.predictor.run_batch(encoded, policy)
         except Exception as e:  # answered 500, the service goes on
-            log.exception("batch of %d sentences failed", len(job.encoded))
-            with self._cv:
-                self._rows -= len(job.encoded)
-            self._finish(job, error=e)
+            log.exception("batch of %d sentences failed", len(encoded))
+            for j in jobs:
+                with self._cv:
+                    self._rows -= len(j.encoded)
+                self._finish(j, error=e)
             return
         self._work_s += self.clock() - t0
+        self._work_done += len(encoded)
+        self._cost(jobs[0].level)
         self.metrics.batch([r.exit_layer for r in results])
-        with self._cv:
-            self._rows -= len(job.encoded)
-        self._finish(job, results=results, policy=policy, level=level)
+        k = 0
+        for j in jobs:
+            n = j.sentences
+            with self._cv:
+                self._rows -= len(j.encoded)
+            self._finish(j, results=results[k:k + n], policy=policy, level=j.level)
+            k += n
 
     def _fail_all(self, error: BaseException) -> None:
         """A layer call failed: every request in flight or waiting is answered with the error,
