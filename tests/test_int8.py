@@ -132,11 +132,19 @@ def test_predictor_and_cli_take_int8_weights(tiny_workdir, tmp_path, monkeypatch
     a, b = p8(texts), p32(texts)
     assert [len(x.words) for x in a] == [len(x.words) for x in b]
     assert all(1 <= x.exit_layer <= p8.num_layers for x in a)
-    # the command line: --weights int8 answers the same words, one JSON line per input
+    # int8 changes the tables a little: the scores differ from float32's, the Predictor's from the layout's
+    s8 = [e.score for x in a for e in x.entities]
+    s32 = [e.score for x in b for e in x.entities]
+    assert s8 and s32 and s8 != s32
+    with pytest.raises(ValueError, match="weights='int8' but the prepared layout given holds float32 weights"):
+        Predictor(p32.spec, None, p32.tokenizer, p32.labels, True, prepared=p32.model, weights="int8")
+    # the command line: --weights int8 answers as the int8 Predictor (its scores, not float32's)
     from vee_jax.commands.predict import main as predict_main
 
     monkeypatch.setenv("VEE_JAX_XLA_CACHE", "none")
     out = tmp_path / "out.jsonl"
     predict_main(["--workdir", str(tiny_workdir), "--weights", "int8", "--output", str(out), "--quiet", *texts])
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["text"] for r in rows] == texts and all(1 <= r["exit_layer"] <= p8.num_layers for r in rows)
+    assert [r["text"] for r in rows] == texts
+    assert [r["exit_layer"] for r in rows] == [x.exit_layer for x in a]
+    assert [e["score"] for r in rows for e in r["entities"]] == pytest.approx(s8, abs=1e-6)

@@ -373,21 +373,27 @@ def test_http_documents(server, texts):
 # --- the continuous batcher (ContinuousBatcher): arrivals join the running batches ---------------
 def test_continuous_batcher_answers_as_the_predictor_while_requests_arrive(tiny_workdir):
     """Requests submitted while others run (from two threads, staggered) are answered with the
-    Predictor's own spans and exit layers (VEE: continuous batches; a budget and a row past
-    ``stream_subwords``: micro-batches); sentences of several requests share layer calls; nothing is lost."""
+    Predictor's own spans and exit layers: VEE sentences, and the windows of a sentence past the
+    model's limit, in continuous batches; a budget, a policy off the ladder and rows past
+    ``stream_subwords`` in micro-batches. Sentences of several requests share layer calls, the
+    slots bound what is in flight, and nothing is lost."""
     from vee_jax.predict import Predictor
     from vee_jax.serving import ContinuousBatcher, Metrics
 
     predictor = Predictor.from_workdir(tiny_workdir, policy=POLICY, batch_size=4)
+    predictor.max_subwords = 32  # a longer sentence runs as windows of 32
     full = [r["sentence"] for r in json.loads((tiny_workdir / "data.json").read_text())]  # 25-32 subwords
     sentences = [s[:n] for s in full for n in (5, 9)] + full[:3]  # shorter ones too: subword buckets 16 and 24
     encoded = predictor.encode(sentences)
+    windows = predictor.encode([full[0] + full[1]])  # one sentence, several rows
+    assert len(windows) > 1 and windows[1].offset > 0
     ladder = default_ladder(predictor.policy, predictor.num_layers)
     b = ContinuousBatcher(predictor, ladder, DepthController(len(ladder), None), Metrics(predictor.num_layers),
                           stream_subwords=24, cap=4)
-    streamed = [e for e in encoded if len(e.input_ids) <= 24]
-    assert 4 < len(streamed) < len(encoded)  # some rows run as micro-batches (longer than 24 subwords)
-    requests = [([e], None) for e in encoded] + [([encoded[0], encoded[1]], BudgetPolicy(2))]
+    b.stream_limit = 24  # rows of bucket 32 run as micro-batches ...
+    off_ladder = VeePolicy("kl", POLICY["tau"] * 3, 1)
+    requests = ([([e], None) for e in encoded] + [([encoded[0], encoded[1]], BudgetPolicy(2))]
+                + [([encoded[2]], off_ladder)])
     jobs = [Job(list(rows), policy, 0.0) for rows, policy in requests]
     b.start()
     try:
@@ -402,17 +408,48 @@ def test_continuous_batcher_answers_as_the_predictor_while_requests_arrive(tiny_
             t.join()
         for j in jobs:
             assert j.done.wait(120), "a request was never answered"
+        assert b.queued == 0  # every sentence answered and counted out once
+        b.stream_limit = 32  # ... and now the windows (rows of 32 subwords) stream
+        win = b.submit(Job(list(windows), None, 0.0))
+        assert win.done.wait(120) and win.error is None and b.queued == 0
+        assert {key[0] for key in b.batches} == {ladder[0].policy}  # the off-ladder policy made no batch
     finally:
         b.stop()
-    assert b.queued == 0 and all(j.error is None for j in jobs)
-    for j, (rows, policy) in zip(jobs, requests):
+    assert all(j.error is None for j in jobs)
+    for j, (rows, policy) in zip(jobs + [win], requests + [(windows, None)]):
         want = predictor.run_batch(rows, policy or predictor.policy)
         assert [r.exit_layer for r in j.results] == [w.exit_layer for w in want]
         assert [[s[:3] for s in r.spans] for r in j.results] == [[s[:3] for s in w.spans] for w in want]
+        assert [r.windows for r in j.results] == [w.windows for w in want]
         assert j.policy_used == (policy or ladder[0].policy)
+    assert win.results[0].windows == len(windows)
     assert len({r.exit_layer for j in jobs for r in j.results}) > 1  # sentences leave at different layers
     assert b.stats.layer_calls < b.stats.sentence_layers  # layer calls were shared by several sentences
-    assert b.stats.peak_in_flight <= 4  # the cap of slots per batch
+    assert b.stats.peak_in_flight == 4  # the slots filled up (the rest waited), never past the cap
+
+
+def test_continuous_batcher_survives_a_failing_round(tiny_workdir, monkeypatch):
+    """A layer call that raises answers the requests in flight with the error (once) and the
+    worker goes on serving."""
+    from vee_jax.batched import ContinuousBatch
+    from vee_jax.predict import Predictor
+    from vee_jax.serving import ContinuousBatcher, Metrics
+
+    predictor = Predictor.from_workdir(tiny_workdir, policy=POLICY, batch_size=4)
+    encoded = predictor.encode([["a", "b", "c"], ["d", "e"]])
+    ladder = default_ladder(predictor.policy, predictor.num_layers)
+    b = ContinuousBatcher(predictor, ladder, DepthController(len(ladder), None), Metrics(predictor.num_layers))
+    real = ContinuousBatch.step
+    monkeypatch.setattr(ContinuousBatch, "step", lambda self: (_ for _ in ()).throw(RuntimeError("boom")))
+    b.start()
+    try:
+        bad = b.submit(Job([encoded[0]], None, 0.0))
+        assert bad.done.wait(60) and isinstance(bad.error, RuntimeError) and b.queued == 0
+        monkeypatch.setattr(ContinuousBatch, "step", real)
+        good = b.submit(Job([encoded[1]], None, 0.0))
+        assert good.done.wait(60) and good.error is None and len(good.results) == 1 and b.queued == 0
+    finally:
+        b.stop()
 
 
 def test_continuous_batcher_stop_answers_what_is_in_flight(tiny_workdir):

@@ -297,7 +297,7 @@ class ContinuousBatch:
     """
 
     def __init__(self, config, model, shape, step_policy, knobs, ensemble, pooling, batch_size, sizes, stats,
-                 on_exit, *, cap: int, earliest_stop: int = 0):
+                 on_exit, *, cap: int, earliest_stop: int = 0, oldest_first: bool = False):
         self.config, self.model, self.policy, self.knobs = config, model, step_policy, knobs
         self.ensemble, self.pooling, self.B, self.sizes = ensemble, pooling, batch_size, sizes
         self.stats, self.on_exit = stats, on_exit
@@ -318,6 +318,11 @@ class ContinuousBatch:
         self.kl = jnp.zeros((E, cap), jnp.float32) if self.history and step_policy.history_kl else None
         self.acc = np.zeros((cap, L, L, self.K), np.float32) if ensemble else None
         self.queues: list[list[int]] = [[] for _ in range(self.M)]  # slots whose next layer is m
+        # oldest_first (the service): past a full batch, run the queue whose head has waited
+        # longest, so that a sentence never waits for its queue to fill while arrivals keep coming.
+        self.oldest_first = oldest_first
+        self.since = np.zeros(cap, np.int64)  # when each slot joined its queue (a counter)
+        self._tick = 0
         # What ``embed`` reads: not the layers (fewer arguments to hand over at every call).
         self.embeddings = {k: v for k, v in model["encoder"].items() if k != "layers"}
 
@@ -351,16 +356,25 @@ class ContinuousBatch:
         self.lengths[slots] = batch["lengths"]
         for slot, key in zip(slots, keys):
             self.key[slot] = key
-        self.queues[0].extend(slots)
+        self._queue(0, slots)
         self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.in_flight)
+
+    def _queue(self, m: int, slots) -> None:
+        self.queues[m].extend(slots)
+        self.since[list(slots)] = self._tick
+        self._tick += 1
 
     def next_layer(self) -> int:
         """The layer the rule runs next: (1) the deepest queue past layer 1 holding a full batch,
-        (2) else new sentences, (3) else the lowest non-empty queue (the tail sweeps forward)."""
+        (2) else new sentences, (3) else the lowest non-empty queue (the tail sweeps forward).
+        With ``oldest_first``, (2) and (3) are instead the queue whose first sentence joined it
+        first."""
         q = self.queues
         full = [m for m in range(1, self.M) if len(q[m]) >= self.B]
         if full:
             return full[-1]
+        if self.oldest_first:
+            return min((m for m in range(self.M) if q[m]), key=lambda m: self.since[q[m][0]])
         if q[0]:
             return 0
         return next(m for m in range(self.M) if q[m])
@@ -438,11 +452,11 @@ class ContinuousBatch:
         for r in np.flatnonzero(stop):
             slot = slots[r]
             n_words = self.lengths[slot]
-            self.on_exit(self.key[slot], np.array(out[r, :n_words, :n_words], np.float32), m + 1, int(count[r]))
-            self.key[slot] = None
+            key, self.key[slot] = self.key[slot], None  # cleared first: on_exit may raise
+            self.on_exit(key, np.array(out[r, :n_words, :n_words], np.float32), m + 1, int(count[r]))
         self.free.extend(slots[stop].tolist())
         go = ~stop
         if self.ensemble:
             self.acc[slots[go]] = acc[go]
         if go.any():  # never at the last layer, where every sentence stops
-            self.queues[m + 1].extend(slots[go].tolist())
+            self._queue(m + 1, slots[go].tolist())

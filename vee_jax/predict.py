@@ -130,7 +130,7 @@ class Predictor:
       prepared: ``params`` already in ``engine.prepare``'s layout (``TrainedModel.prepared_as``).
       weights: ``"float32"`` (as trained) or ``"int8"``: the layers' dense kernels as int8
         (``engine.prepare``; about half a layer's time on CPU, a deviation from the paper:
-        docs/performance.md "int8"); ignored when ``prepared`` is given (it says which).
+        docs/performance.md "int8"); with ``prepared``, the kind it holds (else ValueError).
       engine: how ``run`` batches many sentences: ``"loop"``, whole batches through ``vee_infer``
         (a batch runs until its slowest sentence exits), ``"continuous"``, ``batched_infer`` (an
         exited sentence stops costing compute), or ``"auto"``: continuous when the policy lets
@@ -158,6 +158,8 @@ class Predictor:
         self.model = prepared if prepared is not None else prepare(spec.bert, params["encoder"], params["exits"],
                                                                    weights=weights)
         self.weights = "int8" if is_int8(self.model["encoder"]["layers"][0]) else "float32"
+        if self.weights != weights:
+            raise ValueError(f"weights={weights!r} but the prepared layout given holds {self.weights} weights")
         self.labels, self.nested = list(labels), bool(nested)
         self.word_rule, self.max_subwords, self.batch_size = word_rule, max_subwords, batch_size
         self.context_subwords = context_subwords
@@ -184,7 +186,8 @@ class Predictor:
         fmt = model.config.data.format
         p = cls(model.spec, model.params, model.tokenizer, model.labels, model.nested, policy=policy,
                 word_rule=word_rule or RULE_OF_FORMAT.get(fmt, "ptb"), max_subwords=model.max_subwords,
-                batch_size=batch_size, prepared=model.prepared_as(weights), context_subwords=model.context_subwords)
+                batch_size=batch_size, prepared=model.prepared_as(weights), context_subwords=model.context_subwords,
+                weights=weights)
         p.sentence_rule = SENTENCE_RULE_OF_FORMAT.get(fmt)
         return p
 

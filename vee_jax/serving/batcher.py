@@ -194,16 +194,19 @@ class MicroBatcher:
 class ContinuousBatcher(MicroBatcher):
     """Sentences join the running continuous batch of their shape between layer calls.
 
-    The worker keeps one ``batched.ContinuousBatch`` per (policy, subword bucket T) with L =
-    ``words_for(T)`` (the shapes the whole-batch engine warms up), ``cap`` slots each. Between two
-    layer calls it admits every queued request's sentences into free slots (the rest wait in
-    order), then runs one layer call of every busy batch (round robin): so no request waits for
-    another's batch to finish, a sentence that exits stops costing compute, and a request is
-    answered when its last sentence exits. Where streaming gains nothing it runs the request as
-    a micro-batch through ``Predictor.run_batch`` as ``MicroBatcher`` does: policies whose exit is
-    fixed (``full``, ``budget``: every sentence exits at one layer) and requests with a row longer
-    than ``stream_subwords`` (the pools grow as L^2). ``queued`` counts the sentences not yet
-    answered (waiting or in flight), which ``max_queue`` bounds.
+    The worker keeps one ``batched.ContinuousBatch`` per (ladder policy, subword bucket T) with
+    L = ``words_for(T)`` (the shapes the whole-batch engine warms up), ``cap`` slots each. Between
+    two layer calls it admits every queued request's sentences into free slots (the rest wait in
+    order), then runs one layer call of every busy batch (round robin; in a batch a full batch of
+    one layer first, else the queue whose first sentence has waited longest): so no request
+    waits for another's batch to finish, a sentence that exits stops costing compute, and a
+    request is answered when its last sentence exits. Where streaming gains nothing it runs the
+    request in micro-batches through ``Predictor.run_batch`` as ``MicroBatcher`` does: policies
+    whose exit is fixed (``full``, ``budget``: every sentence exits at one layer), a request's
+    own policy that is not on the ladder (its knobs would need batches of their own), and
+    requests with a row past the warmed continuous shapes (``stream_subwords``: the pools grow
+    as L^2). ``queued`` counts the sentences not yet answered (waiting or in flight), which
+    ``max_queue`` bounds.
     """
 
     def __init__(self, predictor: Predictor, ladder: Sequence[Level], controller: DepthController,
@@ -212,56 +215,69 @@ class ContinuousBatcher(MicroBatcher):
         super().__init__(predictor, ladder, controller, metrics, max_wait_ms=0.0, max_queue=max_queue, tick_s=tick_s,
                          clock=clock)
         from ..batched import BatchStats, batch_sizes
+        from ..data.features import SUBWORD_BUCKETS, bucket
 
-        self.stream_subwords = stream_subwords
-        self.sizes = tuple(b for b in batch_sizes(predictor.batch_size))
+        # The largest subword bucket that streams: stream_subwords within the model's limit.
+        top = min(stream_subwords, predictor.max_subwords, SUBWORD_BUCKETS[-1])
+        self.stream_limit = bucket(max(top, 1), SUBWORD_BUCKETS)
+        self.sizes = batch_sizes(predictor.batch_size)
         self.cap = cap or 2 * predictor.batch_size
         self.max_idle_batches = max_idle_batches
         self.stats = BatchStats()
-        self.batches: dict[tuple[Policy, int], Any] = {}  # (policy, T) -> ContinuousBatch
+        self.batches: dict[tuple[Policy, int], Any] = {}  # (policy, T) -> ContinuousBatch, least recently used first
         self._waiting: collections.deque[tuple[Job, int, tuple[Policy, int]]] = collections.deque()
-        self._work_s, self._work_done = 0.0, 0  # worker time and sentences answered since the last level update
+        self._level_of = {lv.policy: i for i, lv in reversed(list(enumerate(self.ladder)))}
+        self._work_s: dict[int | None, float] = collections.defaultdict(float)  # worker time per level
+        self._work_done: dict[int | None, int] = collections.defaultdict(int)  # sentences answered per level
 
     def streams(self, policy: Policy, job: Job) -> bool:
         """Whether ``job`` runs in the continuous batches under ``policy`` (see the class docstring)."""
-        M = self.predictor.num_layers
-        return (policy.fixed_exit(M, policy.knobs()) is None
-                and all(len(e.input_ids) <= self.stream_subwords for e in job.encoded))
+        from ..data.features import SUBWORD_BUCKETS, bucket
 
-    def stream_shapes(self, max_subwords: int | None = None) -> list[tuple[int, int]]:
+        M = self.predictor.num_layers
+        return (policy in self._level_of and policy.fixed_exit(M, policy.knobs()) is None
+                and all(bucket(len(e.input_ids), SUBWORD_BUCKETS) <= self.stream_limit for e in job.encoded))
+
+    def stream_shapes(self) -> list[tuple[int, int]]:
         """The (T, L) of every continuous batch the service can open: each subword bucket up to
-        ``stream_subwords`` (and the model's limit, and ``max_subwords``), L = ``words_for(T)``."""
+        ``stream_limit``, L = ``words_for(T)``."""
         from ..data.features import SUBWORD_BUCKETS
         from ..predict import words_for
 
-        top = min(self.stream_subwords, self.predictor.max_subwords, max_subwords or self.stream_subwords)
-        return [(T, words_for(T)) for T in SUBWORD_BUCKETS if T <= max(top, SUBWORD_BUCKETS[0])]
+        return [(T, words_for(T)) for T in SUBWORD_BUCKETS if T <= self.stream_limit]
 
-    def warm_up_steps(self, policies: Sequence[Policy], max_subwords: int | None = None) -> list:
-        """One callable per (streamed program, shape up to ``max_subwords``) that compiles its layer
-        calls (``ContinuousBatch.warm_up``)."""
+    def warm_up_steps(self, max_subwords: int | None = None) -> list:
+        """One callable per (streamed ladder policy, shape) that compiles its layer calls
+        (``ContinuousBatch.warm_up``). ``max_subwords`` (the warm-up's limit) lowers
+        ``stream_limit`` to its bucket, so that no row streams on a shape left cold."""
+        from ..data.features import SUBWORD_BUCKETS, bucket
+
+        if max_subwords:
+            self.stream_limit = min(self.stream_limit, bucket(min(max_subwords, SUBWORD_BUCKETS[-1]), SUBWORD_BUCKETS))
         M = self.predictor.num_layers
         programs: dict[Policy, Policy] = {}
-        for p in policies:
-            if p.fixed_exit(M, p.knobs()) is None:
-                programs.setdefault(self.predictor.program(p), p)
+        for lv in self.ladder:
+            if lv.policy.fixed_exit(M, lv.policy.knobs()) is None:
+                programs.setdefault(self.predictor.program(lv.policy), lv.policy)
         return [lambda p=p, shape=shape: self._batch(p, shape).warm_up(self.predictor.spec.casing)
-                for p in programs.values() for shape in self.stream_shapes(max_subwords)]
+                for p in programs.values() for shape in self.stream_shapes()]
 
     def _batch(self, policy: Policy, shape: tuple[int, int]):
-        """The continuous batch of ``policy`` and ``shape`` (made on first use)."""
+        """The continuous batch of ``policy`` and ``shape`` (made on first use; most recently used last)."""
         from .. import engine
         from ..batched import ContinuousBatch
 
         key = (policy, shape[0])
-        if key not in self.batches:
+        batch = self.batches.pop(key, None)
+        if batch is None:
             static, knobs = engine.traced_policy(policy)
             step_policy = dataclasses.replace(static, ensemble=False)  # the mean is taken on the host
             p = self.predictor
-            self.batches[key] = ContinuousBatch(p.spec.bert, p.model, shape, step_policy, knobs, policy.ensemble,
-                                                p.spec.pooling, p.batch_size, self.sizes, self.stats, self._on_exit,
-                                                cap=self.cap, earliest_stop=policy.earliest_stop())
-        return self.batches[key]
+            batch = ContinuousBatch(p.spec.bert, p.model, shape, step_policy, knobs, policy.ensemble, p.spec.pooling,
+                                    p.batch_size, self.sizes, self.stats, self._on_exit, cap=self.cap,
+                                    earliest_stop=policy.earliest_stop(), oldest_first=True)
+        self.batches[key] = batch
+        return batch
 
     # --- the worker -----------------------------------------------------------------------
     def _run(self) -> None:
@@ -269,27 +285,30 @@ class ContinuousBatcher(MicroBatcher):
             got = self._take_all()
             if got is None:
                 return
-            whole: dict[Policy, list[Job]] = {}
-            for job, policy, level in got:
-                job.policy_used, job.level = policy, level
-                if self.streams(policy, job):
-                    self._enqueue(job, policy)
-                else:
-                    whole.setdefault(policy, []).append(job)
-            for policy, jobs in whole.items():
-                for part in self._micro_batches(jobs):
-                    self._run_whole(part, policy)
-            self._admit()
+            try:
+                self._round(got)
+            except Exception as e:  # answered 500; the worker and the service go on
+                log.exception("the continuous batcher's round failed")
+                self._fail_all(e, [job for job, _, _ in got])
+
+    def _round(self, got: list[tuple[Job, Policy, int | None]]) -> None:
+        """Admit ``got`` (streamed, or run at once in micro-batches), then one layer call of every busy batch."""
+        whole: dict[Policy, list[Job]] = {}
+        for job, policy, level in got:
+            job.policy_used, job.level = policy, level
+            if self.streams(policy, job):
+                self._enqueue(job, policy)
+            else:
+                whole.setdefault(policy, []).append(job)
+        for policy, jobs in whole.items():
+            for part in self._micro_batches(jobs):
+                self._run_whole(part, policy)
+        self._admit()
+        for key, batch in [(k, b) for k, b in self.batches.items() if b.busy]:
             t0 = self.clock()
-            for batch in [b for b in self.batches.values() if b.busy]:
-                try:
-                    batch.step()
-                except Exception as e:  # answered 500, the service goes on
-                    log.exception("a layer call failed")
-                    self._fail_all(e)
-                    break
-            self._work_s += self.clock() - t0
-            self._forget_idle()
+            batch.step()
+            self._work_s[self._level_of.get(key[0])] += self.clock() - t0
+        self._forget_idle()
 
     def _take_all(self) -> list[tuple[Job, Policy, int | None]] | None:
         """Every queued request with its policy (the controller's level at admission), waiting
@@ -354,12 +373,21 @@ class ContinuousBatcher(MicroBatcher):
         p = self.predictor
         results = [p.decide([job.encoded[r] for r in g], [job.tables[r] for r in g])
                    for g in sentence_rows([e.offset for e in job.encoded])]
-        self.metrics.batch([x.exit_layer for x in results])
-        self._work_done += len(job.encoded)
+        self._work_done[job.level] += len(job.encoded)
         self._cost(job.level)
         with self._cv:
             self._rows -= len(job.encoded)
         self._finish(job, results=results, policy=job.policy_used, level=job.level)
+        self.metrics.batch([x.exit_layer for x in results])
+
+    def _cost(self, level: int | None) -> None:
+        """The controller's cost estimate of ``level`` (ms of worker time per sentence answered, an
+        EWMA), from that level's layer calls and sentences answered since its last update."""
+        if level is not None and self._work_done[level] >= 8:
+            ms = self._work_s[level] * 1e3 / self._work_done[level]
+            old = self.ms_per_sentence.get(level)
+            self.ms_per_sentence[level] = ms if old is None else 0.8 * old + 0.2 * ms
+            self._work_s[level], self._work_done[level] = 0.0, 0
 
     def _micro_batches(self, jobs: Sequence[Job]) -> list[list[Job]]:
         """Whole jobs, in order, into micro-batches of at most ``batch_size`` rows."""
@@ -373,68 +401,68 @@ class ContinuousBatcher(MicroBatcher):
             rows += len(job.encoded)
         return parts
 
-    def _cost(self, level: int | None) -> None:
-        """The controller's cost estimate of ``level`` (ms of worker time per sentence answered, an
-        EWMA), from the worker's time and the sentences answered since the last update."""
-        if level is not None and self._work_done >= 8:
-            ms = self._work_s * 1e3 / self._work_done
-            old = self.ms_per_sentence.get(level)
-            self.ms_per_sentence[level] = ms if old is None else 0.8 * old + 0.2 * ms
-            self._work_s, self._work_done = 0.0, 0
-
     def _run_whole(self, jobs: Sequence[Job], policy: Policy) -> None:
         """One micro-batch of whole jobs through ``Predictor.run_batch`` (``vee_infer``)."""
         encoded = [e for j in jobs for e in j.encoded]
+        level = jobs[0].level
         t0 = self.clock()
         try:
             results = self.predictor.run_batch(encoded, policy)
         except Exception as e:  # answered 500, the service goes on
             log.exception("batch of %d sentences failed", len(encoded))
             for j in jobs:
-                with self._cv:
-                    self._rows -= len(j.encoded)
-                self._finish(j, error=e)
+                self._fail(j, e)
             return
-        self._work_s += self.clock() - t0
-        self._work_done += len(encoded)
-        self._cost(jobs[0].level)
-        self.metrics.batch([r.exit_layer for r in results])
+        self._work_s[level] += self.clock() - t0
+        self._work_done[level] += len(encoded)
+        self._cost(level)
         k = 0
         for j in jobs:
             n = j.sentences
             with self._cv:
                 self._rows -= len(j.encoded)
-            self._finish(j, results=results[k:k + n], policy=policy, level=j.level)
+            self._finish(j, results=results[k:k + n], policy=policy, level=level)
             k += n
+        self.metrics.batch([r.exit_layer for r in results])
 
-    def _fail_all(self, error: BaseException) -> None:
-        """A layer call failed: every request in flight or waiting is answered with the error,
-        the batches dropped (their state is unknown)."""
+    def _fail(self, job: Job, error: BaseException) -> None:
+        """Answer ``job`` with ``error`` unless it was answered already."""
+        if job.done.is_set():
+            return
+        with self._cv:
+            self._rows -= len(job.encoded)
+        self._finish(job, error=error)
+
+    def _in_flight(self) -> list[Job]:
+        """Every job admitted and not answered: in a batch's slots or waiting for one."""
         jobs = {id(k[0]): k[0] for b in self.batches.values() for k in b.key if k is not None}
         jobs.update({id(j): j for j, _, _ in self._waiting})
+        return list(jobs.values())
+
+    def _fail_all(self, error: BaseException, more: Sequence[Job] = ()) -> None:
+        """A round failed: every request in flight, waiting or in ``more`` is answered with the
+        error (once), the batches dropped (their state is unknown)."""
+        jobs = {id(j): j for j in [*self._in_flight(), *more]}
         self.batches.clear()
         self._waiting.clear()
         for job in jobs.values():
-            with self._cv:
-                self._rows -= len(job.encoded)
-            self._finish(job, error=error)
+            self._fail(job, error)
 
     def _forget_idle(self) -> None:
-        """Drop empty batches beyond ``max_idle_batches`` (their pools), least recently made first."""
+        """Drop empty batches beyond ``max_idle_batches`` (their pools), least recently used first."""
         idle = [k for k, b in self.batches.items() if not b.busy and b.in_flight == 0]
         for k in idle[:max(0, len(idle) - self.max_idle_batches)]:
             del self.batches[k]
 
     def stop(self) -> None:
-        """Stop after the layer call in progress; requests queued, waiting or in flight get an error (503)."""
+        """Stop after the round in progress; requests queued, waiting or in flight get an error (503)."""
         super().stop()
-        jobs = {id(k[0]): k[0] for b in self.batches.values() for k in b.key if k is not None}
-        jobs.update({id(j): j for j, _, _ in self._waiting})
-        self.batches.clear()
-        self._waiting.clear()
-        for job in jobs.values():
-            self._finish(job, error=Overloaded(1))
-        self._rows = 0
+        if self._thread is not None and self._thread.is_alive():  # still in a round: it owns the batches
+            log.warning("the continuous batcher did not stop within 60 s; in-flight requests are left to it")
+            return
+        self._fail_all(Overloaded(1))
+        with self._cv:
+            self._rows = 0
 
 
 __all__ = ["ContinuousBatcher", "Job", "MicroBatcher", "Overloaded"]
