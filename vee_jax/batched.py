@@ -18,6 +18,11 @@ with sentences that are still running:
   ``(M - 1) * (batch_size - 1) + batch_size`` sentences in flight, so the per-sentence state
   lives in a fixed pool of ``M * batch_size`` slots per group whatever the data size; rules 1
   and 2 run full batches, and padding is only paid at a group's tail.
+- One group is a ``ContinuousBatch``: sentences are admitted into free slots while it runs.
+  ``batched_infer`` admits a batch of new sentences when rule 2 is next; the service
+  (``serving.ContinuousBatcher``) admits arrivals between layer calls and replaces rules 2 and 3
+  by "the queue whose first sentence has waited longest" (``oldest_first``), so that under a
+  steady stream of arrivals no sentence waits for its queue to fill.
 - A batch of n sentences is padded to the smallest size >= n in ``batch_sizes(batch_size)``
   (the powers of two below ``batch_size``, and ``batch_size``): ``pool_layer_step`` compiles
   at most twice per (shape, padded batch size) (layer 1 embeds first), for all layers (their
