@@ -352,9 +352,8 @@ class ContinuousBatch:
             raise ValueError(f"{n} sentences for {len(self.free)} free slots")
         batch = collate(rows, self.shape, n)
         if self.inputs is None:
-            keys_in = (_TOKEN_KEYS + _WORD_KEYS + (("word_end",) if self.pooling == "mean" else ())
-                       + (("word_shape",) if "word_shape" in batch else ()) + ("lengths",))  # word_shape: model.casing
-            self.inputs = {k: np.zeros((self.cap,) + batch[k].shape[1:], batch[k].dtype) for k in keys_in}
+            self.inputs = {k: np.zeros((self.cap,) + batch[k].shape[1:], batch[k].dtype)
+                           for k in self._input_keys("word_shape" in batch)}
         slots = [self.free.pop() for _ in range(n)]
         for k, dst in self.inputs.items():
             dst[slots] = batch[k]
@@ -363,6 +362,11 @@ class ContinuousBatch:
             self.key[slot] = key
         self._queue(0, slots)
         self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.in_flight)
+
+    def _input_keys(self, casing: bool) -> tuple[str, ...]:
+        """The collated inputs a layer call reads (``word_shape``: model.casing)."""
+        return (_TOKEN_KEYS + _WORD_KEYS + (("word_end",) if self.pooling == "mean" else ())
+                + (("word_shape",) if casing else ()) + ("lengths",))
 
     def _queue(self, m: int, slots) -> None:
         self.queues[m].extend(slots)
@@ -437,9 +441,7 @@ class ContinuousBatch:
         calls = 0
         for size in self.sizes:
             host = collate([], self.shape, size, casing=casing)
-            keys = (_TOKEN_KEYS + _WORD_KEYS + (("word_end",) if self.pooling == "mean" else ())
-                    + (("word_shape",) if casing else ()) + ("lengths",))
-            host = {k: host[k] for k in keys}
+            host = {k: host[k] for k in self._input_keys(casing)}
             host["slots"] = np.full(size, self.cap, np.int32)
             for m in range(self.M):
                 self._call(m, dict(host), vote=True)

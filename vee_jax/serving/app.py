@@ -253,7 +253,7 @@ def create_app(predictor: Predictor, *, ladder: Sequence[Level] | None = None, t
     batcher = SCHEDULERS[scheduler](predictor, ladder, controller, metrics, max_wait_ms=max_wait_ms,
                                     max_queue=limits.max_queue)
     admission = _Admission(predictor, ladder, limits)
-    more = batcher.warm_up_steps(warmup_subwords) if scheduler == "continuous" and warmup_subwords != 0 else ()
+    more = batcher.warm_up_steps(warmup_subwords) if warmup_subwords != 0 else ()
     warmup = WarmUp(predictor, [lv.policy for lv in ladder], warmup_subwords, more=more)
     NerRequestIn, DocumentsRequestIn = request_models(limits, predictor.num_layers, admission.max_texts,
                                                       programs=[lv.policy for lv in ladder])

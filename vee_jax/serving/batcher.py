@@ -161,25 +161,41 @@ class MicroBatcher:
             if got is None:
                 return
             jobs, policy, level = got
-            encoded = [e for j in jobs for e in j.encoded]
-            t0 = self.clock()
-            try:
-                results = self.predictor.run_batch(encoded, policy)
-            except Exception as e:  # answered 500, the service goes on
-                log.exception("batch of %d sentences failed", len(encoded))
-                for j in jobs:
-                    self._finish(j, error=e)
-                continue
-            ms = (self.clock() - t0) * 1e3 / len(encoded)
-            if level is not None:
+            seconds = self._run_micro_batch(jobs, policy, level)
+            if seconds is not None and level is not None:
+                ms = seconds * 1e3 / sum(len(j.encoded) for j in jobs)
                 old = self.ms_per_sentence.get(level)
                 self.ms_per_sentence[level] = ms if old is None else 0.8 * old + 0.2 * ms
-            self.metrics.batch([r.exit_layer for r in results])
-            k = 0
+
+    def warm_up_steps(self, max_subwords: int | None = None) -> list:
+        """What the warm-up compiles beyond the whole-batch engine: nothing (micro-batches only)."""
+        return []
+
+    def _run_micro_batch(self, jobs: Sequence[Job], policy: Policy, level: int | None) -> float | None:
+        """Whole jobs as one micro-batch through ``Predictor.run_batch``, each answered
+        (``_answer_job``) with its sentences' results or the error. Returns the engine's seconds,
+        None when it failed (answered 500; the service goes on)."""
+        encoded = [e for j in jobs for e in j.encoded]
+        t0 = self.clock()
+        try:
+            results = self.predictor.run_batch(encoded, policy)
+        except Exception as e:
+            log.exception("batch of %d sentences failed", len(encoded))
             for j in jobs:
-                n = j.sentences
-                self._finish(j, results=results[k:k + n], policy=policy, level=level)
-                k += n
+                self._answer_job(j, error=e)
+            return None
+        seconds = self.clock() - t0
+        self.metrics.batch([r.exit_layer for r in results])
+        k = 0
+        for j in jobs:
+            n = j.sentences
+            self._answer_job(j, results=results[k:k + n], policy=policy, level=level)
+            k += n
+        return seconds
+
+    def _answer_job(self, job: Job, *, results=None, policy=None, level=None, error=None) -> None:
+        """Answer a job taken from the queue (its sentences left the count when taken)."""
+        self._finish(job, results=results, policy=policy, level=level, error=error)
 
     def _finish(self, job: Job, *, results=None, policy=None, level=None, error=None) -> None:
         job.results, job.policy_used, job.level, job.error = results, policy, level, error
@@ -375,10 +391,16 @@ class ContinuousBatcher(MicroBatcher):
                    for g in sentence_rows([e.offset for e in job.encoded])]
         self._work_done[job.level] += len(job.encoded)
         self._cost(job.level)
+        self._answer_job(job, results=results, policy=job.policy_used, level=job.level)
+        self.metrics.batch([x.exit_layer for x in results])
+
+    def _answer_job(self, job: Job, *, results=None, policy=None, level=None, error=None) -> None:
+        """Answer a job once; its sentences leave the count (``queued``) then, not when taken."""
+        if job.done.is_set():
+            return
         with self._cv:
             self._rows -= len(job.encoded)
-        self._finish(job, results=results, policy=job.policy_used, level=job.level)
-        self.metrics.batch([x.exit_layer for x in results])
+        self._finish(job, results=results, policy=policy, level=level, error=error)
 
     def _cost(self, level: int | None) -> None:
         """The controller's cost estimate of ``level`` (ms of worker time per sentence answered, an
@@ -403,35 +425,12 @@ class ContinuousBatcher(MicroBatcher):
 
     def _run_whole(self, jobs: Sequence[Job], policy: Policy) -> None:
         """One micro-batch of whole jobs through ``Predictor.run_batch`` (``vee_infer``)."""
-        encoded = [e for j in jobs for e in j.encoded]
         level = jobs[0].level
-        t0 = self.clock()
-        try:
-            results = self.predictor.run_batch(encoded, policy)
-        except Exception as e:  # answered 500, the service goes on
-            log.exception("batch of %d sentences failed", len(encoded))
-            for j in jobs:
-                self._fail(j, e)
-            return
-        self._work_s[level] += self.clock() - t0
-        self._work_done[level] += len(encoded)
-        self._cost(level)
-        k = 0
-        for j in jobs:
-            n = j.sentences
-            with self._cv:
-                self._rows -= len(j.encoded)
-            self._finish(j, results=results[k:k + n], policy=policy, level=level)
-            k += n
-        self.metrics.batch([r.exit_layer for r in results])
-
-    def _fail(self, job: Job, error: BaseException) -> None:
-        """Answer ``job`` with ``error`` unless it was answered already."""
-        if job.done.is_set():
-            return
-        with self._cv:
-            self._rows -= len(job.encoded)
-        self._finish(job, error=error)
+        seconds = self._run_micro_batch(jobs, policy, level)
+        if seconds is not None:
+            self._work_s[level] += seconds
+            self._work_done[level] += sum(len(j.encoded) for j in jobs)
+            self._cost(level)
 
     def _in_flight(self) -> list[Job]:
         """Every job admitted and not answered: in a batch's slots or waiting for one."""
@@ -446,7 +445,7 @@ class ContinuousBatcher(MicroBatcher):
         self.batches.clear()
         self._waiting.clear()
         for job in jobs.values():
-            self._fail(job, error)
+            self._answer_job(job, error=error)
 
     def _forget_idle(self) -> None:
         """Drop empty batches beyond ``max_idle_batches`` (their pools), least recently used first."""
