@@ -230,23 +230,26 @@ def batched_infer(
     return results, stats
 
 
-@functools.partial(jax.jit, static_argnames=("config", "pooling", "start", "kl"))
+@functools.partial(jax.jit, static_argnames=("config", "pooling", "start", "kl", "head"))
 def pool_layer_step(config: BertConfig, embeddings: dict, layer: dict, exit: dict, pool: jax.Array, slots: jax.Array,
-                    inputs: dict, *, pooling: str, start: bool, kl: bool):
+                    inputs: dict, *, pooling: str, start: bool, kl: bool, head: bool = True):
     """One layer and its exit on the rows ``slots`` of a device-resident pool of hidden states.
 
     pool: [C, T, d] the hidden states of the group's sentences in flight (read only);
     slots: [B'] int32 their rows (C for padding rows: read clamped); embeddings: the encoder
     without its layers (``embed``'s weights); layer, exit: that layer's weights (arguments,
     so one compilation serves all layers); ``start``: embed the inputs instead of reading the
-    pool (layer 1); ``kl``: also the tables' ``measures.kl_self_term`` (VEE with KL). Returns
-    ``(hidden [B', T, d], probs [B', L, L, K], kl_m [B'] or None)``.
+    pool (layer 1); ``kl``: also the tables' ``measures.kl_self_term`` (VEE with KL); ``head``:
+    run the exit (False: a layer whose table nobody reads, e.g. below a budget). Returns
+    ``(hidden [B', T, d], probs [B', L, L, K] or None, kl_m [B'] or None)``.
     """
     if start:
         hidden = embed(config, embeddings, inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids"))
     else:
         hidden = jnp.take(pool, slots, axis=0, mode="clip")
     hidden = transformer_layer(config, layer, hidden, attention_bias(inputs["attention_mask"], hidden.dtype))
+    if not head:
+        return hidden, None, None
     probs = jax.nn.softmax(biaffine(exit, *exit_inputs(hidden, inputs, pooling)).astype(jnp.float32), axis=-1)
     return hidden, probs, kl_self_term(probs, inputs["lengths"]) if kl else None
 
@@ -410,27 +413,31 @@ class ContinuousBatch:
         host["slots"] = np.full(size, self.cap, np.int32)  # padding rows: slot C, written nowhere
         host["slots"][:n] = slots
         # e.g. fewer earlier tables than votes needed: no exit, no vote
-        probs, stop, count = self._call(m, host, vote=m >= min(self.earliest_stop, self.M - 1))
+        vote = m >= min(self.earliest_stop, self.M - 1)
+        probs, stop, count = self._call(m, host, vote=vote, head=vote or self.history or self.ensemble)
         self.stats._count(n, size)
-        probs, stop, count = probs[:n], stop[:n], count[:n]
-        self._exit_or_requeue(m, slots, probs, stop, count)
+        probs = None if probs is None else probs[:n]
+        self._exit_or_requeue(m, slots, probs, stop[:n], count[:n])
 
-    def _call(self, m: int, host: dict[str, np.ndarray], *, vote: bool):
-        """Layer m, its exit and vote on the padded rows ``host`` (inputs and ``slots``; slot C is
-        padding); the pools written in place. Returns numpy ``(probs [B', L, L, K], stop [B'], count [B'])``."""
+    def _call(self, m: int, host: dict[str, np.ndarray], *, vote: bool, head: bool = True):
+        """Layer m, its exit (``head``) and vote on the padded rows ``host`` (inputs and ``slots``;
+        slot C is padding); the pools written in place. Returns numpy ``(probs [B', L, L, K] or
+        None without the head, stop [B'], count [B'])``."""
         size = len(host["slots"])
         inputs = jax.device_put(host)
         ids = inputs.pop("slots")
         hidden, probs, kl_m = pool_layer_step(self.config, self.embeddings, self.model["encoder"]["layers"][m],
                                               self.model["exits"][m], self.pool, ids, inputs, pooling=self.pooling,
-                                              start=m == 0, kl=self.kl is not None)
+                                              start=m == 0, kl=self.kl is not None, head=head or vote)
         if vote:
             stop, count = pool_vote_step(self.policy, self.tables, self.kl, ids, probs, inputs["lengths"], self.knobs,
                                          m=m, num_layers=self.M)
         else:
             stop, count = np.zeros(size, bool), np.zeros(size, np.int32)
         if m < self.M - 1:  # every row's state, exited or not: a freed slot is rewritten before it is read
-            self.pool, self.tables, self.kl = pool_write(self.pool, self.tables, self.kl, ids, hidden, probs, kl_m,
+            # probs only where a table pool reads them: one pool_write program with or without the head
+            self.pool, self.tables, self.kl = pool_write(self.pool, self.tables, self.kl, ids, hidden,
+                                                         probs if self.tables is not None else None, kl_m,
                                                          np.int32(m))
         return jax.device_get((probs, stop, count))
 
@@ -446,6 +453,10 @@ class ContinuousBatch:
             for m in range(self.M):
                 self._call(m, dict(host), vote=True)
                 calls += 1
+            if not (self.history or self.ensemble):  # layers below a budget run without their exit
+                for m in range(min(2, self.M - 1)):
+                    self._call(m, dict(host), vote=False, head=False)
+                    calls += 1
         return calls
 
     def _exit_or_requeue(self, m: int, slots: np.ndarray, probs: np.ndarray, stop: np.ndarray,

@@ -216,18 +216,21 @@ class ContinuousBatcher(MicroBatcher):
     order), then runs one layer call of every busy batch (round robin; in a batch a full batch of
     one layer first, else the queue whose first sentence has waited longest): so no request
     waits for another's batch to finish, a sentence that exits stops costing compute, and a
-    request is answered when its last sentence exits. Where streaming gains nothing it runs the
-    request in micro-batches through ``Predictor.run_batch`` as ``MicroBatcher`` does: policies
-    whose exit is fixed (``full``, ``budget``: every sentence exits at one layer), a request's
-    own policy that is not on the ladder (its knobs would need batches of their own), and
-    requests with a row past the warmed continuous shapes (``stream_subwords``: the pools grow
-    as L^2). ``queued`` counts the sentences not yet answered (waiting or in flight), which
+    request is answered when its last sentence exits. Every ladder rung streams, fixed budgets
+    included: a budget rung run in micro-batches of whatever arrived in one round (often one
+    sentence) had less capacity than the VEE rung above it, so stepping down under load made the
+    queue worse; streamed, a budget's layers below its exit skip the exit (``earliest_stop``).
+    The rest runs in micro-batches through ``Predictor.run_batch`` as ``MicroBatcher`` does: a
+    request's own policy that is not on the ladder (its knobs would need batches of their own),
+    and requests with a row past the warmed continuous shapes (``stream_subwords``: the pools
+    grow as L^2). ``queued`` counts the sentences not yet answered (waiting or in flight), which
     ``max_queue`` bounds.
     """
 
     def __init__(self, predictor: Predictor, ladder: Sequence[Level], controller: DepthController,
                  metrics: Metrics, *, max_queue: int = 256, tick_s: float = 0.1, clock=time.perf_counter,
-                 stream_subwords: int = 96, cap: int | None = None, max_idle_batches: int = 8, **_):
+                 stream_subwords: int = 96, cap: int | None = None, max_idle_batches: int = 8,
+                 observe_s: float = 0.025, **_):
         super().__init__(predictor, ladder, controller, metrics, max_wait_ms=0.0, max_queue=max_queue, tick_s=tick_s,
                          clock=clock)
         from ..batched import BatchStats, batch_sizes
@@ -239,6 +242,12 @@ class ContinuousBatcher(MicroBatcher):
         self.sizes = batch_sizes(predictor.batch_size)
         self.cap = cap or 2 * predictor.batch_size
         self.max_idle_batches = max_idle_batches
+        # A round is one layer call per busy batch (a few ms): observed every round, the
+        # controller's cooldown and hold (counted in observations) passed before a step showed
+        # in the latencies, and the level swung from top to bottom and back. Observed at most
+        # every observe_s, about one micro-batch's time, as the MicroBatcher observes.
+        self.observe_s = observe_s
+        self._observed = -math.inf
         self.stats = BatchStats()
         self.batches: dict[tuple[Policy, int], Any] = {}  # (policy, T) -> ContinuousBatch, least recently used first
         self._waiting: collections.deque[tuple[Job, int, tuple[Policy, int]]] = collections.deque()
@@ -250,8 +259,7 @@ class ContinuousBatcher(MicroBatcher):
         """Whether ``job`` runs in the continuous batches under ``policy`` (see the class docstring)."""
         from ..data.features import SUBWORD_BUCKETS, bucket
 
-        M = self.predictor.num_layers
-        return (policy in self._level_of and policy.fixed_exit(M, policy.knobs()) is None
+        return (policy in self._level_of
                 and all(bucket(len(e.input_ids), SUBWORD_BUCKETS) <= self.stream_limit for e in job.encoded))
 
     def stream_shapes(self) -> list[tuple[int, int]]:
@@ -270,13 +278,19 @@ class ContinuousBatcher(MicroBatcher):
 
         if max_subwords:
             self.stream_limit = min(self.stream_limit, bucket(min(max_subwords, SUBWORD_BUCKETS[-1]), SUBWORD_BUCKETS))
-        M = self.predictor.num_layers
         programs: dict[Policy, Policy] = {}
         for lv in self.ladder:
-            if lv.policy.fixed_exit(M, lv.policy.knobs()) is None:
-                programs.setdefault(self.predictor.program(lv.policy), lv.policy)
+            programs.setdefault(self.predictor.program(lv.policy), lv.policy)
         return [lambda p=p, shape=shape: self._batch(p, shape).warm_up(self.predictor.spec.casing)
                 for p in programs.values() for shape in self.stream_shapes()]
+
+    def observe(self) -> int:
+        """``MicroBatcher.observe`` at most every ``observe_s`` seconds; else the level in force."""
+        now = self.clock()
+        if now - self._observed < self.observe_s:
+            return self.controller.level
+        self._observed = now
+        return super().observe()
 
     def _batch(self, policy: Policy, shape: tuple[int, int]):
         """The continuous batch of ``policy`` and ``shape`` (made on first use; most recently used last)."""
