@@ -101,6 +101,9 @@ def summarize(records: Sequence[dict[str, Any]], rate: float, elapsed: float, mo
             "rejected_503": sum(r["status"] == 503 for r in records),
             "rejected_without_retry_after": sum(r["status"] == 503 and not r.get("retry_after") for r in records),
             "other": sum(r["status"] not in (200, 503) for r in records),
+            # what the "other" requests got (a status, or the client's error), to tell why
+            "other_errors": sorted({str(r.get("error") or r["status"]) for r in records
+                                    if r["status"] not in (200, 503)})[:5],
             "throughput_rps": len(ok) / elapsed if elapsed > 0 else 0.0,
             "p50_ms": percentile(lat, 50), "p95_ms": percentile(lat, 95), "p99_ms": percentile(lat, 99),
             "avg_exit_layer": sum(exits) / len(exits) if exits else None,

@@ -118,6 +118,8 @@ def test_batcher_steps_down_with_its_queue_and_refuses_past_max_queue():
     assert (level, policy) == (1, BudgetPolicy(2))
     _, policy, level = b._take()  # 12 queued: still pressure
     assert (level, policy) == (2, BudgetPolicy(1))
+    with pytest.raises(Overloaded, match="past the 50 ms latency target"):  # the shallowest rung, 6 x 10 ms
+        b.submit(Job([0], None, 0.0))
     _, _, level = b._take()  # 6 queued = 60 ms, still over 50 ms: the bottom rung holds
     assert level == 2
     assert [b.observe() for _ in range(4)] == [2, 1, 1, 0]  # idle ticks: calm, back up

@@ -320,10 +320,15 @@ class ContinuousBatch:
         self.lengths = np.zeros(cap, np.int32)
         self.inputs: dict[str, np.ndarray] | None = None  # by slot, allocated at the first admission
         T, L = shape
-        self.pool = jnp.zeros((cap, T, config.hidden_size), config.jnp_dtype)
+        # Every array a call takes is committed to the weights' device: jit's cache keys on
+        # whether an argument is committed, and fresh uncommitted pools (a batch made again after
+        # ``max_idle_batches`` dropped it) compiled pool_write anew on the request path.
+        self.device = next(iter(jax.tree_util.tree_leaves(model["encoder"])[0].devices()))
+        zeros = lambda shape, dtype: jax.device_put(jnp.zeros(shape, dtype), self.device)
+        self.pool = zeros((cap, T, config.hidden_size), config.jnp_dtype)
         E = max(self.M - 1, 1)  # layer m's table waits for the votes of layers m+1..M-1
-        self.tables = jnp.zeros((E, cap, L, L, self.K), jnp.float32) if self.history else None
-        self.kl = jnp.zeros((E, cap), jnp.float32) if self.history and step_policy.history_kl else None
+        self.tables = zeros((E, cap, L, L, self.K), jnp.float32) if self.history else None
+        self.kl = zeros((E, cap), jnp.float32) if self.history and step_policy.history_kl else None
         self.acc = np.zeros((cap, L, L, self.K), np.float32) if ensemble else None
         self.queues: list[list[int]] = [[] for _ in range(self.M)]  # slots whose next layer is m
         # oldest_first (the service): past a full batch, run the queue whose head has waited
@@ -424,7 +429,7 @@ class ContinuousBatch:
         slot C is padding); the pools written in place. Returns numpy ``(probs [B', L, L, K] or
         None without the head, stop [B'], count [B'])``."""
         size = len(host["slots"])
-        inputs = jax.device_put(host)
+        inputs = jax.device_put(host, self.device)
         ids = inputs.pop("slots")
         hidden, probs, kl_m = pool_layer_step(self.config, self.embeddings, self.model["encoder"]["layers"][m],
                                               self.model["exits"][m], self.pool, ids, inputs, pooling=self.pooling,

@@ -27,10 +27,11 @@ log = logging.getLogger("vee_jax")
 
 
 class Overloaded(Exception):
-    """The queue is full: answer 503 with ``Retry-After: retry_after_s``."""
+    """The queue is full, or a new request would wait past the latency target: answer 503 with
+    ``Retry-After: retry_after_s``."""
 
-    def __init__(self, retry_after_s: int):
-        super().__init__(f"the queue is full; retry after {retry_after_s} s")
+    def __init__(self, retry_after_s: int, reason: str = "the queue is full"):
+        super().__init__(f"{reason}; retry after {retry_after_s} s")
         self.retry_after_s = retry_after_s
 
 
@@ -102,13 +103,25 @@ class MicroBatcher:
             if self._stop:
                 raise Overloaded(1)
             n = len(job.encoded)
-            if self._rows + n > self.max_queue:
+            full, late = self._rows + n > self.max_queue, self._past_target()
+            if full or late:
                 ms = self.ms_per_sentence.get(self.controller.level, 50.0)
-                raise Overloaded(max(1, math.ceil(self._rows * ms / 1e3)))
+                raise Overloaded(max(1, math.ceil(self._rows * ms / 1e3)), "the queue is full" if full else
+                                 f"the queue would wait past the {self.controller.target_ms:g} ms latency target")
             self._queue.append(job)
             self._rows += n
             self._cv.notify()
         return job
+
+    def _past_target(self) -> bool:
+        """Whether a new request would wait past the latency target with the shallowest rung in
+        force: then it is refused at once (503 with Retry-After) rather than answered late, so
+        that the p95 of what is answered holds the target up to the service's capacity."""
+        c = self.controller
+        if c.target_ms is None or c.level < c.num_levels - 1:
+            return False  # no target, or a shallower rung is left to step down to
+        ms = self.ms_per_sentence.get(c.level)
+        return ms is not None and self._rows * ms > c.target_ms
 
     def start(self) -> None:
         self._stop = False
