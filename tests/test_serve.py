@@ -37,6 +37,27 @@ def test_controller_lowers_depth_under_a_queue_and_restores_it():
     assert (ctrl.steps_down, ctrl.steps_up) == (3, 3)
 
 
+def test_controller_steps_up_only_with_headroom_above():
+    """Calm, but the deeper rung (12 ms a sentence) could not carry 80 sentences/s at 70% of the
+    worker (0.96 > 0.7): the level holds; at 50/s (0.6) it steps up. Unknown rate or cost: up."""
+    ctrl = DepthController(num_levels=3, target_ms=100, cooldown=1, hold=2, level=2)
+    assert [ctrl.observe(0, None, 5.0, 80.0, 12.0) for _ in range(4)] == [2, 2, 2, 2]
+    assert [ctrl.observe(0, None, 5.0, 50.0, 12.0) for _ in range(2)] == [1, 1]  # calm long enough already
+    assert [ctrl.observe(0, None, 5.0, 80.0, None) for _ in range(2)] == [0, 0]
+    with pytest.raises(ValueError, match="max_utilisation"):
+        DepthController(num_levels=2, max_utilisation=0)
+
+
+def test_rate_window_counts_the_last_seconds():
+    from vee_jax.serving import RateWindow
+
+    w = RateWindow(seconds=2.0)
+    for t in range(10):
+        w.add(t * 0.5, 3)  # 6 sentences a second, until t = 4.5
+    assert w.per_s(4.5) == pytest.approx(6.0 * 5 / 4)  # 4.5 - 2 < t: 2.5, 3, ..., 4.5 = 5 samples in 2 s
+    assert w.per_s(10.0) == 0.0
+
+
 def test_controller_reacts_to_p95_and_is_off_without_target():
     ctrl = DepthController(num_levels=3, target_ms=100, cooldown=1, hold=2)
     assert _drive(ctrl, [0, 0], p95=150.0) == [1, 2]  # slow answers with an empty queue: still too slow
@@ -118,8 +139,8 @@ def test_batcher_steps_down_with_its_queue_and_refuses_past_max_queue():
     assert (level, policy) == (1, BudgetPolicy(2))
     _, policy, level = b._take()  # 12 queued: still pressure
     assert (level, policy) == (2, BudgetPolicy(1))
-    with pytest.raises(Overloaded, match="past the 50 ms latency target"):  # the shallowest rung, 6 x 10 ms
-        b.submit(Job([0], None, 0.0))
+    with pytest.raises(Overloaded, match="within the 50 ms latency target"):  # the shallowest rung: 6 x 10 ms
+        b.submit(Job([0], None, 0.0))  # of queue > half the target
     _, _, level = b._take()  # 6 queued = 60 ms, still over 50 ms: the bottom rung holds
     assert level == 2
     assert [b.observe() for _ in range(4)] == [2, 1, 1, 0]  # idle ticks: calm, back up

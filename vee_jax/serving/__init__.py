@@ -12,7 +12,7 @@
 
 from .app import create_app
 from .batcher import ContinuousBatcher, Job, MicroBatcher, Overloaded
-from .controller import DepthController, LatencyWindow
+from .controller import DepthController, LatencyWindow, RateWindow
 from .ladder import Level, default_ladder, ladder_from_sweep, load_ladder
 from .metrics import LATENCY_BUCKETS, Metrics, ServiceState
 from .schemas import (BodyLimit, DocumentEntityOut, DocumentOut, DocumentsRequest, DocumentsResponse, EntityOut,
@@ -20,7 +20,7 @@ from .schemas import (BodyLimit, DocumentEntityOut, DocumentOut, DocumentsReques
 from .warmup import WarmUp, describe_program, program_text
 
 __all__ = ["LATENCY_BUCKETS", "BodyLimit", "ContinuousBatcher", "DepthController", "DocumentEntityOut", "DocumentOut", "DocumentsRequest",
-           "DocumentsResponse", "EntityOut", "ErrorOut", "Job", "LatencyWindow", "Level", "Limits",
+           "DocumentsResponse", "EntityOut", "ErrorOut", "Job", "LatencyWindow", "Level", "Limits", "RateWindow",
            "Metrics", "MicroBatcher", "NerRequest", "NerResponse", "Overloaded", "ResultOut", "SentenceOut", "ServiceState",
            "WarmUp", "create_app", "default_ladder", "describe_program", "ladder_from_sweep", "load_ladder",
            "policy_models", "program_text", "request_models"]

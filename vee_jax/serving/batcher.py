@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from ..policies import Policy
 from ..predict import Predictor
-from .controller import DepthController, LatencyWindow
+from .controller import DepthController, LatencyWindow, RateWindow
 from .ladder import Level
 from .metrics import Metrics
 
@@ -72,6 +72,7 @@ class MicroBatcher:
         self.max_queue, self.tick_s = max_queue, tick_s
         self.clock = clock
         self.latency = LatencyWindow()
+        self.arrivals = RateWindow()
         self.ms_per_sentence: dict[int, float] = {}  # EWMA per level (batch time / sentences)
         self._queue: collections.deque[Job] = collections.deque()
         self._rows = 0
@@ -91,8 +92,9 @@ class MicroBatcher:
 
     def observe(self) -> int:
         """Feed the controller the current load; the level for the next batch."""
-        lvl = self.controller.level
-        return self.controller.observe(self._rows, self.latency.p95(self.clock()), self.ms_per_sentence.get(lvl))
+        lvl, now = self.controller.level, self.clock()
+        return self.controller.observe(self._rows, self.latency.p95(now), self.ms_per_sentence.get(lvl),
+                                       self.arrivals.per_s(now), self.ms_per_sentence.get(lvl - 1))
 
     # --- requests -------------------------------------------------------------------------
     def submit(self, job: Job) -> Job:
@@ -103,25 +105,29 @@ class MicroBatcher:
             if self._stop:
                 raise Overloaded(1)
             n = len(job.encoded)
+            self.arrivals.add(self.clock(), n)  # refused ones too: the demand, not what was let in
             full, late = self._rows + n > self.max_queue, self._past_target()
             if full or late:
                 ms = self.ms_per_sentence.get(self.controller.level, 50.0)
                 raise Overloaded(max(1, math.ceil(self._rows * ms / 1e3)), "the queue is full" if full else
-                                 f"the queue would wait past the {self.controller.target_ms:g} ms latency target")
+                                 f"the queue is too long to answer within the {self.controller.target_ms:g} ms latency target")
             self._queue.append(job)
             self._rows += n
             self._cv.notify()
         return job
 
     def _past_target(self) -> bool:
-        """Whether a new request would wait past the latency target with the shallowest rung in
-        force: then it is refused at once (503 with Retry-After) rather than answered late, so
-        that the p95 of what is answered holds the target up to the service's capacity."""
+        """Whether a new request would wait too long with the shallowest rung in force: then it is
+        refused at once (503 with Retry-After) rather than answered late, so that the p95 of what
+        is answered holds the target up to the service's capacity. Too long: the queue's expected
+        wait past ``restore_fraction`` of the target (half), which leaves the other half for the
+        request's own layers, its tokenisation and HTTP (a wait of the whole target answered
+        0-40% past it in the load test)."""
         c = self.controller
         if c.target_ms is None or c.level < c.num_levels - 1:
             return False  # no target, or a shallower rung is left to step down to
         ms = self.ms_per_sentence.get(c.level)
-        return ms is not None and self._rows * ms > c.target_ms
+        return ms is not None and self._rows * ms > c.restore_fraction * c.target_ms
 
     def start(self) -> None:
         self._stop = False
@@ -261,6 +267,7 @@ class ContinuousBatcher(MicroBatcher):
         # every observe_s, about one micro-batch's time, as the MicroBatcher observes.
         self.observe_s = observe_s
         self._observed = -math.inf
+        self.slow_round_s = 0.25  # a round past this is logged (a round is a few ms)
         self.stats = BatchStats()
         self.batches: dict[tuple[Policy, int], Any] = {}  # (policy, T) -> ContinuousBatch, least recently used first
         self._waiting: collections.deque[tuple[Job, int, tuple[Policy, int]]] = collections.deque()
@@ -328,8 +335,12 @@ class ContinuousBatcher(MicroBatcher):
             got = self._take_all()
             if got is None:
                 return
+            t0 = self.clock()
             try:
                 self._round(got)
+                if self.clock() - t0 > self.slow_round_s:
+                    log.warning("a slow round: %.0f ms (%d requests taken, %d sentences waiting for a slot, %d batches)",
+                                1e3 * (self.clock() - t0), len(got), len(self._waiting), len(self.batches))
             except Exception as e:  # answered 500; the worker and the service go on
                 log.exception("the continuous batcher's round failed")
                 self._fail_all(e, [job for job, _, _ in got])
