@@ -7,7 +7,8 @@ once for every executable it builds: compiled by XLA, or read from the persisten
 * ``count()``: programs XLA compiled in this process (builds less cache hits): what makes a
   request wait seconds, whatever jitted function, shape or static argument caused it;
 * ``cache_hits()``: programs read from the persistent cache instead (``commands.common
-  .enable_compilation_cache``; programs that compiled in under a second are not written there).
+  .enable_compilation_cache``; programs that compiled in under its minimum, a second except for
+  serve.py, are not written there).
 
 The listeners are registered once, when this module is first imported, and count for the whole
 process (every thread, every jitted function: the engine, and JAX's own small helpers).

@@ -58,12 +58,14 @@ def parse(fv: flags.FlagValues, prog: str, description: str, argv: Sequence[str]
 
 
 def begin(fv: flags.FlagValues, prog: str, description: str, argv: Sequence[str] | None, *,
-          positional: bool = False, keep_memory: bool = True, quiet_flag: str | None = None) -> list[str]:
+          positional: bool = False, keep_memory: bool = True, quiet_flag: str | None = None,
+          cache_min_compile_secs: float = 1.0) -> list[str]:
     """A command's start: its flags parsed (``parse``), the process settings made, the positional arguments.
 
     ``positional``: whether arguments besides flags are allowed; ``keep_memory``: tune glibc's
     malloc for many jitted calls on large batches (``allocator.keep_freed_memory``; train.py
-    leaves it alone); ``quiet_flag``: the name of the flag that silences the log.
+    leaves it alone); ``quiet_flag``: the name of the flag that silences the log;
+    ``cache_min_compile_secs``: programs that compiled faster are not written to the persistent cache.
     """
     rest = parse(fv, prog, description, argv)
     if rest and not positional:
@@ -73,6 +75,7 @@ def begin(fv: flags.FlagValues, prog: str, description: str, argv: Sequence[str]
 
         keep_freed_memory()  # no page faults at each jitted call on large batches (allocator.py)
     setup_logging(quiet=bool(fv[quiet_flag].value) if quiet_flag else False)
+    enable_compilation_cache(cache_min_compile_secs)
     return rest
 
 
@@ -96,8 +99,7 @@ def define_policy_flags(fv: flags.FlagValues, strategy_help: str) -> None:
 
 
 def setup_logging(quiet: bool = False) -> None:
-    """Log lines with a time stamp; quiet: warnings only. Turns on JAX's compilation cache too."""
-    enable_compilation_cache()
+    """Log lines with a time stamp; quiet: warnings only."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("absl", "orbax", "jax._src"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -115,14 +117,16 @@ def skip_disk_full(record: logging.LogRecord) -> bool:
     return not ((exc is not None and is_disk_full(exc)) or "No space left on device" in record.getMessage())
 
 
-def enable_compilation_cache() -> None:
+def enable_compilation_cache(min_compile_secs: float = 1.0) -> None:
     """Keep compiled steps on disk (JAX's persistent cache) so that a second run skips compiling.
 
     ``VEE_JAX_XLA_CACHE`` sets the folder (default ``~/.cache/vee_jax/xla``); ``none`` disables it.
+    ``min_compile_secs``: programs that compiled faster are not written (JAX's default, 1 s, keeps
+    the engine's large programs; serve.py passes 0 for its hundreds of small layer calls).
     """
     import jax
 
     where = os.environ.get("VEE_JAX_XLA_CACHE", str(Path.home() / ".cache" / "vee_jax" / "xla"))
     if where.lower() != "none" and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         jax.config.update("jax_compilation_cache_dir", where)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_secs)

@@ -104,7 +104,9 @@ def read_api_key(path: str | None, environ=os.environ) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     fv = define_flags()
-    begin(fv, "serve.py", DESCRIPTION, argv)
+    # Every program to the persistent cache, the small layer calls too (hundreds, each well under
+    # a second): a later start reads them instead of compiling (bench/serve_startup.py).
+    begin(fv, "serve.py", DESCRIPTION, argv, cache_min_compile_secs=0.0)
     log = logging.getLogger("vee_jax")
     from ..paths import display_path
     from ..policies import policy_from_input
