@@ -255,6 +255,44 @@ def levers() -> str:
 levers.source = "results/levers/levers.json"
 
 
+def seeds() -> str:
+    """scripts/seeds.py: last-exit test F1 and the Table 1 rows, mean and standard deviation over seeds."""
+    d = _load("results/seeds/seeds.json")
+
+    def ms(x: dict | None, scale: float = 100.0, digits: int = 2) -> str:
+        if x is None:
+            return ""
+        sd = f" +- {scale * x['std']:.{digits}f}" if x["std"] is not None else ""
+        return f"{scale * x['mean']:.{digits}f}{sd}"
+    rows = []
+    for r in d.values():
+        seeds = ", ".join(map(str, r["seeds_done"])) or "none"
+        rows.append([r["data"], r["recipe"], seeds, "last exit (all layers)", ms(r["test_f1_last_exit"]), "6"])
+        for method, cells in (r.get("table1") or {}).get("rows", {}).items():
+            if method == "full model":
+                continue
+            for target, c in cells.items():
+                rows.append([r["data"], "", seeds, f"{method}, target <= {target}", ms(c["f1"]),
+                             ms(c["avg_exit_layer"], 1.0)])
+    return _table(["data", "recipe", "seeds", "row", "test F1 x 100 (mean +- sd)", "test avg exit layer"], rows)
+
+
+seeds.source = "results/seeds/seeds.json"
+
+
+def msra() -> str:
+    """The MSRA floor: test F1 at every exit and the [UNK] rate of MiniLM's vocabulary on the data."""
+    per = _load("results/msra/test_per_exit.json")["per_exit"]
+    unk = _load("results/msra/unk.json")
+    rows = [[e["exit"], f"{e['precision']:.4f}", f"{e['recall']:.4f}", f"{e['f1']:.4f}"] for e in per]
+    return (_table(["exit", "precision", "recall", "F1"], rows)
+            + f"\n[UNK] subwords with MiniLM's vocabulary: {unk['train_unk_percent']:.1f}% of train, "
+              f"{unk['test_unk_percent']:.1f}% of test.\n")
+
+
+msra.source = "results/msra/test_per_exit.json"
+
+
 def precision() -> str:
     """bench/precision.py: the JAX full model in float32, bfloat16 and with int8 dense layers."""
     path = ROOT / "bench/results/precision_cpu.json"
@@ -314,6 +352,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "levers": levers,
     "precision": precision,
     "precision_hlo": precision_hlo,
+    "seeds": seeds,
+    "msra": msra,
 }
 
 

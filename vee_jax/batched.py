@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from collections import Counter
 from typing import Any, Sequence
 
@@ -305,7 +306,7 @@ class ContinuousBatch:
     """
 
     def __init__(self, config, model, shape, step_policy, knobs, ensemble, pooling, batch_size, sizes, stats,
-                 on_exit, *, cap: int, earliest_stop: int = 0, oldest_first: bool = False):
+                 on_exit, *, cap: int, earliest_stop: int = 0, oldest_first: bool = False, ticks=None):
         self.config, self.model, self.policy, self.knobs = config, model, step_policy, knobs
         self.ensemble, self.pooling, self.B, self.sizes = ensemble, pooling, batch_size, sizes
         self.stats, self.on_exit = stats, on_exit
@@ -335,7 +336,8 @@ class ContinuousBatch:
         # longest, so that a sentence never waits for its queue to fill while arrivals keep coming.
         self.oldest_first = oldest_first
         self.since = np.zeros(cap, np.int64)  # when each slot joined its queue (a counter)
-        self._tick = 0
+        # ticks: a counter shared by several batches (the service), so that their waits compare
+        self._ticks = ticks if ticks is not None else itertools.count()
         # What ``embed`` reads: not the layers (fewer arguments to hand over at every call).
         self.embeddings = {k: v for k, v in model["encoder"].items() if k != "layers"}
 
@@ -378,8 +380,7 @@ class ContinuousBatch:
 
     def _queue(self, m: int, slots) -> None:
         self.queues[m].extend(slots)
-        self.since[list(slots)] = self._tick
-        self._tick += 1
+        self.since[list(slots)] = next(self._ticks)
 
     def next_layer(self) -> int:
         """The layer the rule runs next: (1) the deepest queue past layer 1 holding a full batch,
@@ -395,6 +396,10 @@ class ContinuousBatch:
         if q[0]:
             return 0
         return next(m for m in range(self.M) if q[m])
+
+    def oldest(self) -> int:
+        """The tick at which the longest-waiting sentence joined its queue (only when ``busy``)."""
+        return min(self.since[q[0]] for q in self.queues if q)
 
     def step(self) -> None:
         """One layer call: up to ``batch_size`` sentences of the queue ``next_layer`` names."""

@@ -146,15 +146,7 @@ def format_report(title: str, secs: list[Section], notes: list[str]) -> str:
 
 def subword_section(sentences: Sequence[Sentence], tokenizer, max_subwords: int = 512) -> tuple[Section, list[str]]:
     """Subword statistics with the model's tokenizer: lengths, [UNK] words, sentences over the limit."""
-    from ..windows import sentence_rows
-    from .features import encode_sentences
-
-    labels = sorted({t for s in sentences for _, _, t in s.spans})
-    encoded, rep = encode_sentences(sentences, tokenizer, labels, max_subwords)
-    pieces = [_sentence_pieces([encoded[r] for r in g]) for g in sentence_rows([e.offset for e in encoded])]
-    lengths = [2 + sum(len(p) for p in ps) for ps in pieces]
-    unk = sum(int((p == tokenizer.unk_token_id).sum()) for ps in pieces for p in ps)
-    total = max(sum(lengths) - 2 * len(pieces), 1)
+    lengths, unk, total, rep = subword_counts(sentences, tokenizer, max_subwords)
     rows = [
         ("tokenizer", str(tokenizer.name_or_path)),
         ("subwords per sentence (+[CLS],[SEP])", _pct(percentiles(lengths))),
@@ -169,6 +161,20 @@ def subword_section(sentences: Sequence[Sentence], tokenizer, max_subwords: int 
         notes.append(f"{100 * unk / total:.0f}% of subwords are [UNK]: this tokenizer does not cover the "
                      "data's characters well (use a backbone whose vocabulary does)")
     return ("Subwords", rows), notes
+
+
+def subword_counts(sentences: Sequence[Sentence], tokenizer, max_subwords: int = 512):
+    """``(subwords per sentence with [CLS] and [SEP], [UNK] subwords, subwords, EncodeReport)``;
+    a windowed sentence's overlapping windows counted once."""
+    from ..windows import sentence_rows
+    from .features import encode_sentences
+
+    labels = sorted({t for s in sentences for _, _, t in s.spans})
+    encoded, rep = encode_sentences(sentences, tokenizer, labels, max_subwords)
+    pieces = [_sentence_pieces([encoded[r] for r in g]) for g in sentence_rows([e.offset for e in encoded])]
+    lengths = [2 + sum(len(p) for p in ps) for ps in pieces]
+    unk = sum(int((p == tokenizer.unk_token_id).sum()) for ps in pieces for p in ps)
+    return lengths, unk, max(sum(lengths) - 2 * len(pieces), 1), rep
 
 
 def _sentence_pieces(rows) -> list[np.ndarray]:
