@@ -66,7 +66,10 @@ async def run_rate(url: str, rate: float, seconds: float, max_requests: int, tex
 
     rng = random.Random(seed)
     tasks = []
-    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
+    # Idle connections expire here before uvicorn closes them (its keep-alive timeout is 5 s, as
+    # httpx's default expiry): with both at 5 s a request could go out on a connection the server
+    # was closing, and came back as ReadError('') ("other") after a stall.
+    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200, keepalive_expiry=2.0)
     async with httpx.AsyncClient(limits=limits) as client:
         start = time.perf_counter()
         t = 0.0
