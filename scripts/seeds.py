@@ -25,6 +25,8 @@ OUT = ROOT / "results" / "seeds"
 RECIPES = {
     "demo": ("GENIA sample (demo)", "configs/demo.py, 5 epochs",
              {0: "demo", 1: "demo_seed1", 2: "demo_seed2"}),
+    "demo_casing": ("GENIA sample (demo)", "configs/demo.py, 5 epochs, casing feature (model.casing=True)",
+                    {0: "demo_casing_seed0", 1: "demo_casing_seed1", 2: "demo_casing_seed2"}),
     "conll03_long": ("CoNLL-2003", "configs/conll03.py, casing feature, up to 10 epochs, early stopping after 2",
                      {0: "conll03_long", 1: "conll03_long_seed1", 2: "conll03_long_seed2"}),
 }

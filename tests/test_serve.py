@@ -127,6 +127,16 @@ def test_batcher_takes_whole_requests_and_the_controllers_policy():
         b.submit(Job([0] * 9, None, 0.0))
 
 
+def test_batcher_admits_the_jobs_of_one_request_all_or_none():
+    b = _batcher(max_queue=8)
+    with pytest.raises(Overloaded, match="queue is full"):
+        b.submit_all([Job([0] * 5, None, 0.0), Job([0] * 5, None, 0.0)])  # 10 > 8: neither queued
+    assert b.queued == 0 and not b._queue
+    b.submit_all([Job([0] * 4, None, 0.0), Job([0] * 4, None, 0.0)])
+    assert b.queued == 8
+    b.submit_all([])  # an empty document: nothing to queue, nothing refused
+
+
 def test_batcher_steps_down_with_its_queue_and_refuses_past_max_queue():
     b = _batcher(target_ms=50, max_queue=20)
     b.ms_per_sentence = {0: 10.0, 1: 10.0, 2: 10.0}

@@ -129,4 +129,4 @@ def enable_compilation_cache(min_compile_secs: float = 1.0) -> None:
     where = os.environ.get("VEE_JAX_XLA_CACHE", str(Path.home() / ".cache" / "vee_jax" / "xla"))
     if where.lower() != "none" and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         jax.config.update("jax_compilation_cache_dir", where)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_secs)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_secs)  # whoever set the folder

@@ -213,13 +213,17 @@ def _jobs(encoded: Sequence, rows: int) -> list[list]:
 SCHEDULERS = {"continuous": ContinuousBatcher, "micro": MicroBatcher}
 
 
-async def _answer(batcher: MicroBatcher, job: Job) -> None:
-    """Queue ``job`` and wait (without blocking the event loop) until the worker has run it."""
+async def _answer(batcher: MicroBatcher, *jobs: Job) -> None:
+    """Queue ``jobs`` (all or none: ``submit_all``) and wait, without blocking the event loop,
+    until the worker has run them all."""
     loop = asyncio.get_running_loop()
-    fut = loop.create_future()
-    job.callback = lambda: loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(None))
-    batcher.submit(job)
-    await fut
+    futs = []
+    for job in jobs:
+        fut = loop.create_future()
+        job.callback = lambda fut=fut: loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(None))
+        futs.append(fut)
+    batcher.submit_all(jobs)
+    await asyncio.gather(*futs)
 
 
 def create_app(predictor: Predictor, *, ladder: Sequence[Level] | None = None, target_p95_ms: float | None = None,
@@ -319,7 +323,7 @@ def create_app(predictor: Predictor, *, ladder: Sequence[Level] | None = None, t
             level, policy = batcher.current()
         jobs = [Job(part, policy, batcher.clock()) for part in _jobs(encoded, rows)]
         try:
-            await asyncio.gather(*(_answer(batcher, j) for j in jobs))
+            await _answer(batcher, *jobs)  # a document is admitted whole, or refused whole
         except Overloaded as e:
             return JSONResponse({"detail": str(e)}, status_code=503, headers={"Retry-After": str(e.retry_after_s)})
         if any(isinstance(j.error, Overloaded) for j in jobs):

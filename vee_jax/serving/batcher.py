@@ -1,10 +1,12 @@
-"""The micro-batcher: one queue, one worker thread, batches run under the controller's policy.
+"""The batchers: one queue, one worker thread, batches run under the controller's policy.
 
 Requests wait in one queue; the worker takes whole requests in arrival order into a micro-batch of
 at most the predictor's ``batch_size`` sentences (waiting at most ``max_wait_ms`` for company),
 asks the ``DepthController`` for the level when the batch is dispatched, and runs it through the
-engine (``Predictor.run_batch``), where every sentence exits on its own. Nothing is dropped: a
-request is answered, or refused at once (``Overloaded``) when the queue is full.
+engine (``Predictor.run_batch``), where every sentence exits on its own; ``ContinuousBatcher``
+streams sentences through continuous batches instead. Nothing is dropped: a request is answered,
+or refused at once (``Overloaded``) when the queue is full or, at the shallowest rung of a
+latency target, too long to answer within it.
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ class MicroBatcher:
         self.latency = LatencyWindow()
         self.arrivals = RateWindow()
         self.ms_per_sentence: dict[int, float] = {}  # EWMA per level (batch time / sentences)
+        self._cost_at: dict[int, float] = {}  # when each level's cost was last updated
+        self.cost_max_age_s = 10.0
         self._queue: collections.deque[Job] = collections.deque()
         self._rows = 0
         self._cv = threading.Condition()
@@ -94,28 +98,42 @@ class MicroBatcher:
     def observe(self) -> int:
         """Feed the controller the current load; the level for the next batch."""
         lvl, now = self.controller.level, self.clock()
+        # The deeper rung's cost only while recent: measured under other load (a burst from idle
+        # runs nearly empty batches, dear per sentence), an old value could hold the level down
+        # for good; without it the controller may probe a step up, and steps back if it was wrong.
+        above = self.ms_per_sentence.get(lvl - 1)
+        if above is not None and now - self._cost_at.get(lvl - 1, -math.inf) > self.cost_max_age_s:
+            above = None
         return self.controller.observe(self._rows, self.latency.p95(now), self.ms_per_sentence.get(lvl),
-                                       self.arrivals.per_s(now), self.ms_per_sentence.get(lvl - 1))
+                                       self.arrivals.per_s(now), above)
 
     # --- requests -------------------------------------------------------------------------
     def submit(self, job: Job) -> Job:
         """Queue ``job`` (all its sentences go into one batch) or raise ``Overloaded``."""
-        if not 1 <= len(job.encoded) <= self.max_rows:
-            raise ValueError(f"a request holds 1..{self.max_rows} sentences (one batch), got {len(job.encoded)}")
+        self.submit_all([job])
+        return job
+
+    def submit_all(self, jobs: Sequence[Job]) -> None:
+        """Queue every job of one request, or none (raise ``Overloaded``): a document of several
+        jobs is not half run while its answer is a 503."""
+        if not jobs:
+            return
+        for job in jobs:
+            if not 1 <= len(job.encoded) <= self.max_rows:
+                raise ValueError(f"a request holds 1..{self.max_rows} sentences (one batch), got {len(job.encoded)}")
         with self._cv:
             if self._stop:
                 raise Overloaded(1)
-            n = len(job.encoded)
+            n = sum(len(job.encoded) for job in jobs)
             self.arrivals.add(self.clock(), n)  # refused ones too: the demand, not what was let in
             full, late = self._rows + n > self.max_queue, self._past_target()
             if full or late:
                 ms = self.ms_per_sentence.get(self.controller.level, 50.0)
                 raise Overloaded(max(1, math.ceil(self._rows * ms / 1e3)), "the queue is full" if full else
                                  f"the queue is too long to answer within the {self.controller.target_ms:g} ms latency target")
-            self._queue.append(job)
+            self._queue.extend(jobs)
             self._rows += n
             self._cv.notify()
-        return job
 
     def _past_target(self) -> bool:
         """Whether a new request would wait too long with the shallowest rung in force: then it is
@@ -186,6 +204,7 @@ class MicroBatcher:
                 ms = seconds * 1e3 / sum(len(j.encoded) for j in jobs)
                 old = self.ms_per_sentence.get(level)
                 self.ms_per_sentence[level] = ms if old is None else 0.8 * old + 0.2 * ms
+                self._cost_at[level] = self.clock()
 
     def warm_up_steps(self, max_subwords: int | None = None) -> list:
         """What the warm-up compiles beyond the whole-batch engine: nothing (micro-batches only)."""
@@ -262,7 +281,7 @@ class ContinuousBatcher(MicroBatcher):
         self.sizes = batch_sizes(predictor.batch_size)
         self.cap = cap or 2 * predictor.batch_size
         self.max_idle_batches = max_idle_batches
-        # A round is one layer call per busy batch (a few ms): observed every round, the
+        # A round is one layer call (a few ms): observed every round, the
         # controller's cooldown and hold (counted in observations) passed before a step showed
         # in the latencies, and the level swung from top to bottom and back. Observed at most
         # every observe_s, about one micro-batch's time, as the MicroBatcher observes.
@@ -325,9 +344,11 @@ class ContinuousBatcher(MicroBatcher):
             static, knobs = engine.traced_policy(policy)
             step_policy = dataclasses.replace(static, ensemble=False)  # the mean is taken on the host
             p = self.predictor
+            fixed = policy.fixed_exit(p.num_layers, policy.knobs())  # full, budget: no test before it
+            earliest = int(fixed) - 1 if fixed is not None else policy.earliest_stop()
             batch = ContinuousBatch(p.spec.bert, p.model, shape, step_policy, knobs, policy.ensemble, p.spec.pooling,
                                     p.batch_size, self.sizes, self.stats, self._on_exit, cap=self.cap,
-                                    earliest_stop=policy.earliest_stop(), oldest_first=True, ticks=self._ticks)
+                                    earliest_stop=earliest, oldest_first=True, ticks=self._ticks)
         self.batches[key] = batch
         return batch
 
@@ -427,7 +448,11 @@ class ContinuousBatcher(MicroBatcher):
         job.tables[r] = (table, layer)
         job.left -= 1
         if job.left == 0:
-            self._answer(job)
+            try:
+                self._answer(job)
+            except Exception as e:  # its slots are already free: answered here, or never
+                log.exception("answering a request failed")
+                self._answer_job(job, error=e)
 
     def _answer(self, job: Job) -> None:
         from ..windows import sentence_rows
@@ -435,8 +460,11 @@ class ContinuousBatcher(MicroBatcher):
         p = self.predictor
         results = [p.decide([job.encoded[r] for r in g], [job.tables[r] for r in g])
                    for g in sentence_rows([e.offset for e in job.encoded])]
-        self._work_done[job.level] += len(job.encoded)
-        self._cost(job.level)
+        # counted where the layer calls' time was (the rung of the batch), also for a request
+        # that named a rung's policy itself (level None) or a document job sent at the rung
+        rung = self._level_of.get(job.policy_used)
+        self._work_done[rung] += len(job.encoded)
+        self._cost(rung)
         self._answer_job(job, results=results, policy=job.policy_used, level=job.level)
         self.metrics.batch([x.exit_layer for x in results])
 
@@ -455,6 +483,7 @@ class ContinuousBatcher(MicroBatcher):
             ms = self._work_s[level] * 1e3 / self._work_done[level]
             old = self.ms_per_sentence.get(level)
             self.ms_per_sentence[level] = ms if old is None else 0.8 * old + 0.2 * ms
+            self._cost_at[level] = self.clock()
             self._work_s[level], self._work_done[level] = 0.0, 0
 
     def _micro_batches(self, jobs: Sequence[Job]) -> list[list[Job]]:
