@@ -438,7 +438,7 @@ class ContinuousBatch:
         ids = inputs.pop("slots")
         hidden, probs, kl_m = pool_layer_step(self.config, self.embeddings, self.model["encoder"]["layers"][m],
                                               self.model["exits"][m], self.pool, ids, inputs, pooling=self.pooling,
-                                              start=m == 0, kl=self.kl is not None, head=head or vote)
+                                              start=m == 0, kl=self.kl is not None, head=head)
         if vote:
             stop, count = pool_vote_step(self.policy, self.tables, self.kl, ids, probs, inputs["lengths"], self.knobs,
                                          m=m, num_layers=self.M)

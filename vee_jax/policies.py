@@ -310,9 +310,6 @@ class BudgetPolicy(Policy):
         if self.layer > num_layers:
             raise PolicyError(f"budget layer {self.layer} > the model's {num_layers} layers")
 
-    def earliest_stop(self) -> int:
-        return self.layer - 1  # no test can pass before the budget layer
-
     def fixed_exit(self, num_layers, knobs):
         return jnp.clip(knobs["layer"], 1, num_layers)
 

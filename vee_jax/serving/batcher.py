@@ -500,12 +500,12 @@ class ContinuousBatcher(MicroBatcher):
 
     def _run_whole(self, jobs: Sequence[Job], policy: Policy) -> None:
         """One micro-batch of whole jobs through ``Predictor.run_batch`` (``vee_infer``)."""
-        level = jobs[0].level
-        seconds = self._run_micro_batch(jobs, policy, level)
-        if seconds is not None:
-            self._work_s[level] += seconds
-            self._work_done[level] += sum(len(j.encoded) for j in jobs)
-            self._cost(level)
+        seconds = self._run_micro_batch(jobs, policy, jobs[0].level)
+        if seconds is not None:  # counted under the policy's rung, as ``_answer`` counts
+            rung = self._level_of.get(policy)
+            self._work_s[rung] += seconds
+            self._work_done[rung] += sum(len(j.encoded) for j in jobs)
+            self._cost(rung)
 
     def _in_flight(self) -> list[Job]:
         """Every job admitted and not answered: in a batch's slots or waiting for one."""
