@@ -10,6 +10,8 @@ written several ways over the same weights, side by side in one process, interle
     fused_qkv      one [d, 3d] projection for query, key and value, then the same attention
     no_transpose   fused_qkv, with the heads kept as [B, T, H, dh] (einsums contract across them)
     dpa            fused_qkv, attention through jax.nn.dot_product_attention (XLA implementation)
+    arguments      module, with the weights passed as arguments of the jitted call (what the
+                   engine and the Predictor do) instead of closed over as constants (the others)
 
 Each variant's last hidden state is checked against ``module`` (max abs difference printed).
 """
@@ -74,9 +76,21 @@ def hand_layer(cfg, lp, qkv, hidden, bias, attention: str):
 
 
 def full_model(cfg, prepared, variant: str):
-    """jit(input_ids, mask) -> [B, T, d], the M layers written as ``variant``."""
+    """jit(input_ids, mask) -> [B, T, d], the M layers written as ``variant``.
+
+    The weights are closed over (constants of the program), except for ``arguments``: the
+    module with the weights passed as arguments of the jitted function, as the engine does."""
     layers = prepared["encoder"]["layers"]
     qkvs = tuple(_fused(lp) for lp in layers)
+    if variant == "arguments":
+        @jax.jit
+        def run_args(encoder, ids, mask):
+            h = embed(cfg, encoder, ids, mask)
+            bias = attention_bias(mask, h.dtype)
+            for lp in encoder["layers"]:
+                h = transformer_layer(cfg, lp, h, bias)
+            return h
+        return lambda ids, mask: run_args(prepared["encoder"], ids, mask)
 
     @jax.jit
     def run(ids, mask):
@@ -92,7 +106,7 @@ def full_model(cfg, prepared, variant: str):
     return run
 
 
-VARIANTS = ("module", "fused_qkv", "no_transpose", "dpa")
+VARIANTS = ("module", "fused_qkv", "no_transpose", "dpa", "arguments")
 
 
 def main(argv=None):
