@@ -43,10 +43,6 @@ variants, and the exact-exit variants compare against a full model with exact ex
    on ``engine.prepare(..., weights="int8")`` (the layers' dense kernels int8, per channel;
    activations per token; the ``--exit-rank`` exits, float32), the points chosen on dev tables
    of the same int8 weights; speed-ups over ``jax_full`` (float32, the same exits);
-   ``jax_full_frozen``, ``jax_full_exact_exits_frozen`` and ``points_frozen`` (``--frozen``, the
-   default): the same programs with the weights as constants (``engine.FrozenModel``, what
-   ``Predictor(frozen=True)`` and ``predict.py --frozen-weights`` run), the VEE points of 1.;
-   ``jax_full_frozen_over_onnxruntime``: on the exact exits, as ``jax_full_over_onnxruntime``;
 7. ``batched``: batch 32 with per-sentence exit (``batched_infer``) against the full model at
    batch 32 (``batched_infer`` with ``FullPolicy``), and ``vee_infer`` with the same policy on
    whole batches for reference, all three on the ``--exit-rank`` exits.
@@ -354,9 +350,6 @@ def main(argv=None):
     ap.add_argument("--skip-peers", action="store_true", help="no PyTorch / ONNX Runtime")
     ap.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
                     help="also time the JAX int8 layout (engine.prepare(weights='int8')): full model and VEE points")
-    ap.add_argument("--frozen", action=argparse.BooleanOptionalAction, default=True,
-                    help="also time the engine with the weights as constants of its programs (engine.FrozenModel, "
-                         "Predictor(frozen=True)): the full model on both exits and the VEE points")
     ap.add_argument("--ort-int8-per-channel", action=argparse.BooleanOptionalAction, default=True,
                     help="ORT int8: one weight scale per output channel (the default: 1.2-1.4 F1 points above one per "
                          "tensor on the demo test set) or, with --no-ort-int8-per-channel, one per tensor")
@@ -428,14 +421,6 @@ def main(argv=None):
             variants[f"int8{k}"] = lambda i, pol=pol: engine.vee_infer(cfg, low8["encoder"], low8["exits"], inputs[i],
                                                                       pol)
 
-    if args.frozen:  # the same programs with the weights compiled in (engine.FrozenModel)
-        frozen_low, frozen_exact = engine.FrozenModel(cfg, low), engine.FrozenModel(cfg, exact)
-        variants["jax_full_frozen"] = lambda i: frozen_low.infer(inputs[i], FullPolicy())
-        variants["jax_full_exact_exits_frozen"] = lambda i: frozen_exact.infer(inputs[i], FullPolicy())
-        for k, p in enumerate(pts_low):
-            pol = VeePolicy("kl", p["tau"], p["patience"])
-            variants[f"frozen{k}"] = lambda i, pol=pol: frozen_low.infer(inputs[i], pol)
-
     peers_note = None
     int8_notes: dict[str, dict] = {}
     if not args.skip_peers:
@@ -476,8 +461,7 @@ def main(argv=None):
     # Warm up: compile every (variant, shape) once; count what compiles later.
     def cache_sizes():
         return (engine._infer._cache_size() + engine.layer_vote_step._cache_size()
-                + engine.embed_step._cache_size()
-                + (frozen_low.compilations() + frozen_exact.compilations() if args.frozen else 0))
+                + engine.embed_step._cache_size())
     t0 = time.perf_counter()
     outs = {k: [None] * N for k in variants}
     for i in range(N):
@@ -540,11 +524,7 @@ def main(argv=None):
         assert (a["exit_layers"] == b["exit_layers"]).all(), "the Python loop must make the engine's decisions"
     exact_points = point_rows("exact", pts_exact, "exact", full_exact)
     int8_points = point_rows("int8", pts_int8, f"{low_name}, int8 weights", "jax_full")
-    frozen_points = point_rows("frozen", pts_low if args.frozen else [], f"{low_name}, weights as constants",
-                               "jax_full")
-    for a, b in zip(points, frozen_points):
-        assert (a["exit_layers"] == b["exit_layers"]).all(), "the frozen engine must make the engine's decisions"
-    for rows in (points, loop_points, exact_points, int8_points, frozen_points):
+    for rows in (points, loop_points, exact_points, int8_points):
         for r in rows:
             r.pop("exit_layers")
 
@@ -596,7 +576,7 @@ def main(argv=None):
         "full_f1": full_f1, "full_f1_exact_exits": full_f1_exact,
         "dev_full_f1": dev_full_f1, "dev_full_f1_exact_exits": dev_full_f1_exact,
         "points": points, "python_loop_points": loop_points, "points_exact_exits": exact_points,
-        "points_int8": int8_points, "points_frozen": frozen_points,
+        "points_int8": int8_points,
         "batched": batched_rows, "vote_fraction_of_layer": comp,
         "compile_s": compile_s, "recompiles_after_warmup": int(recompiles),
     }
@@ -605,13 +585,6 @@ def main(argv=None):
                        "jax_full_int8_ms_p90": float(np.percentile(ms["jax_full_int8"], 90)),
                        "full_f1_int8": decode_out("jax_full_int8")[0], "dev_full_f1_int8": dev_full_f1_int8,
                        "jax_full_int8_over_jax_full": total["jax_full_int8"] / total["jax_full"]})
-    if args.frozen:
-        result.update({"jax_full_frozen_ms_p50": float(np.median(ms["jax_full_frozen"])),
-                       "jax_full_frozen_ms_p90": float(np.percentile(ms["jax_full_frozen"], 90)),
-                       "jax_full_exact_exits_frozen_ms_p50": float(np.median(ms["jax_full_exact_exits_frozen"])),
-                       "jax_full_exact_exits_frozen_ms_p90": float(np.percentile(ms["jax_full_exact_exits_frozen"], 90)),
-                       "full_f1_frozen": decode_out("jax_full_frozen")[0],
-                       "jax_full_frozen_over_jax_full": total["jax_full_frozen"] / total["jax_full"]})
     # The peers run the exact last exit: compared with the JAX full model on the exact exits.
     if "torch_eager" in ms:
         result["torch_eager_ms_p50"] = float(np.median(ms["torch_eager"]))
@@ -619,10 +592,7 @@ def main(argv=None):
     if "onnxruntime" in ms:
         result["onnxruntime_ms_p50"] = float(np.median(ms["onnxruntime"]))
         result["jax_full_over_onnxruntime"] = total[full_exact] / total["onnxruntime"]
-        if args.frozen:
-            result["jax_full_frozen_over_onnxruntime"] = total["jax_full_exact_exits_frozen"] / total["onnxruntime"]
-            result["jax_full_frozen_rank_exits_over_onnxruntime"] = total["jax_full_frozen"] / total["onnxruntime"]
-        for row in points + exact_points + int8_points + frozen_points:
+        for row in points + exact_points + int8_points:
             row["over_onnxruntime"] = row["ms_p50"] / result["onnxruntime_ms_p50"]
         if args.int8:
             result["jax_full_int8_over_onnxruntime"] = total["jax_full_int8"] / total["onnxruntime"]
@@ -641,7 +611,7 @@ def main(argv=None):
         result[f"jax_full_over_{name}"] = total[full_exact] / total[name]
         if args.exit_rank:  # the base of the engine's speed-ups, on rank-r exits
             result[f"jax_full_rank_exits_over_{name}"] = total["jax_full"] / total[name]
-        for row in points + exact_points + loop_points + int8_points + frozen_points:
+        for row in points + exact_points + loop_points + int8_points:
             row[f"over_{name}"] = row["ms_p50"] / base
         if args.int8:
             result[f"jax_full_int8_over_{name}"] = total["jax_full_int8"] / total[name]
@@ -701,16 +671,6 @@ def markdown(r: dict) -> str:
                       f"{r['num_layers']}", f"{r['full_f1_exact_exits']:.4f}", f"{r['num_layers']}", "1.00", "1.00",
                       "1.00", f"{r['jax_full_exact_exits_ms_p50']:.2f}", f"{r['jax_full_exact_exits_ms_p90']:.2f}"],
                      over8(r["jax_full_exact_exits_ms_p50"])))
-    if "jax_full_frozen_ms_p50" in r:
-        sp = 1 / r["jax_full_frozen_over_jax_full"]
-        L.append(row([f"JAX full model (jitted, {full_name}, weights as constants)", f"{r['dev_full_f1']:.4f}",
-                      f"{r['num_layers']}", f"{r['full_f1_frozen']:.4f}", f"{r['num_layers']}", "1.00", f"{sp:.2f}",
-                      f"{sp:.2f}", f"{r['jax_full_frozen_ms_p50']:.2f}", f"{r['jax_full_frozen_ms_p90']:.2f}"],
-                     over8(r["jax_full_frozen_ms_p50"])))
-        L.append(row(["JAX full model (jitted, exact exits, weights as constants)",
-                      f"{r['dev_full_f1_exact_exits']:.4f}", f"{r['num_layers']}", f"{r['full_f1_exact_exits']:.4f}",
-                      f"{r['num_layers']}", "1.00", "", "", f"{r['jax_full_exact_exits_frozen_ms_p50']:.2f}",
-                      f"{r['jax_full_exact_exits_frozen_ms_p90']:.2f}"], over8(r["jax_full_exact_exits_frozen_ms_p50"])))
     if "jax_full_int8_ms_p50" in r:
         L.append(row([f"JAX full model (jitted, {full_name}, int8 weights)", f"{r['dev_full_f1_int8']:.4f}",
                       f"{r['num_layers']}", f"{r['full_f1_int8']:.4f}", f"{r['num_layers']}", "1.00",
@@ -719,8 +679,7 @@ def markdown(r: dict) -> str:
                      over8(r["jax_full_int8_ms_p50"])))
     for name, rows in (("VEE engine", r["points"]), ("Python loop", r["python_loop_points"]),
                        ("VEE engine, exact exits", r["points_exact_exits"]),
-                       ("VEE engine", r.get("points_int8", [])),  # their exits name says "int8 weights"
-                       ("VEE engine", r.get("points_frozen", []))):  # "weights as constants"
+                       ("VEE engine", r.get("points_int8", []))):  # their exits name says "int8 weights"
         for p in rows:
             L.append(row([f"{name} ({p['exits']}), tau {p['tau']:.2g}, patience {p['patience']}", f"{p['dev_f1']:.4f}",
                           f"{p['dev_avg_exit_layer']:.2f}", f"{p['f1']:.4f}", f"{p['avg_exit_layer']:.2f}",
@@ -741,10 +700,6 @@ def markdown(r: dict) -> str:
         L.append(f"JAX full (exact exits) / PyTorch eager time: {r['jax_full_over_torch_eager']:.2f}.  ")
     if "jax_full_over_onnxruntime" in r:
         L.append(f"JAX full (exact exits) / ONNX Runtime time: {r['jax_full_over_onnxruntime']:.2f}.  ")
-    if "jax_full_frozen_over_onnxruntime" in r:
-        L.append(f"JAX full, weights as constants / ONNX Runtime time: exact exits "
-                 f"{r['jax_full_frozen_over_onnxruntime']:.2f}, `{r['jax_full_exits']}` exits "
-                 f"{r['jax_full_frozen_rank_exits_over_onnxruntime']:.2f}.  ")
     if "jax_full_int8_over_onnxruntime_int8" in r:
         L.append(f"JAX full, int8 weights ({full_name}) / ONNX Runtime int8 time: "
                  f"{r['jax_full_int8_over_onnxruntime_int8']:.2f}; / ONNX Runtime float32: "

@@ -152,17 +152,7 @@ def latency(rel: str) -> Callable[[], str]:
                          f"{r['full_f1_int8']:.4f}", M, "1.00", f"{1 / r['jax_full_int8_over_jax_full']:.2f}",
                          f"{1 / r['jax_full_int8_over_jax_full']:.2f}", f"{r['jax_full_int8_ms_p50']:.2f}",
                          *over(r["jax_full_int8_ms_p50"])])
-        if "jax_full_frozen_ms_p50" in r:  # the weights as constants (engine.FrozenModel)
-            sp = f"{1 / r['jax_full_frozen_over_jax_full']:.2f}"
-            rows.append([f"JAX full model, {r['jax_full_exits']} exits, weights as constants", f"{r['dev_full_f1']:.4f}",
-                         f"{r['full_f1_frozen']:.4f}", M, "1.00", sp, sp, f"{r['jax_full_frozen_ms_p50']:.2f}",
-                         *over(r["jax_full_frozen_ms_p50"])])
-            rows.append(["JAX full model, exact exits, weights as constants", f"{r['dev_full_f1_exact_exits']:.4f}",
-                         f"{r['full_f1_exact_exits']:.4f}", M, "1.00", "", "",
-                         f"{r['jax_full_exact_exits_frozen_ms_p50']:.2f}", *over(r["jax_full_exact_exits_frozen_ms_p50"])])
         rows += [_point(f"VEE-{p['measure'].upper()} engine, {p['exits']} exits", p, dev, int8) for p in r["points"]]
-        rows += [_point(f"VEE-{p['measure'].upper()} engine, {p['exits']}", p, dev, int8)
-                 for p in r.get("points_frozen", [])]
         rows += [_point(f"VEE-{p['measure'].upper()} engine, {p['exits']}", p, dev, int8)
                  for p in r.get("points_int8", [])]
         rows += [_point(f"VEE-{p['measure'].upper()} engine, exact exits", p, dev, int8)

@@ -237,32 +237,6 @@ def test_prepared_layout_skips_layers_after_the_exit():
         assert int(out["layers_run"]) == 2 and np.isfinite(out["probs"]).all(), policy
 
 
-@pytest.mark.parametrize("weights", ["float32", "int8"])
-def test_frozen_model_equals_vee_infer(offline, weights):
-    """Weights as constants of the programs (FrozenModel) make vee_infer's decisions and tables,
-    the layers' weights are not parameters of its programs, and new thresholds compile nothing."""
-    from vee_jax.engine import FrozenModel, prepare
-
-    model = prepare(CFG, PARAMS, EXITS, weights=weights)
-    frozen = FrozenModel(CFG, model)
-    for name in ("vee-kl-p1", "vee-kl-p2-ensemble", "entropy", "budget", "full"):
-        policy = policies(offline)[name]
-        got = as_numpy(frozen.infer(BATCH, policy))
-        ref = as_numpy(vee_infer(CFG, model["encoder"], model["exits"], BATCH, policy))
-        assert_same(got, ref, list(range(N)), LENGTHS, f"{weights}, {name}")
-        np.testing.assert_array_equal(got["votes"], ref["votes"])
-        assert int(got["layers_run"]) == int(ref["layers_run"])
-    before = frozen.compilations()
-    frozen.infer(BATCH, VeePolicy("kl", 1e-6, 3))  # the same program as vee-kl-p1
-    assert frozen.compilations() == before == 5  # one program per policy kind: the five above
-    program, args = frozen._args(BATCH, FullPolicy(), "first")
-    main = next(line for line in program.lower(*args).as_text().splitlines() if "func.func public @main(" in line)
-    n_args = len(jax.tree.leaves(args))  # the embeddings, the batch and the knobs
-    assert main.count("%arg") <= n_args < len(jax.tree.leaves(model))  # the rest are constants (unused inputs pruned)
-    with pytest.raises(ValueError, match="prepare"):
-        FrozenModel(CFG, {"encoder": PARAMS, "exits": EXITS})
-
-
 def test_new_thresholds_do_not_recompile(offline):
     """tau, patience and the budget layer are traced: one compilation per policy kind and shape."""
     from vee_jax.engine import compilations

@@ -149,22 +149,6 @@ def test_continuous_engine_equals_whole_batches(tiny_workdir, predictor):
         Predictor(cont.spec, None, cont.tokenizer, cont.labels, True, prepared=cont.model, engine="fast")
 
 
-def test_frozen_weights_give_the_same_predictions(tiny_workdir):
-    """Predictor(frozen=True) (weights as constants of the whole-batch programs) makes the same
-    decisions; its warm-up compiles what a request then runs, so the request compiles nothing."""
-    from vee_jax.predict import Predictor
-
-    sentences = [r["sentence"] for r in json.loads((tiny_workdir / "data.json").read_text())]
-    want = Predictor.from_workdir(tiny_workdir, policy=POLICY, batch_size=1).predict_words(sentences)
-    frozen = Predictor.from_workdir(tiny_workdir, policy=POLICY, batch_size=1, frozen=True)
-    assert frozen.warm_up([frozen.policy], rows=[1]) > 0
-    before = frozen.compilations  # real XLA compilations, every jitted function
-    got = frozen.predict_words(sentences)
-    assert frozen.compilations == before and frozen.frozen.compilations() > 0
-    assert [p.exit_layer for p in got] == [p.exit_layer for p in want]
-    assert [[s[:3] for s in p.spans] for p in got] == [[s[:3] for s in p.spans] for p in want]
-
-
 def test_entities_have_offsets_into_the_text(predictor):
     texts = ["IL-2 gene expression requires NF-kappa B.", "  Activation of (T cells) by anti-CD3,\te.g. in vitro.  ",
              "", "中 文"]
@@ -219,8 +203,6 @@ def test_predict_cli(tiny_workdir, tmp_path, monkeypatch, capsys):
         assert all(r["text"][e["start"]:e["end"]] == e["text"] for e in r["entities"])
     capsys.readouterr()
     predict_main(["--workdir", str(tiny_workdir), "--quiet", *pol, lines[0]])
-    assert_same_result(json.loads(capsys.readouterr().out.splitlines()[0]), rows[0])
-    predict_main(["--workdir", str(tiny_workdir), "--quiet", "--frozen-weights", *pol, lines[0]])
     assert_same_result(json.loads(capsys.readouterr().out.splitlines()[0]), rows[0])
     with pytest.raises(SystemExit) as e:
         predict_main(["--workdir", str(tiny_workdir), "--quiet", "--strategy", "budget", "x"])

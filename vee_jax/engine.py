@@ -166,8 +166,8 @@ def _exit_only(exits: Any, m: jax.Array, inputs: tuple) -> jax.Array:
     return biaffine(select_exit(exits, m), *inputs)
 
 
-def _infer_impl(config: BertConfig, encoder: Params, exits: Any, batch: dict, knobs: dict, policy: Policy,
-                pooling: str):
+@functools.partial(jax.jit, static_argnames=("config", "policy", "pooling"))
+def _infer(config: BertConfig, encoder: Params, exits: Any, batch: dict, knobs: dict, policy: Policy, pooling: str):
     M = config.num_layers
     ids, mask = batch["input_ids"], batch["attention_mask"]
     lengths = batch["lengths"]
@@ -230,63 +230,6 @@ def _infer_impl(config: BertConfig, encoder: Params, exits: Any, batch: dict, kn
 
     c = lax.while_loop(cond, body, init)
     return {"probs": c["table"], "exit_layer": c["exit_layer"], "votes": c["count"], "layers_run": c["m"]}
-
-
-_infer = jax.jit(_infer_impl, static_argnames=("config", "policy", "pooling"))
-
-
-class FrozenModel:
-    """``vee_infer`` on one prepared model whose weights are constants of its compiled programs.
-
-    XLA:CPU runs a float32 dot as a YNNPACK fusion, which packs the weight operand into its
-    kernel's layout: once, when compiling, if the weight is a constant; at every call if it is
-    an argument (``vee_infer``). At batch 1 that per-call packing costs MiniLM 7-13% of its
-    time (``bench/layer.py``, variant ``arguments``); ONNX Runtime packs once, at session start.
-    The price: every compiled program (one per policy kind and batch shape) holds its own copy
-    of the layers' and exits' weights (MiniLM: about 45 MB; the word embeddings, a gather with
-    nothing to pack, stay an argument) and compiles more slowly. Batches of 32 gain nothing.
-
-        frozen = FrozenModel(config, prepare(config, params, exits))
-        out = frozen.infer(batch, policy)          # = vee_infer(config, ..., batch, policy)
-    """
-
-    def __init__(self, config: BertConfig, model: Params):
-        if not _is_prepared(model["encoder"]):
-            raise ValueError("FrozenModel takes engine.prepare's layout")
-        self.config, self.model = config, model
-        self._programs: dict[tuple[Policy, str], Callable] = {}
-
-    def _program(self, policy: Policy, pooling: str) -> Callable:
-        """jit(embeddings, batch, knobs) for a static policy, the rest of the model closed over."""
-        key = (policy, pooling)
-        if key not in self._programs:
-            config, encoder, exits = self.config, self.model["encoder"], self.model["exits"]
-
-            def run(embeddings, batch, knobs):
-                return _infer_impl(config, {**encoder, "embeddings": embeddings}, exits, batch, knobs, policy,
-                                   pooling)
-            self._programs[key] = jax.jit(run)
-        return self._programs[key]
-
-    def _args(self, batch: dict[str, Any], policy: Policy, pooling: str):
-        check_policy(policy, self.config.num_layers)
-        static, knobs = traced_policy(policy)
-        return self._program(static, pooling), (self.model["encoder"]["embeddings"], infer_inputs(batch, pooling),
-                                                knobs)
-
-    def infer(self, batch: dict[str, Any], policy: Policy, *, pooling: str = "first") -> dict[str, jax.Array]:
-        """``vee_infer(config, *model, batch, policy, pooling=pooling)``, the same outputs."""
-        program, args = self._args(batch, policy, pooling)
-        return program(*args)
-
-    def compile(self, batch: dict[str, Any], policy: Policy, *, pooling: str = "first") -> None:
-        """``compile_vee_infer`` for this model: ``batch``'s shapes and ``policy``'s program."""
-        program, args = self._args(batch, policy, pooling)
-        program.lower(*args).compile()
-
-    def compilations(self) -> int:
-        """Programs compiled for this model (policy kind and batch shape)."""
-        return sum(p._cache_size() for p in self._programs.values())
 
 
 @functools.partial(jax.jit, static_argnames=("config",))

@@ -136,9 +136,6 @@ class Predictor:
         exited sentence stops costing compute), or ``"auto"``: continuous when the policy lets
         sentences exit at different layers, whole batches when every sentence exits at one layer
         (a budget, the full model), as measured (``bench/predictor.py``, docs/performance.md).
-      frozen: the whole-batch programs hold the weights as constants (``engine.FrozenModel``):
-        7-13% faster at batch 1 on XLA:CPU, nothing at batch 32, a copy of the layers' weights
-        (MiniLM: about 45 MB) in every compiled shape; continuous batching is unchanged.
     """
 
     ENGINES = ("auto", "loop", "continuous")
@@ -146,14 +143,13 @@ class Predictor:
     def __init__(self, spec, params: Any, tokenizer, labels: Sequence[str], nested: bool, *,
                  policy: Policy | Mapping[str, Any] | str | None = None, word_rule: str = "ptb",
                  max_subwords: int = 512, batch_size: int = 32, prepared: Mapping[str, Any] | None = None,
-                 engine: str = "auto", context_subwords: int = 0, weights: str = "float32",
-                 frozen: bool = False):
+                 engine: str = "auto", context_subwords: int = 0, weights: str = "float32"):
         if engine not in self.ENGINES:
             raise ValueError(f"engine must be one of {', '.join(self.ENGINES)}, got {engine!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         split_words("", word_rule)  # validates the rule
-        from .engine import FrozenModel, prepare
+        from .engine import prepare
 
         self.spec, self.tokenizer = spec, tokenizer
         # The engine's inference layout (one weight tree per layer and per exit), built once:
@@ -168,25 +164,21 @@ class Predictor:
         self.word_rule, self.max_subwords, self.batch_size = word_rule, max_subwords, batch_size
         self.context_subwords = context_subwords
         self.engine = engine
-        # Weights as constants of the whole-batch programs (engine.FrozenModel): faster at batch 1,
-        # a copy of the weights per compiled shape.
-        self.frozen = FrozenModel(spec.bert, self.model) if frozen else None
         self.policy = self.check(policy_from_input(policy))
 
     @classmethod
     def from_workdir(cls, workdir: str | Path, policy: Policy | Mapping[str, Any] | str | None = None, *,
                      checkpoint: str = "best", word_rule: str | None = None, batch_size: int = 32,
-                     weights: str = "float32", frozen: bool = False) -> "Predictor":
+                     weights: str = "float32") -> "Predictor":
         """Load a train.py workdir (its best checkpoint by default); the word rule follows its data format."""
         from .trained import TrainedModel
 
         return cls.from_trained(TrainedModel.load(workdir, checkpoint), policy, word_rule=word_rule,
-                                batch_size=batch_size, weights=weights, frozen=frozen)
+                                batch_size=batch_size, weights=weights)
 
     @classmethod
     def from_trained(cls, model, policy: Policy | Mapping[str, Any] | str | None = None, *,
-                     word_rule: str | None = None, batch_size: int = 32, weights: str = "float32",
-                     frozen: bool = False) -> "Predictor":
+                     word_rule: str | None = None, batch_size: int = 32, weights: str = "float32") -> "Predictor":
         """A ``trained.TrainedModel``'s predictor, on its prepared layout with ``weights`` (built once,
         shared); the word and sentence rules follow the workdir's data format."""
         from .sentences import RULE_OF_FORMAT as SENTENCE_RULE_OF_FORMAT
@@ -195,7 +187,7 @@ class Predictor:
         p = cls(model.spec, model.params, model.tokenizer, model.labels, model.nested, policy=policy,
                 word_rule=word_rule or RULE_OF_FORMAT.get(fmt, "ptb"), max_subwords=model.max_subwords,
                 batch_size=batch_size, prepared=model.prepared_as(weights), context_subwords=model.context_subwords,
-                weights=weights, frozen=frozen)
+                weights=weights)
         p.sentence_rule = SENTENCE_RULE_OF_FORMAT.get(fmt)
         return p
 
@@ -326,11 +318,8 @@ class Predictor:
         T, L = batch_shape(encoded)
         B = rows_bucket(len(encoded), self.batch_size)
         batch = collate(encoded, (T, L), B, casing=self.spec.casing)
-        if self.frozen is not None:
-            out = self.frozen.infer(batch, policy, pooling=self.spec.pooling)
-        else:
-            out = vee_infer(self.spec.bert, self.model["encoder"], self.model["exits"], batch, policy,
-                            pooling=self.spec.pooling)
+        out = vee_infer(self.spec.bert, self.model["encoder"], self.model["exits"], batch, policy,
+                        pooling=self.spec.pooling)
         return np.asarray(out["probs"]), np.asarray(out["exit_layer"])
 
     def decide(self, rows: Sequence[Encoded], tables: Sequence[tuple[np.ndarray, int]]) -> WordPrediction:
@@ -388,12 +377,8 @@ class Predictor:
         steps = [(p, shape) for shape in self.shapes(max_subwords, rows) for p in first.values()]
         before = self.compilations
         for k, (policy, (B, T, L)) in enumerate(steps, 1):
-            batch = collate([], (T, L), B, casing=self.spec.casing)
-            if self.frozen is not None:
-                self.frozen.compile(batch, policy, pooling=self.spec.pooling)
-            else:
-                compile_vee_infer(self.spec.bert, self.model["encoder"], self.model["exits"], batch, policy,
-                                  pooling=self.spec.pooling)
+            compile_vee_infer(self.spec.bert, self.model["encoder"], self.model["exits"], collate([], (T, L), B, casing=self.spec.casing),
+                              policy, pooling=self.spec.pooling)
             if on_step is not None:
                 on_step(k, len(steps))
         return self.compilations - before

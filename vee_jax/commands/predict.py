@@ -53,8 +53,6 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_enum("weights", "float32", ["float32", "int8"], "the layers' dense weights: as trained, or int8 "
                       "(about half a layer's time on CPU; a deviation from the paper: docs/performance.md)",
                       flag_values=fv)
-    flags.DEFINE_boolean("frozen_weights", False, "compile the weights into the engine's programs (faster at batch 1 "
-                         "on CPU, a copy of the weights per compiled shape: docs/performance.md)", flag_values=fv)
     positive_int("chunk", 1024, "inputs read and answered at a time from a file", fv)
     flags.DEFINE_enum("word_rule", None, ["ptb", "chars", "whitespace"],
                       "how text is cut into words (default: the rule of the workdir's data format)", flag_values=fv)
@@ -140,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         predictor = Predictor.from_workdir(fv.workdir, policy_from_input(fv), checkpoint=fv.checkpoint,
                                            word_rule=fv.word_rule, batch_size=fv.batch_size,
-                                           weights=fv.weights, frozen=fv.frozen_weights)
+                                           weights=fv.weights)
         if fv.sentences not in (None, "auto"):  # auto: the workdir's, set by from_workdir
             predictor.sentence_rule = fv.sentences
     except user_errors() as e:
