@@ -19,6 +19,7 @@ Each variant's last hidden state is checked against ``module`` (max abs differen
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 import time
@@ -80,27 +81,27 @@ def full_model(cfg, prepared, variant: str):
 
     The weights are closed over (constants of the program), except for ``arguments``: the
     module with the weights passed as arguments of the jitted function, as the engine does."""
+    def module(encoder, ids, mask):
+        h = embed(cfg, encoder, ids, mask)
+        bias = attention_bias(mask, h.dtype)
+        for lp in encoder["layers"]:
+            h = transformer_layer(cfg, lp, h, bias)
+        return h
+
+    if variant == "arguments":  # the same function as ``module``; only where the weights live differs
+        return functools.partial(jax.jit(module), prepared["encoder"])
+    if variant == "module":
+        return jax.jit(lambda ids, mask: module(prepared["encoder"], ids, mask))
     layers = prepared["encoder"]["layers"]
     qkvs = tuple(_fused(lp) for lp in layers)
-    if variant == "arguments":
-        @jax.jit
-        def run_args(encoder, ids, mask):
-            h = embed(cfg, encoder, ids, mask)
-            bias = attention_bias(mask, h.dtype)
-            for lp in encoder["layers"]:
-                h = transformer_layer(cfg, lp, h, bias)
-            return h
-        return lambda ids, mask: run_args(prepared["encoder"], ids, mask)
+    attention = {"fused_qkv": "transpose"}.get(variant, variant)
 
     @jax.jit
     def run(ids, mask):
         h = embed(cfg, prepared["encoder"], ids, mask)
         bias = attention_bias(mask, h.dtype)
         for lp, qkv in zip(layers, qkvs):
-            if variant == "module":
-                h = transformer_layer(cfg, lp, h, bias)
-            else:
-                h = hand_layer(cfg, lp, qkv, h, bias, {"fused_qkv": "transpose"}.get(variant, variant))
+            h = hand_layer(cfg, lp, qkv, h, bias, attention)
         return h
 
     return run

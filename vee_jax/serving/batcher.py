@@ -201,10 +201,14 @@ class MicroBatcher:
             jobs, policy, level = got
             seconds = self._run_micro_batch(jobs, policy, level)
             if seconds is not None and level is not None:
-                ms = seconds * 1e3 / sum(len(j.encoded) for j in jobs)
-                old = self.ms_per_sentence.get(level)
-                self.ms_per_sentence[level] = ms if old is None else 0.8 * old + 0.2 * ms
-                self._cost_at[level] = self.clock()
+                self._record_cost(level, seconds * 1e3 / sum(len(j.encoded) for j in jobs))
+
+    def _record_cost(self, level: int, ms: float) -> None:
+        """A new measurement of ``level``'s cost, ms of worker time per sentence, into its EWMA
+        (``ms_per_sentence``, what the controller reads) and when it was taken (``_cost_at``)."""
+        old = self.ms_per_sentence.get(level)
+        self.ms_per_sentence[level] = ms if old is None else 0.8 * old + 0.2 * ms
+        self._cost_at[level] = self.clock()
 
     def warm_up_steps(self, max_subwords: int | None = None) -> list:
         """What the warm-up compiles beyond the whole-batch engine: nothing (micro-batches only)."""
@@ -480,10 +484,7 @@ class ContinuousBatcher(MicroBatcher):
         """The controller's cost estimate of ``level`` (ms of worker time per sentence answered, an
         EWMA), from that level's layer calls and sentences answered since its last update."""
         if level is not None and self._work_done[level] >= 8:
-            ms = self._work_s[level] * 1e3 / self._work_done[level]
-            old = self.ms_per_sentence.get(level)
-            self.ms_per_sentence[level] = ms if old is None else 0.8 * old + 0.2 * ms
-            self._cost_at[level] = self.clock()
+            self._record_cost(level, self._work_s[level] * 1e3 / self._work_done[level])
             self._work_s[level], self._work_done[level] = 0.0, 0
 
     def _micro_batches(self, jobs: Sequence[Job]) -> list[list[Job]]:
