@@ -20,6 +20,10 @@ variants, and the exact-exit variants compare against a full model with exact ex
 1. ``jax_full``: the full model, jitted (``FullPolicy``: every layer, the last exit), batch 1, on
    the ``--exit-rank`` exits (the exits as trained with ``--exit-rank 0``);
    ``jax_full_exact_exits``: the same with the exact exits (timed only when r > 0);
+   ``jax_full_unpadded``: the full model on the exact exits, each sentence at its own shape (T its
+   subwords, L its words) instead of its bucket's: what the padding to buckets costs the JAX
+   model at batch 1 against the peers, which run unpadded (one compilation per distinct shape,
+   which a service cannot afford on its request path);
 2. ``points``: the VEE engine (``vee_infer``) at batch 1 at several (tau, patience) points whose
    average exit layers span about 2..5, on the ``--exit-rank`` exits (ratios over ``jax_full``),
    and ``points_exact_exits`` on the exact exits (ratios over ``jax_full_exact_exits``);
@@ -126,9 +130,11 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, jax {jax.__version__} on {dev.platform} ({dev.device_kind})"
 
 
-def one_batch(e, pooling: str) -> dict:
-    """Sentence ``e`` alone, padded to its bucket shape (T from subwords, L from words)."""
-    shape = (bucket(len(e.input_ids), SUBWORD_BUCKETS), bucket(max(e.length, 1), WORD_BUCKETS))
+def one_batch(e, pooling: str, padded: bool = True) -> dict:
+    """Sentence ``e`` alone, padded to its bucket shape (T from subwords, L from words), or at its
+    own shape with ``padded=False``."""
+    T, L = len(e.input_ids), max(e.length, 1)
+    shape = (bucket(T, SUBWORD_BUCKETS), bucket(L, WORD_BUCKETS)) if padded else (T, L)
     return engine.infer_inputs(collate([e], shape, 1), pooling)
 
 
@@ -406,6 +412,9 @@ def main(argv=None):
         variants["jax_full_exact_exits"] = lambda i: engine.vee_infer(cfg, exact["encoder"], exact["exits"], inputs[i],
                                                                       FullPolicy())
     full_exact = "jax_full_exact_exits" if args.exit_rank else "jax_full"  # rank 0: the same program
+    unpadded = [one_batch(e, pooling, padded=False) for e in encoded]
+    variants["jax_full_unpadded"] = lambda i: engine.vee_infer(cfg, exact["encoder"], exact["exits"], unpadded[i],
+                                                               FullPolicy())
     for k, p in enumerate(pts_low):
         pol = VeePolicy("kl", p["tau"], p["patience"])
         variants[f"vee{k}"] = lambda i, pol=pol: engine.vee_infer(cfg, low["encoder"], low["exits"], inputs[i], pol)
@@ -573,6 +582,10 @@ def main(argv=None):
         "jax_full_ms_p50": float(np.median(ms["jax_full"])), "jax_full_ms_p90": float(np.percentile(ms["jax_full"], 90)),
         "jax_full_exact_exits_ms_p50": float(np.median(ms[full_exact])),
         "jax_full_exact_exits_ms_p90": float(np.percentile(ms[full_exact], 90)),
+        "jax_full_unpadded_ms_p50": float(np.median(ms["jax_full_unpadded"])),
+        "jax_full_unpadded_ms_p90": float(np.percentile(ms["jax_full_unpadded"], 90)),
+        "jax_full_unpadded_over_jax_full_exact_exits": total["jax_full_unpadded"] / total[full_exact],
+        "full_f1_unpadded": decode_out("jax_full_unpadded")[0],
         "full_f1": full_f1, "full_f1_exact_exits": full_f1_exact,
         "dev_full_f1": dev_full_f1, "dev_full_f1_exact_exits": dev_full_f1_exact,
         "points": points, "python_loop_points": loop_points, "points_exact_exits": exact_points,
@@ -592,6 +605,7 @@ def main(argv=None):
     if "onnxruntime" in ms:
         result["onnxruntime_ms_p50"] = float(np.median(ms["onnxruntime"]))
         result["jax_full_over_onnxruntime"] = total[full_exact] / total["onnxruntime"]
+        result["jax_full_unpadded_over_onnxruntime"] = total["jax_full_unpadded"] / total["onnxruntime"]
         for row in points + exact_points + int8_points:
             row["over_onnxruntime"] = row["ms_p50"] / result["onnxruntime_ms_p50"]
         if args.int8:
@@ -671,6 +685,10 @@ def markdown(r: dict) -> str:
                       f"{r['num_layers']}", f"{r['full_f1_exact_exits']:.4f}", f"{r['num_layers']}", "1.00", "1.00",
                       "1.00", f"{r['jax_full_exact_exits_ms_p50']:.2f}", f"{r['jax_full_exact_exits_ms_p90']:.2f}"],
                      over8(r["jax_full_exact_exits_ms_p50"])))
+    if "jax_full_unpadded_ms_p50" in r:
+        L.append(row(["JAX full model (jitted, exact exits, each sentence at its own shape: unpadded)",
+                      "", "", f"{r['full_f1_unpadded']:.4f}", f"{r['num_layers']}", "", "", "", f"{r['jax_full_unpadded_ms_p50']:.2f}",
+                      f"{r['jax_full_unpadded_ms_p90']:.2f}"], over8(r["jax_full_unpadded_ms_p50"])))
     if "jax_full_int8_ms_p50" in r:
         L.append(row([f"JAX full model (jitted, {full_name}, int8 weights)", f"{r['dev_full_f1_int8']:.4f}",
                       f"{r['num_layers']}", f"{r['full_f1_int8']:.4f}", f"{r['num_layers']}", "1.00",
@@ -699,7 +717,10 @@ def markdown(r: dict) -> str:
     if "jax_full_over_torch_eager" in r:
         L.append(f"JAX full (exact exits) / PyTorch eager time: {r['jax_full_over_torch_eager']:.2f}.  ")
     if "jax_full_over_onnxruntime" in r:
-        L.append(f"JAX full (exact exits) / ONNX Runtime time: {r['jax_full_over_onnxruntime']:.2f}.  ")
+        L.append(f"JAX full (exact exits) / ONNX Runtime time: {r['jax_full_over_onnxruntime']:.2f}"
+                 + (f"; unpadded: {r['jax_full_unpadded_over_onnxruntime']:.2f} (unpadded / padded "
+                    f"{r['jax_full_unpadded_over_jax_full_exact_exits']:.2f})"
+                    if "jax_full_unpadded_over_onnxruntime" in r else "") + ".  ")
     if "jax_full_int8_over_onnxruntime_int8" in r:
         L.append(f"JAX full, int8 weights ({full_name}) / ONNX Runtime int8 time: "
                  f"{r['jax_full_int8_over_onnxruntime_int8']:.2f}; / ONNX Runtime float32: "
