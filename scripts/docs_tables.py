@@ -172,6 +172,25 @@ def latency(rel: str) -> Callable[[], str]:
     return make
 
 
+def peers(rel: str) -> Callable[[], str]:
+    """bench/latency.py's full-model time ratios (total time over the same sentences, batch 1):
+    the JAX full model on exact exits over each peer, padded to its bucket and unpadded."""
+    names = (("jax_full_over_torch_eager", "JAX full model / PyTorch eager"),
+             ("jax_full_over_onnxruntime", "JAX full model / ONNX Runtime float32"),
+             ("jax_full_unpadded_over_onnxruntime", "JAX full model, unpadded / ONNX Runtime float32"),
+             ("jax_full_unpadded_over_jax_full_exact_exits", "JAX full model, unpadded / padded to its bucket"),
+             ("jax_full_over_onnxruntime_int8", "JAX full model / ONNX Runtime int8"),
+             ("jax_full_int8_over_onnxruntime", "JAX full model, int8 weights (rank-128 exits) / ONNX Runtime float32"),
+             ("jax_full_int8_over_onnxruntime_int8", "JAX full model, int8 weights (rank-128 exits) / ONNX Runtime int8"))
+
+    def make() -> str:
+        r = _load(rel)
+        return _table(["ratio (exact exits unless stated)", "time ratio"],
+                      [(label, f"{r[key]:.2f}") for key, label in names if key in r])
+    make.source = rel
+    return make
+
+
 def batched(rel: str) -> Callable[[], str]:
     def make() -> str:
         rows = [(b["batch_size"], f"{b['tau']:.2g}", b["patience"], f"{b['avg_exit_layer']:.2f}", f"{b['ideal_ratio']:.2f}",
@@ -346,6 +365,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "load": load_test,
     "latency_demo": latency("bench/results/cpu_demo.json"),
     "batched_demo": batched("bench/results/cpu_demo.json"),
+    "peers_demo": peers("bench/results/cpu_demo.json"),
     "latency_rank128": latency("bench/results/cpu.json"),
     "latency_ffnn64": latency("bench/results/cpu_ffnn64.json"),
     "batched_rank128": batched("bench/results/cpu.json"),
