@@ -291,7 +291,9 @@ def seeds() -> str:
         return f"{scale * x['mean']:.{digits}f}{sd}"
     rows = []
     for r in d.values():
-        seeds = ", ".join(map(str, r["seeds_done"])) or "none"
+        if not r["seeds_done"]:  # planned, not run yet: listed in the JSON as missing
+            continue
+        seeds = ", ".join(map(str, r["seeds_done"]))
         rows.append([r["data"], r["recipe"], seeds, "last exit (all layers)", ms(r["test_f1_last_exit"]), "6"])
         for method, cells in (r.get("table1") or {}).get("rows", {}).items():
             if method == "full model":

@@ -29,6 +29,8 @@ RECIPES = {
                     {0: "demo_casing_seed0", 1: "demo_casing_seed1", 2: "demo_casing_seed2"}),
     "conll03_long": ("CoNLL-2003", "configs/conll03.py, casing feature, up to 10 epochs, early stopping after 2",
                      {0: "conll03_long", 1: "conll03_long_seed1", 2: "conll03_long_seed2"}),
+    "conll03_longer": ("CoNLL-2003", "configs/conll03.py, casing feature, up to 20 epochs, early stopping after 3",
+                       {0: "conll03_longer_seed0", 1: "conll03_longer_seed1", 2: "conll03_longer_seed2"}),
 }
 # Runs whose results are committed elsewhere already.
 COMMITTED = {"demo": ROOT / "results" / "demo", "conll03_long": ROOT / "results" / "levers" / "conll03_long"}
