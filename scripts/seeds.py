@@ -34,7 +34,8 @@ RECIPES = {
 }
 # Runs whose results are committed elsewhere already.
 COMMITTED = {"demo": ROOT / "results" / "demo", "conll03_long": ROOT / "results" / "levers" / "conll03_long"}
-FILES = ("metrics.jsonl", "test_per_exit.json", "sweeps/table1.json")
+FILES = ("metrics.jsonl", "test_per_exit.json", "sweeps/table1.json", "sweeps/table1.md",  # table1.md: the bootstrap
+         "sweeps/summary.json")
 
 
 def run_folder(name: str, runs: Path) -> Path | None:
