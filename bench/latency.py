@@ -23,7 +23,8 @@ variants, and the exact-exit variants compare against a full model with exact ex
    ``jax_full_unpadded``: the full model on the exact exits, each sentence at its own shape (T its
    subwords, L its words) instead of its bucket's: what the padding to buckets costs the JAX
    model at batch 1 against the peers, which run unpadded (one compilation per distinct shape,
-   which a service cannot afford on its request path);
+   which a service cannot afford on its request path); ``by_length``: both over ONNX Runtime per
+   bin of sentence length (subwords);
 2. ``points``: the VEE engine (``vee_infer``) at batch 1 at several (tau, patience) points whose
    average exit layers span about 2..5, on the ``--exit-rank`` exits (ratios over ``jax_full``),
    and ``points_exact_exits`` on the exact exits (ratios over ``jax_full_exact_exits``);
@@ -606,6 +607,7 @@ def main(argv=None):
         result["onnxruntime_ms_p50"] = float(np.median(ms["onnxruntime"]))
         result["jax_full_over_onnxruntime"] = total[full_exact] / total["onnxruntime"]
         result["jax_full_unpadded_over_onnxruntime"] = total["jax_full_unpadded"] / total["onnxruntime"]
+        result["by_length"] = by_length([len(e.input_ids) for e in encoded], ms, full_exact)
         for row in points + exact_points + int8_points:
             row["over_onnxruntime"] = row["ms_p50"] / result["onnxruntime_ms_p50"]
         if args.int8:
@@ -651,6 +653,25 @@ def main(argv=None):
     out = Path(args.out) if args.out else ROOT / "bench" / "results" / (
         "cpu.json" if dev.platform == "cpu" else f"gpu-{dev.device_kind.replace(' ', '_')}.json")
     write_results(out, result, markdown(result))
+
+
+LENGTH_BINS = ((1, 24), (25, 48), (49, 96), (97, 512))
+
+
+def by_length(subwords: list[int], ms: dict, full: str) -> list[dict]:
+    """The full model's time over ONNX Runtime's per sentence-length bin (subwords): the JAX
+    full model on exact exits padded to its bucket, and unpadded; total time over the bin's sentences."""
+    n = np.asarray(subwords)
+    rows = []
+    for lo, hi in LENGTH_BINS:
+        sel = (n >= lo) & (n <= hi)
+        if sel.any():
+            ort = ms["onnxruntime"][sel].sum()
+            rows.append({"subwords": f"{lo}-{hi}", "sentences": int(sel.sum()),
+                         "onnxruntime_ms_p50": float(np.median(ms["onnxruntime"][sel])),
+                         "jax_full_over_onnxruntime": float(ms[full][sel].sum() / ort),
+                         "jax_full_unpadded_over_onnxruntime": float(ms["jax_full_unpadded"][sel].sum() / ort)})
+    return rows
 
 
 def markdown(r: dict) -> str:
@@ -730,6 +751,12 @@ def markdown(r: dict) -> str:
             L.append(f"JAX full (exact exits) / {label} time: {r[f'jax_full_over_{key}']:.2f}"
                      + (f"; on `{r['jax_full_exits']}` exits: {r[f'jax_full_rank_exits_over_{key}']:.2f}"
                         if f"jax_full_rank_exits_over_{key}" in r else "") + ".  ")
+    if r.get("by_length"):
+        L += ["", "| subwords | sentences | ORT float32 p50 ms | JAX full / ORT (padded) | JAX full / ORT (unpadded) |",
+              "|---|---|---|---|---|"]
+        L += [f"| {b['subwords']} | {b['sentences']} | {b['onnxruntime_ms_p50']:.2f} | {b['jax_full_over_onnxruntime']:.2f} | "
+              f"{b['jax_full_unpadded_over_onnxruntime']:.2f} |" for b in r["by_length"]]
+        L.append("")
     L.append(f"Compile time {r['compile_s']:.1f} s; recompilations after warm-up: {r['recompiles_after_warmup']}.")
     L += ["", f"Batched: the full model, `batched_infer` and the whole-batch loop all on `{r['jax_full_exits']}` exits; "
           "test sentences, points chosen on dev.", "",

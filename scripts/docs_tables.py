@@ -191,6 +191,17 @@ def peers(rel: str) -> Callable[[], str]:
     return make
 
 
+def peers_by_length(rel: str) -> Callable[[], str]:
+    """bench/latency.py's ``by_length``: the JAX full model over ONNX Runtime per sentence length."""
+    def make() -> str:
+        rows = [(b["subwords"], b["sentences"], f"{b['onnxruntime_ms_p50']:.2f}", f"{b['jax_full_over_onnxruntime']:.2f}",
+                 f"{b['jax_full_unpadded_over_onnxruntime']:.2f}") for b in _load(rel).get("by_length", [])]
+        return _table(["subwords", "sentences", "ORT float32 p50 ms", "JAX full / ORT (padded to its bucket)",
+                       "JAX full / ORT (unpadded)"], rows)
+    make.source = rel
+    return make
+
+
 def batched(rel: str) -> Callable[[], str]:
     def make() -> str:
         rows = [(b["batch_size"], f"{b['tau']:.2g}", b["patience"], f"{b['avg_exit_layer']:.2f}", f"{b['ideal_ratio']:.2f}",
@@ -368,6 +379,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "latency_demo": latency("bench/results/cpu_demo.json"),
     "batched_demo": batched("bench/results/cpu_demo.json"),
     "peers_demo": peers("bench/results/cpu_demo.json"),
+    "peers_by_length_demo": peers_by_length("bench/results/cpu_demo.json"),
     "latency_rank128": latency("bench/results/cpu.json"),
     "latency_ffnn64": latency("bench/results/cpu_ffnn64.json"),
     "batched_rank128": batched("bench/results/cpu.json"),
