@@ -318,6 +318,29 @@ def seeds() -> str:
 seeds.source = "results/seeds/seeds.json"
 
 
+def measures() -> str:
+    """scripts/measures.py: VEE's test F1 per distance measure, chosen on dev, mean +- sd over seeds."""
+    d = _load("results/measures/measures.json")
+    rows = []
+    for r in d["recipes"].values():
+        for target, cells in r["summary"].items():
+            for m in d["measures"]:
+                c = cells.get(m)
+                if c is None:
+                    rows.append([r["data"], 0, f"<= {target}", m, "none this fast on dev", ""])
+                    continue
+                n = c["test_f1"]["n"]  # seeds where dev found a configuration this fast
+                f1, layer = c["test_f1"], c["test_avg_exit_layer"]
+                sd = lambda x, k: f" +- {k * x['std']:.2f}" if x["std"] is not None else ""  # noqa: E731
+                rows.append([r["data"], n, f"<= {target}", m, f"{100 * f1['mean']:.2f}{sd(f1, 100)}",
+                             f"{layer['mean']:.2f}{sd(layer, 1)}"])
+    return _table(["data", "seeds with a configuration", "target avg exit layer", "VEE measure", "test F1 x 100 (mean +- sd)",
+                   "test avg exit layer"], rows)
+
+
+measures.source = "results/measures/measures.json"
+
+
 def msra() -> str:
     """The MSRA floor: test F1 at every exit and the [UNK] rate of MiniLM's vocabulary on the data."""
     per = _load("results/msra/test_per_exit.json")["per_exit"]
@@ -393,6 +416,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "precision": precision,
     "precision_hlo": precision_hlo,
     "seeds": seeds,
+    "measures": measures,
     "msra": msra,
 }
 

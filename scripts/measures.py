@@ -1,0 +1,92 @@
+"""Which measure is best (the paper's Figure 5 as numbers): VEE with KL, Euclidean and cosine, chosen on dev.
+
+    python scripts/measures.py [--runs ~/vee_runs]
+
+For each run of a recipe with a sweep (``eval.py --sweep`` writes ``sweeps/sweep.csv`` into the
+workdir) and each target average exit layer, the VEE configuration (tau, patience; no ensemble)
+of each measure with the best dev F1 at a dev average exit layer <= target, as Table 1 chooses
+(``sweeps.choose``), and its test F1 and test average exit layer. The edit distance is left out:
+the sweeps compute it on sentences of at most 48 words only, so its rows do not cover the split.
+Writes ``results/measures/measures.json`` (per run, and mean and standard deviation over the
+runs); the docs table reads it (``scripts/docs_tables.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "results" / "measures" / "measures.json"
+
+RECIPES = {"conll03_long": ("CoNLL-2003", ("conll03_long", "conll03_long_seed1", "conll03_long_seed2"))}
+MEASURES = ("kl", "euclidean", "cosine")
+TARGETS = (2.0, 3.0, 4.0)
+_CONFIG = ("strategy", "measure", "tau", "patience", "layer", "ensemble")
+
+
+def chosen(rows: list[dict], measure: str, target: float) -> dict | None:
+    """``{"tau", "patience", "dev_f1", "dev_avg_exit_layer", "test_f1", "test_avg_exit_layer"}`` of
+    the VEE configuration of ``measure`` chosen on dev under ``target``; None when none is that fast."""
+    from vee_jax.sweeps import choose
+
+    dev = [r for r in rows if r["split"] == "dev"]
+    d = choose(dev, target, lambda r: r["strategy"] == "vee" and r["measure"] == measure and not r["ensemble"])
+    if d is None:
+        return None
+    key = tuple(d[k] for k in _CONFIG)
+    t = next(r for r in rows if r["split"] == "test" and r["sentences"] == d["sentences"]
+             and tuple(r[k] for k in _CONFIG) == key)
+    return {"tau": d["tau"], "patience": d["patience"], "dev_f1": d["f1"], "dev_avg_exit_layer": d["avg_exit_layer"],
+            "test_f1": t["f1"], "test_avg_exit_layer": t["avg_exit_layer"]}
+
+
+def mean_std(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
+            "n": len(values)}
+
+
+def summarise(runs: Path, names: tuple[str, ...]) -> dict:
+    from vee_jax.sweeps import read_csv
+
+    per_run, missing = {}, []
+    for name in names:
+        csv = runs / name / "sweeps" / "sweep.csv"
+        if not csv.exists():
+            missing.append(name)
+            continue
+        rows = read_csv(csv)
+        per_run[name] = {f"{t:g}": {m: chosen(rows, m, t) for m in MEASURES} for t in TARGETS}
+    summary = {}
+    for t in TARGETS:
+        for m in MEASURES:
+            got = [r[f"{t:g}"][m] for r in per_run.values() if r[f"{t:g}"][m] is not None]
+            if got:
+                summary.setdefault(f"{t:g}", {})[m] = {
+                    "test_f1": mean_std([g["test_f1"] for g in got]),
+                    "test_avg_exit_layer": mean_std([g["test_avg_exit_layer"] for g in got])}
+    return {"runs": per_run, "missing": missing, "summary": summary}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", default=str(Path.home() / "vee_runs"))
+    args = ap.parse_args(argv)
+    runs = Path(args.runs).expanduser()
+    out = {"command": "python scripts/measures.py", "selection": "on dev: best dev F1 with dev avg exit layer <= "
+           "target (VEE, no ensemble), reported on test", "targets": list(TARGETS), "measures": list(MEASURES),
+           "recipes": {}}
+    for recipe, (data, names) in RECIPES.items():
+        out["recipes"][recipe] = {"data": data, **summarise(runs, names)}
+        for t, cells in out["recipes"][recipe]["summary"].items():
+            print(recipe, f"target <= {t}:", ", ".join(
+                f"{m} {100 * c['test_f1']['mean']:.2f} at {c['test_avg_exit_layer']['mean']:.2f}" for m, c in cells.items()))
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {OUT.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
