@@ -291,15 +291,18 @@ def levers() -> str:
 levers.source = "results/levers/levers.json"
 
 
+def _mean_sd(x: dict | None, scale: float = 100.0, digits: int = 2) -> str:
+    """``{"mean", "std"}`` (scripts/seeds.py's ``mean_std``) as "mean +- sd", scaled; the sd left out for one run."""
+    if x is None:
+        return ""
+    sd = f" +- {scale * x['std']:.{digits}f}" if x["std"] is not None else ""
+    return f"{scale * x['mean']:.{digits}f}{sd}"
+
+
 def seeds() -> str:
     """scripts/seeds.py: last-exit test F1 and the Table 1 rows, mean and standard deviation over seeds."""
     d = _load("results/seeds/seeds.json")
-
-    def ms(x: dict | None, scale: float = 100.0, digits: int = 2) -> str:
-        if x is None:
-            return ""
-        sd = f" +- {scale * x['std']:.{digits}f}" if x["std"] is not None else ""
-        return f"{scale * x['mean']:.{digits}f}{sd}"
+    ms = _mean_sd
     rows = []
     for r in d.values():
         if not r["seeds_done"]:  # planned, not run yet: listed in the JSON as missing
@@ -330,10 +333,8 @@ def measures() -> str:
                     rows.append([r["data"], 0, f"<= {target}", m, "none this fast on dev", ""])
                     continue
                 n = c["test_f1"]["n"]  # seeds where dev found a configuration this fast
-                f1, layer = c["test_f1"], c["test_avg_exit_layer"]
-                sd = lambda x, k: f" +- {k * x['std']:.2f}" if x["std"] is not None else ""  # noqa: E731
-                rows.append([r["data"], n, f"<= {target}", m, f"{100 * f1['mean']:.2f}{sd(f1, 100)}",
-                             f"{layer['mean']:.2f}{sd(layer, 1)}"])
+                rows.append([r["data"], n, f"<= {target}", m, _mean_sd(c["test_f1"]),
+                             _mean_sd(c["test_avg_exit_layer"], 1.0)])
     return _table(["data", "seeds with a configuration", "target avg exit layer", "VEE measure", "test F1 x 100 (mean +- sd)",
                    "test avg exit layer"], rows)
 

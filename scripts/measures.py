@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
+
+from seeds import mean_std  # scripts/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "measures" / "measures.json"
@@ -24,28 +25,21 @@ OUT = ROOT / "results" / "measures" / "measures.json"
 RECIPES = {"conll03_long": ("CoNLL-2003", ("conll03_long", "conll03_long_seed1", "conll03_long_seed2"))}
 MEASURES = ("kl", "euclidean", "cosine")
 TARGETS = (2.0, 3.0, 4.0)
-_CONFIG = ("strategy", "measure", "tau", "patience", "layer", "ensemble")
 
 
 def chosen(rows: list[dict], measure: str, target: float) -> dict | None:
     """``{"tau", "patience", "dev_f1", "dev_avg_exit_layer", "test_f1", "test_avg_exit_layer"}`` of
     the VEE configuration of ``measure`` chosen on dev under ``target``; None when none is that fast."""
-    from vee_jax.sweeps import choose
+    from vee_jax.sweeps import choose, config_id
 
     dev = [r for r in rows if r["split"] == "dev"]
     d = choose(dev, target, lambda r: r["strategy"] == "vee" and r["measure"] == measure and not r["ensemble"])
     if d is None:
         return None
-    key = tuple(d[k] for k in _CONFIG)
     t = next(r for r in rows if r["split"] == "test" and r["sentences"] == d["sentences"]
-             and tuple(r[k] for k in _CONFIG) == key)
+             and config_id(r) == config_id(d))
     return {"tau": d["tau"], "patience": d["patience"], "dev_f1": d["f1"], "dev_avg_exit_layer": d["avg_exit_layer"],
             "test_f1": t["f1"], "test_avg_exit_layer": t["avg_exit_layer"]}
-
-
-def mean_std(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
-            "n": len(values)}
 
 
 def summarise(runs: Path, names: tuple[str, ...]) -> dict:

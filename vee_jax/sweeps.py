@@ -351,7 +351,8 @@ BASELINES = ("entropy (BranchyNet)", "max-prob (Shallow-Deep)", "budget")
 _CONFIG = ("strategy", "measure", "tau", "patience", "layer", "ensemble")
 
 
-def _config_id(row: dict) -> tuple:
+def config_id(row: dict) -> tuple:
+    """A sweep row's configuration (strategy, measure, tau, patience, layer, ensemble): the same on dev and test."""
     return tuple(row[k] for k in _CONFIG)
 
 
@@ -372,7 +373,7 @@ def default_targets(num_layers: int) -> list[float]:
 def table1(dev_rows: Sequence[dict], test_rows: Sequence[dict], test: SplitSummary, targets: Sequence[float], *,
            n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Table 1 chosen on dev, reported on test, with a paired bootstrap of VEE-KL against each baseline."""
-    by_id = {_config_id(r): r for r in test_rows if r["sentences"] == ALL}
+    by_id = {config_id(r): r for r in test_rows if r["sentences"] == ALL}
     full = next(r for r in test_rows if r["strategy"] == "full")
     entries, boot = [], []
     for target in targets:
@@ -382,7 +383,7 @@ def table1(dev_rows: Sequence[dict], test_rows: Sequence[dict], test: SplitSumma
             if d is None:
                 entries.append({"target": target, "method": name, "config": None})
                 continue
-            t = by_id[_config_id(d)]
+            t = by_id[config_id(d)]
             exits = config_exits(test, t)
             chosen[name] = {"row": t, "exits": exits}
             entries.append({
