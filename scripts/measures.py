@@ -8,7 +8,8 @@ of each measure with the best dev F1 at a dev average exit layer <= target, as T
 (``sweeps.choose``), and its test F1 and test average exit layer. The edit distance is left out:
 the sweeps compute it on sentences of at most 48 words only, so its rows do not cover the split.
 Writes ``results/measures/measures.json`` (per run, and mean and standard deviation over the
-runs); the docs table reads it (``scripts/docs_tables.py``).
+runs); the docs table reads it (``scripts/docs_tables.py``). A run whose workdir is gone (each
+session's machine is fresh) keeps the choices the committed JSON already holds for it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from seeds import mean_std  # scripts/ is on sys.path when run as a script
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "measures" / "measures.json"
 
-RECIPES = {"conll03_long": ("CoNLL-2003", ("conll03_long", "conll03_long_seed1", "conll03_long_seed2"))}
+RECIPES = {"conll03_long": ("CoNLL-2003", ("conll03_long", "conll03_long_seed1", "conll03_long_seed2")),
+           "genia_long": ("GENIA", ("genia_long",))}
 MEASURES = ("kl", "euclidean", "cosine")
 TARGETS = (2.0, 3.0, 4.0)
 
@@ -42,17 +44,20 @@ def chosen(rows: list[dict], measure: str, target: float) -> dict | None:
             "test_f1": t["f1"], "test_avg_exit_layer": t["avg_exit_layer"]}
 
 
-def summarise(runs: Path, names: tuple[str, ...]) -> dict:
+def summarise(runs: Path, names: tuple[str, ...], committed: dict) -> dict:
+    """``committed``: the recipe's ``runs`` in the JSON written before (used where a workdir is gone)."""
     from vee_jax.sweeps import read_csv
 
     per_run, missing = {}, []
     for name in names:
         csv = runs / name / "sweeps" / "sweep.csv"
-        if not csv.exists():
+        if csv.exists():
+            rows = read_csv(csv)
+            per_run[name] = {f"{t:g}": {m: chosen(rows, m, t) for m in MEASURES} for t in TARGETS}
+        elif name in committed:
+            per_run[name] = committed[name]
+        else:
             missing.append(name)
-            continue
-        rows = read_csv(csv)
-        per_run[name] = {f"{t:g}": {m: chosen(rows, m, t) for m in MEASURES} for t in TARGETS}
     summary = {}
     for t in TARGETS:
         for m in MEASURES:
@@ -72,8 +77,10 @@ def main(argv=None) -> None:
     out = {"command": "python scripts/measures.py", "selection": "on dev: best dev F1 with dev avg exit layer <= "
            "target (VEE, no ensemble), reported on test", "targets": list(TARGETS), "measures": list(MEASURES),
            "recipes": {}}
+    before = json.loads(OUT.read_text())["recipes"] if OUT.exists() else {}
     for recipe, (data, names) in RECIPES.items():
-        out["recipes"][recipe] = {"data": data, **summarise(runs, names)}
+        committed = before.get(recipe, {}).get("runs", {})
+        out["recipes"][recipe] = {"data": data, **summarise(runs, names, committed)}
         for t, cells in out["recipes"][recipe]["summary"].items():
             print(recipe, f"target <= {t}:", ", ".join(
                 f"{m} {100 * c['test_f1']['mean']:.2f} at {c['test_avg_exit_layer']['mean']:.2f}" for m, c in cells.items()))

@@ -57,10 +57,13 @@ if [[ $WANTED == *" conll03_seeds "* ]]; then
       --config.train.early_stopping_patience=2 --config.seed=$seed
   done
 fi
-# GENIA's final recipe: the first lever of the issue "Quality" (epochs) on the shipped config (the
-# paper's exact exit, no casing feature: it was noise on the GENIA sample): the schedule over 15
-# epochs, stopped when dev F1 of the last exit has not risen for 3 (the paper: at most 25, patience 8).
-[[ $WANTED == *" genia_long "* ]] && run genia_long configs/genia.py 15 --config.train.early_stopping_patience=3
+# GENIA's final recipe: the levers of the issue "Quality" that paid on GENIA's dev set, on the
+# shipped config: the 64-wide exits (+0.6 dev F1 at the last exit over 5 epochs, and 1.6x faster to
+# train) and the schedule over 12 epochs, stopped when dev F1 of the last exit has not risen for 3
+# (the paper: at most 25, patience 8). No casing feature: it was noise on the GENIA sample. Sized to
+# finish in one sitting (about 6 min an epoch on 2 quiet cores): a fresh machine keeps no workdir.
+[[ $WANTED == *" genia_long "* ]] && run genia_long configs/genia.py 12 --config.model.ffnn_size=64 \
+  --config.train.early_stopping_patience=3
 # The two levers of conll03_long separated: the same 10-epoch schedule without the casing feature.
 [[ $WANTED == *" conll03_long_nocasing "* ]] && run conll03_long_nocasing configs/conll03.py 10 \
   --config.train.early_stopping_patience=2
