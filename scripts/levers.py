@@ -40,11 +40,11 @@ LEVERS = {
                              "casing feature and the schedule over 20 epochs (model.casing=True, train.epochs=20)",
                              "bash scripts/real_runs.sh conll03_longer_seeds"),
     "genia": ("GENIA", "5 epochs", "baseline: configs/genia.py", "bash scripts/real_runs.sh genia"),
+    "genia_ffnn64": ("GENIA", "5 epochs", "exits trained 64 wide (model.ffnn_size=64)",
+                     "bash scripts/real_runs.sh genia_ffnn64"),
     "genia_long": ("GENIA", "up to 12 epochs, early stopping after 3 without a better dev F1",
                    "64-wide exits and the schedule over 12 epochs (model.ffnn_size=64, train.epochs=12)",
                    "bash scripts/real_runs.sh genia_long"),
-    "genia_ffnn64": ("GENIA", "5 epochs", "exits trained 64 wide (model.ffnn_size=64)",
-                     "bash scripts/real_runs.sh genia_ffnn64"),
 }
 # Where the committed copies of the earlier runs already live.
 COMMITTED = {"conll03": ROOT / "results" / "conll03", "genia": ROOT / "results" / "genia",

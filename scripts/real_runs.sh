@@ -21,7 +21,7 @@ if [ $# -eq 0 ]; then WANTED=" genia conll03 genia_last "; fi
 [[ $WANTED == *" genia_last "* ]] && run genia_last configs/genia.py 5 --config.model.exits=last
 # Exits trained low-rank by construction (README "Performance"): 64-wide start/end projections.
 [[ $WANTED == *" genia_ffnn64 "* ]] && run genia_ffnn64 configs/genia.py 5 --config.model.ffnn_size=64
-# The same lever on CoNLL-2003 (the issue "Quality", lever table: results/levers.md).
+# The same lever on CoNLL-2003 (the issue "Quality", lever table: python scripts/levers.py).
 [[ $WANTED == *" conll03_ffnn64 "* ]] && run conll03_ffnn64 configs/conll03.py 4 --config.model.ffnn_size=64
 # Lever screens (the issue "Quality": screen on CoNLL-2003 with shorter runs): 2 epochs each, the
 # same schedule, one lever at a time against the 2-epoch baseline.
