@@ -391,6 +391,21 @@ def precision_hlo() -> str:
 precision_hlo.source = "bench/results/precision_cpu.json"
 
 
+def context_cost() -> str:
+    """bench/context.py: batch-1 latency of rows encoded alone and with document context."""
+    d = _load("bench/results/context_cpu.json")
+    base = d["rows"][0]
+    rows = [[r["context_subwords"], f"{r['rows_with_context']}/{r['rows']}", f"{r['mean_subwords']:.1f}",
+             f"{r['full_ms_p50']:.2f}", f"{r['full_ms_p50'] / base['full_ms_p50']:.2f}",
+             f"{r['vee_kl_tau0.01_p2_ms_p50']:.2f}", f"{r['vee_kl_tau0.01_p2_ms_p50'] / base['vee_kl_tau0.01_p2_ms_p50']:.2f}",
+             f"{r['vee_avg_exit_layer']:.2f}"] for r in d["rows"]]
+    return _table(["context subwords a side", "rows with context", "subwords a row", "full model ms p50", "full / alone",
+                   "VEE-KL ms p50", "VEE-KL / alone", "VEE avg exit layer"], rows)
+
+
+context_cost.source = "bench/results/context_cpu.json"
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "demo_per_exit": per_exit("results/demo/test_per_exit.json"),
     "genia_per_exit": per_exit("results/genia/test_per_exit.json"),
@@ -415,6 +430,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "predictor": predictor,
     "serve_startup": serve_startup,
     "layer_layouts": layer_layouts,
+    "context_cost": context_cost,
     "levers": levers,
     "precision": precision,
     "precision_hlo": precision_hlo,
