@@ -76,8 +76,9 @@ def main(argv=None) -> None:
                                                              inputs[i], pol), len(inputs), args.rounds)
             row[f"{name}_ms_p50"] = statistics.median(ms)
         # the model may not have been trained with context: its exits decide on other inputs
+        vee = policies["vee_kl_tau0.01_p2"]
         row["vee_avg_exit_layer"] = statistics.fmean(
-            int(engine.vee_infer(spec.bert, prepared["encoder"], prepared["exits"], x, policies["vee_kl_tau0.01_p2"])["exit_layer"][0])
+            int(engine.vee_infer(spec.bert, prepared["encoder"], prepared["exits"], x, vee)["exit_layer"][0])
             for x in inputs)
         rows.append(row)
         print(f"context {ctx:3d}: {row['mean_subwords']:.1f} subwords a row; "
