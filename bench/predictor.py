@@ -49,7 +49,8 @@ def direct(pred: Predictor, model: dict, words, batch_size: int, policy):
     out = [None] * len(enc)
     for _, idx in batch_plan(enc, batch_size, shuffle=False):
         group = [enc[i] for i in idx]
-        batch = collate(group, batch_shape(group), rows_bucket(len(group), batch_size))
+        rows = rows_bucket(len(group), batch_size)
+        batch = collate(group, batch_shape(group, rows), rows)
         r = vee_infer(pred.spec.bert, model["encoder"], model["exits"], batch, policy, pooling=pred.spec.pooling)
         probs, exits = np.asarray(r["probs"]), np.asarray(r["exit_layer"])
         for row, (i, e) in enumerate(zip(idx, group)):

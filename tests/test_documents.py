@@ -279,3 +279,28 @@ def test_service_runs_windows(tiny_workdir, texts):
         assert max(s.windows for s in want_doc.sentences) > 1
         r = c.post("/ner", json={"texts": [long_text] * 4})  # 4 texts of 3+ windows: past a batch of 8 rows
         assert r.status_code == 413 and "rows" in r.json()["detail"]
+
+
+def test_a_row_alone_pads_to_the_finer_buckets(tiny_workdir):
+    """A batch of one row pads its subwords to ``ALONE_SUBWORD_BUCKETS`` (40 between 32 and 48), a
+    batch of two to ``SUBWORD_BUCKETS``; ``shapes`` (what ``warm_up`` compiles) holds both, so a
+    warmed-up Predictor (whole batches: ``warm_up`` compiles ``vee_infer``'s programs) compiles
+    nothing on either, and the two paddings find the same entities."""
+    from vee_jax.data.features import ALONE_SUBWORD_BUCKETS, SUBWORD_BUCKETS
+    from vee_jax.predict import Predictor
+
+    assert set(ALONE_SUBWORD_BUCKETS) > set(SUBWORD_BUCKETS) and 40 not in SUBWORD_BUCKETS
+    p = Predictor.from_workdir(tiny_workdir, policy=POLICY, batch_size=2)
+    p.engine = "loop"
+    shapes = p.shapes(48)
+    assert [(B, T) for B, T, _ in shapes] == [(1, 16), (1, 24), (1, 32), (1, 40), (1, 48),
+                                              (2, 16), (2, 24), (2, 32), (2, 48)]
+    assert (1, 40, 40) in shapes and (2, 48, 48) in shapes  # L = words_for(T): room for T - 2 words
+    p.warm_up([p.policy], max_subwords=48)
+    before = p.compilations
+    text = " ".join(["cells"] * 36)  # 38 subwords: bucket 40 alone, 48 in a pair
+    alone, pair = p([text]), p([text, text])
+    assert p.compilations == before
+    a, b = [e.to_dict() for e in alone[0].entities], [e.to_dict() for e in pair[1].entities]
+    assert a and [{**e, "score": 0} for e in a] == [{**e, "score": 0} for e in b]
+    assert max(abs(x["score"] - y["score"]) for x, y in zip(a, b)) < 1e-5  # float rounding of other shapes

@@ -137,8 +137,9 @@ class Policy:
         """The first layer (0-based) whose ``stop`` can be True; the batched engine skips the tests before."""
         return 0
 
-    def fixed_exit(self, num_layers: int, knobs: Mapping[str, Any]) -> jax.Array | None:
-        """The 1-based layer every sentence exits at whatever its tables (may be traced), else None.
+    def fixed_exit(self, num_layers: int, knobs: Mapping[str, Any]) -> jax.Array | int | None:
+        """The 1-based layer every sentence exits at whatever its tables (a Python int when it does not
+        depend on the knobs, else traced), else None.
 
         Without ``ensemble`` the engines then run the layers up to it and that exit only.
         """
@@ -337,7 +338,7 @@ class FullPolicy(Policy):
     name: ClassVar[str] = "full"
 
     def fixed_exit(self, num_layers, knobs):
-        return jnp.int32(num_layers)
+        return num_layers  # static: the engine runs the layers as straight-line code
 
     def stop(self, probs_m, history, m, lengths, knobs, history_kl=None):
         B = probs_m.shape[0]

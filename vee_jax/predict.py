@@ -16,8 +16,8 @@ ensemble mean) and the sentence's exit layer.
 
 Batch shapes come from a small set so that a long-running process does not compile per request:
 rows padded to a power of two (``ROW_BUCKETS``, at most ``batch_size``), subwords to
-``SUBWORD_BUCKETS`` and the word axis to the word bucket that holds every sentence of that
-subword bucket (``shapes`` lists them). A policy's program is its static part
+``SUBWORD_BUCKETS`` (a batch of one row: the finer ``ALONE_SUBWORD_BUCKETS``) and the word axis
+to the word bucket that holds every sentence of that subword bucket (``shapes`` lists them). A policy's program is its static part
 (``program``: kind, measure, ensemble; tau, patience and the budget layer are traced), so each
 (program, shape) compiles once; ``warm_up`` compiles them ahead, and ``compilations`` counts
 the real XLA compilations of the process (``vee_jax.compilations``).
@@ -33,8 +33,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from . import compilations as xla_compilations
-from .data.features import (SUBWORD_BUCKETS, Encoded, batch_plan, bucket, collate, words_for,
-                            encode_sentences)
+from .data.features import (ALONE_SUBWORD_BUCKETS, SUBWORD_BUCKETS, Encoded, batch_plan, bucket, collate,
+                            encode_sentences, words_for)
 from .data.sentence import Sentence
 from .decode import decode_table
 from .documents import Entity
@@ -102,14 +102,20 @@ def rows_bucket(n: int, max_rows: int) -> int:
     return min(next((b for b in ROW_BUCKETS if b >= n), max_rows), max_rows)
 
 
-def batch_shape(encoded: Sequence[Encoded]) -> tuple[int, int]:
-    """``(T, L)`` of a batch: the subword bucket of its longest sentence and a word axis that fits it.
+def subword_buckets(rows: int) -> tuple[int, ...]:
+    """The subword buckets of a batch of ``rows`` rows (its rows bucket): finer for one row."""
+    return ALONE_SUBWORD_BUCKETS if rows == 1 else SUBWORD_BUCKETS
+
+
+def batch_shape(encoded: Sequence[Encoded], rows: int) -> tuple[int, int]:
+    """``(T, L)`` of a batch padded to ``rows`` rows: the subword bucket of its longest sentence
+    (``subword_buckets(rows)``) and a word axis that fits it.
 
     L depends on T alone (a sentence of T subwords has at most T - 2 words), so the shapes a
     process can meet are one per subword bucket and rows bucket.
     """
-    T = bucket(max(len(e.input_ids) for e in encoded), SUBWORD_BUCKETS)
-    return T, words_for(T)
+    T = bucket(max(len(e.input_ids) for e in encoded), subword_buckets(rows))
+    return T, words_for(T, alone=rows == 1)
 
 
 class Predictor:
@@ -212,14 +218,18 @@ class Predictor:
         """Every batch shape ``(B, T, L)`` a call can meet with sentences (or windows) of at most
         ``max_subwords`` subwords (default and cap: the model's limit ``max_subwords``).
 
-        T: each subword bucket up to the one that holds ``max_subwords`` (windows of a longer
-        sentence are rows of the largest); L = ``words_for(T)``; B: each rows bucket up to
-        ``batch_size`` (or ``rows``).
+        T: each subword bucket of ``subword_buckets(B)`` up to the one that holds ``max_subwords``
+        (windows of a longer sentence are rows of the largest); L = ``words_for(T)``; B: each rows
+        bucket up to ``batch_size`` (or ``rows``).
         """
         limit = self.max_subwords if max_subwords is None else min(max_subwords, self.max_subwords)
-        top = bucket(min(max(limit, 1), SUBWORD_BUCKETS[-1]), SUBWORD_BUCKETS)
         rows = sorted(set(rows or [b for b in ROW_BUCKETS if b < self.batch_size] + [self.batch_size]))
-        return [(B, T, words_for(T)) for T in SUBWORD_BUCKETS if T <= top for B in rows]
+        out = []
+        for B in rows:
+            buckets = subword_buckets(B)
+            top = bucket(min(max(limit, 1), buckets[-1]), buckets)
+            out += [(B, T, words_for(T, alone=B == 1)) for T in buckets if T <= top]
+        return out
 
     def check(self, policy: Policy) -> Policy:
         """``policy`` if this model can run it, else ValueError (a budget layer past M, say)."""
@@ -315,8 +325,8 @@ class Predictor:
         """
         from .engine import vee_infer
 
-        T, L = batch_shape(encoded)
         B = rows_bucket(len(encoded), self.batch_size)
+        T, L = batch_shape(encoded, B)
         batch = collate(encoded, (T, L), B, casing=self.spec.casing)
         out = vee_infer(self.spec.bert, self.model["encoder"], self.model["exits"], batch, policy,
                         pooling=self.spec.pooling)
@@ -385,4 +395,4 @@ class Predictor:
 
 
 __all__ = ["Entity", "Prediction", "Predictor", "ROW_BUCKETS", "WordPrediction", "batch_shape",
-           "rows_bucket", "split_words", "to_prediction", "words_for"]
+           "rows_bucket", "split_words", "subword_buckets", "to_prediction", "words_for"]
