@@ -79,7 +79,7 @@ from vee_jax import engine  # noqa: E402
 from vee_jax.allocator import keep_freed_memory  # noqa: E402
 from vee_jax.batched import batched_infer, whole_batches  # noqa: E402
 from vee_jax.bert import transformer_layer, attention_bias  # noqa: E402
-from vee_jax.data.features import (ALONE_SUBWORD_BUCKETS, ALONE_WORD_BUCKETS, SUBWORD_BUCKETS, bucket, collate,  # noqa: E402
+from vee_jax.data.features import (FINE_SUBWORD_BUCKETS, FINE_WORD_BUCKETS, SUBWORD_BUCKETS, bucket, collate,  # noqa: E402
                                    encode_sentences, iterate_batches)
 from vee_jax.data.readers import read_split  # noqa: E402
 from vee_jax.decode import decode_table  # noqa: E402
@@ -133,9 +133,9 @@ def machine() -> str:
 
 def one_batch(e, pooling: str, padded: bool = True) -> dict:
     """Sentence ``e`` alone, padded to its bucket shape (T from subwords, L from words: the buckets
-    of a batch of one row, ``ALONE_*_BUCKETS``), or at its own shape with ``padded=False``."""
+    of a batch of one row, ``FINE_*_BUCKETS``), or at its own shape with ``padded=False``."""
     T, L = len(e.input_ids), max(e.length, 1)
-    shape = (bucket(T, ALONE_SUBWORD_BUCKETS), bucket(L, ALONE_WORD_BUCKETS)) if padded else (T, L)
+    shape = (bucket(T, FINE_SUBWORD_BUCKETS), bucket(L, FINE_WORD_BUCKETS)) if padded else (T, L)
     return engine.infer_inputs(collate([e], shape, 1), pooling)
 
 

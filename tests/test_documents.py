@@ -282,14 +282,14 @@ def test_service_runs_windows(tiny_workdir, texts):
 
 
 def test_a_row_alone_pads_to_the_finer_buckets(tiny_workdir):
-    """A batch of one row pads its subwords to ``ALONE_SUBWORD_BUCKETS`` (40 between 32 and 48), a
+    """A batch of one row pads its subwords to ``FINE_SUBWORD_BUCKETS`` (40 between 32 and 48), a
     batch of two to ``SUBWORD_BUCKETS``; ``shapes`` (what ``warm_up`` compiles) holds both, so a
     warmed-up Predictor (whole batches: ``warm_up`` compiles ``vee_infer``'s programs) compiles
     nothing on either, and the two paddings find the same entities."""
-    from vee_jax.data.features import ALONE_SUBWORD_BUCKETS, SUBWORD_BUCKETS
+    from vee_jax.data.features import FINE_SUBWORD_BUCKETS, SUBWORD_BUCKETS
     from vee_jax.predict import Predictor
 
-    assert set(ALONE_SUBWORD_BUCKETS) > set(SUBWORD_BUCKETS) and 40 not in SUBWORD_BUCKETS
+    assert set(FINE_SUBWORD_BUCKETS) > set(SUBWORD_BUCKETS) and 40 not in SUBWORD_BUCKETS
     p = Predictor.from_workdir(tiny_workdir, policy=POLICY, batch_size=2)
     p.engine = "loop"
     shapes = p.shapes(48)

@@ -8,7 +8,8 @@ can pass; ``pool_write`` keeps the state of the sentences that go on), and refil
 with sentences that are still running:
 
 - Sentences are grouped by their padded shape (T, L) (``_groups``: T the subword bucket, L the
-  word bucket of the group's longest sentence). Each group has a queue per layer m (0-based):
+  word bucket of the group's longest sentence, both of ``data.features``' finer ``FINE_*``
+  buckets: every row pays its own padding at every layer). Each group has a queue per layer m (0-based):
   the sentences whose next layer is m. Queue 0 holds the sentences not yet started.
 - **The rule**, one group at a time: (1) if a queue m >= 1 holds at least ``batch_size``
   sentences, run ``batch_size`` of them from the *deepest* such queue; (2) else, while queue 0
@@ -24,7 +25,8 @@ with sentences that are still running:
   by "the queue whose first sentence has waited longest" (``oldest_first``), so that under a
   steady stream of arrivals no sentence waits for its queue to fill.
 - A batch of n sentences is padded to the smallest size >= n in ``batch_sizes(batch_size)``
-  (the powers of two below ``batch_size``, and ``batch_size``): ``pool_layer_step`` compiles
+  (the powers of two below ``batch_size`` with the half-way points from 12, and ``batch_size``):
+  ``pool_layer_step`` compiles
   at most twice per (shape, padded batch size) (layer 1 embeds first), for all layers (their
   weights are arguments); the vote at layer m reads only the m earlier tables (with their KL
   self terms), so it compiles per (shape, padded size, m), a small program. Tau and patience
@@ -66,7 +68,7 @@ import numpy as np
 
 from . import engine
 from .bert import BertConfig, attention_bias, embed, transformer_layer
-from .data.features import SUBWORD_BUCKETS, WORD_BUCKETS, Encoded, bucket, collate
+from .data.features import FINE_SUBWORD_BUCKETS, FINE_WORD_BUCKETS, Encoded, bucket, collate
 from .exits import biaffine, exit_inputs
 from .measures import kl_self_term
 from .policies import Policy, check_policy, vote_step
@@ -105,13 +107,17 @@ class BatchStats:
 
 
 def batch_sizes(batch_size: int) -> tuple[int, ...]:
-    """The padded batch sizes used: powers of two below ``batch_size``, then ``batch_size``."""
+    """The padded batch sizes used: powers of two below ``batch_size`` and, from 12, the half-way
+    points 1.5 x 2^k (a group's tail of 17 rows runs at 24, not 32: bench/predictor.py), then
+    ``batch_size``."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     sizes = {batch_size}
     p = 1
     while p < batch_size:
         sizes.add(p)
+        if p >= 8 and 3 * p // 2 < batch_size:
+            sizes.add(3 * p // 2)
         p *= 2
     return tuple(sorted(sizes))
 
@@ -121,7 +127,8 @@ def _pad_to(n: int, sizes: Sequence[int]) -> int:
 
 
 def _groups(encoded: Sequence[Encoded]) -> dict[tuple[int, int], list[int]]:
-    """(T, L) -> the indices of its sentences, in input order: one group per subword bucket T.
+    """(T, L) -> the indices of its sentences, in input order: one group per subword bucket T
+    (``FINE_SUBWORD_BUCKETS``).
 
     L is the word bucket of the group's longest sentence, not ``words_for(T)`` (room for T - 2
     words): exits and votes cost L^2 per sentence, and on GENIA the 96-subword group has at
@@ -129,8 +136,8 @@ def _groups(encoded: Sequence[Encoded]) -> dict[tuple[int, int], list[int]]:
     """
     by_T: dict[int, list[int]] = {}
     for i, e in enumerate(encoded):
-        by_T.setdefault(bucket(len(e.input_ids), SUBWORD_BUCKETS), []).append(i)
-    return {(T, bucket(max(max(encoded[i].length for i in members), 1), WORD_BUCKETS)): members
+        by_T.setdefault(bucket(len(e.input_ids), FINE_SUBWORD_BUCKETS), []).append(i)
+    return {(T, bucket(max(max(encoded[i].length for i in members), 1), FINE_WORD_BUCKETS)): members
             for T, members in sorted(by_T.items())}
 
 

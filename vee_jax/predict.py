@@ -16,7 +16,7 @@ ensemble mean) and the sentence's exit layer.
 
 Batch shapes come from a small set so that a long-running process does not compile per request:
 rows padded to a power of two (``ROW_BUCKETS``, at most ``batch_size``), subwords to
-``SUBWORD_BUCKETS`` (a batch of one row: the finer ``ALONE_SUBWORD_BUCKETS``) and the word axis
+``SUBWORD_BUCKETS`` (a batch of one row: the finer ``FINE_SUBWORD_BUCKETS``) and the word axis
 to the word bucket that holds every sentence of that subword bucket (``shapes`` lists them). A policy's program is its static part
 (``program``: kind, measure, ensemble; tau, patience and the budget layer are traced), so each
 (program, shape) compiles once; ``warm_up`` compiles them ahead, and ``compilations`` counts
@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from . import compilations as xla_compilations
-from .data.features import (ALONE_SUBWORD_BUCKETS, SUBWORD_BUCKETS, Encoded, batch_plan, bucket, collate,
+from .data.features import (FINE_SUBWORD_BUCKETS, SUBWORD_BUCKETS, Encoded, batch_plan, bucket, collate,
                             encode_sentences, words_for)
 from .data.sentence import Sentence
 from .decode import decode_table
@@ -104,7 +104,7 @@ def rows_bucket(n: int, max_rows: int) -> int:
 
 def subword_buckets(rows: int) -> tuple[int, ...]:
     """The subword buckets of a batch of ``rows`` rows (its rows bucket): finer for one row."""
-    return ALONE_SUBWORD_BUCKETS if rows == 1 else SUBWORD_BUCKETS
+    return FINE_SUBWORD_BUCKETS if rows == 1 else SUBWORD_BUCKETS
 
 
 def batch_shape(encoded: Sequence[Encoded], rows: int) -> tuple[int, int]:
@@ -115,7 +115,7 @@ def batch_shape(encoded: Sequence[Encoded], rows: int) -> tuple[int, int]:
     process can meet are one per subword bucket and rows bucket.
     """
     T = bucket(max(len(e.input_ids) for e in encoded), subword_buckets(rows))
-    return T, words_for(T, alone=rows == 1)
+    return T, words_for(T, fine=rows == 1)
 
 
 class Predictor:
@@ -228,7 +228,7 @@ class Predictor:
         for B in rows:
             buckets = subword_buckets(B)
             top = bucket(min(max(limit, 1), buckets[-1]), buckets)
-            out += [(B, T, words_for(T, alone=B == 1)) for T in buckets if T <= top]
+            out += [(B, T, words_for(T, fine=B == 1)) for T in buckets if T <= top]
         return out
 
     def check(self, policy: Policy) -> Policy:

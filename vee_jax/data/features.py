@@ -30,13 +30,14 @@ log = logging.getLogger(__name__)
 
 SUBWORD_BUCKETS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 WORD_BUCKETS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
-# A sentence that runs alone (a batch of one row) pays for its padding in full, so it gets the
-# half-way points below 128 too: on the demo test set its subwords padded to SUBWORD_BUCKETS are
-# 1.18x the real ones, to these 1.09x (bench/latency.py times the full model at batch 1 on them).
-# Batches of more rows keep the coarser buckets: they pad to their longest row anyway, and each
-# bucket is one more program per rows bucket for a server to compile before it is ready.
-ALONE_SUBWORD_BUCKETS = tuple(sorted(set(SUBWORD_BUCKETS) | {40, 56, 80, 112}))
-ALONE_WORD_BUCKETS = tuple(sorted(set(WORD_BUCKETS) | {40, 56, 80, 112}))
+# Where each row pays for its own padding (a batch of one row; continuous batching's groups,
+# ``batched``), finer buckets: the half-way points below 128 too. On the demo test set subwords
+# padded to SUBWORD_BUCKETS are 1.18x the real ones, to these 1.09x (bench/latency.py, the full
+# model at batch 1; bench/predictor.py). Training, evaluation and whole batches of more rows keep
+# the coarser ones: a batch pads to its longest row anyway, and each bucket is one more program
+# per rows bucket for a server to compile before it is ready.
+FINE_SUBWORD_BUCKETS = tuple(sorted(set(SUBWORD_BUCKETS) | {40, 56, 80, 112}))
+FINE_WORD_BUCKETS = tuple(sorted(set(WORD_BUCKETS) | {40, 56, 80, 112}))
 
 
 # --- word shapes (model.casing) -----------------------------------------------------------------
@@ -343,15 +344,15 @@ def bucket(n: int, boundaries: Sequence[int]) -> int:
     raise ValueError(f"length {n} exceeds the largest bucket {boundaries[-1]}")
 
 
-def words_for(T: int, alone: bool = False) -> int:
+def words_for(T: int, fine: bool = False) -> int:
     """The word bucket L of subword bucket T: room for T - 2 words ([CLS] and [SEP] aside).
 
     Every word has at least one subword, so any sentence of T subwords fits. One L per T, the
     same for every data set: dev evaluation in train.py and eval.py on test compile the same
-    shapes (a second process finds them in JAX's persistent cache). ``alone``: from
-    ``ALONE_WORD_BUCKETS`` (a batch of one row).
+    shapes (a second process finds them in JAX's persistent cache). ``fine``: from
+    ``FINE_WORD_BUCKETS`` (a batch of one row).
     """
-    return bucket(max(T - 2, 1), ALONE_WORD_BUCKETS if alone else WORD_BUCKETS)
+    return bucket(max(T - 2, 1), FINE_WORD_BUCKETS if fine else WORD_BUCKETS)
 
 
 def row_shape(e: Encoded, fit_words: bool = True) -> tuple[int, int]:
