@@ -37,8 +37,8 @@ Speed (bench/latency.py, README "Performance"):
   (``Policy.split``): one compilation per policy kind and batch shape.
 - A policy whose exit does not depend on the tables (``Policy.fixed_exit``: ``full``,
   ``budget``), without ensemble, computes only the exit it returns. When that layer is static
-  (``full``) the program is straight-line code, one block per layer: 4% faster than the loop of
-  ``lax.switch`` branches at batch 1 (bench/latency.py, ``jax_full``).
+  (``full``) the program is straight-line code, one block per layer, no loop of ``lax.switch``
+  branches: simpler for XLA, never slower, a few percent at batch 1 at most (docs/decisions.md).
 
 The engine asks the policy, never its kind: ``needs_history`` / ``history_kl`` (what the loop
 carries), ``stop`` (through ``policies.vote_step``), ``fixed_exit`` and ``split``.

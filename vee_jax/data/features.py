@@ -32,10 +32,10 @@ SUBWORD_BUCKETS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 WORD_BUCKETS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 # Where each row pays for its own padding (a batch of one row; continuous batching's groups,
 # ``batched``), finer buckets: the half-way points below 128 too. On the demo test set subwords
-# padded to SUBWORD_BUCKETS are 1.18x the real ones, to these 1.09x (bench/latency.py, the full
-# model at batch 1; bench/predictor.py). Training, evaluation and whole batches of more rows keep
-# the coarser ones: a batch pads to its longest row anyway, and each bucket is one more program
-# per rows bucket for a server to compile before it is ready.
+# padded to SUBWORD_BUCKETS are 1.18x the real ones, to these 1.09x, and the Predictor runs 1.07x
+# faster at batch 1, 1.14x with continuous batching (docs/decisions.md). Training, evaluation and
+# whole batches of more rows keep the coarser ones: a batch pads to its longest row anyway, and
+# each bucket is one more program per rows bucket for a server to compile before it is ready.
 FINE_SUBWORD_BUCKETS = tuple(sorted(set(SUBWORD_BUCKETS) | {40, 56, 80, 112}))
 FINE_WORD_BUCKETS = tuple(sorted(set(WORD_BUCKETS) | {40, 56, 80, 112}))
 
