@@ -167,10 +167,12 @@ def _static_layer(config: BertConfig, encoder: Params, m: int) -> Params:
     return jax.tree.map(lambda w: w[stacked_index(config, m)], encoder["layers"])
 
 
-def _exit_only(exits: Any, m: jax.Array, inputs: tuple) -> jax.Array:
+def _exit_only(exits: Any, m: jax.Array | int, inputs: tuple) -> jax.Array:
     """Exit m's logits alone (for a ``fixed_exit``, computed once after the loop); ``inputs``:
-    ``exits.exit_inputs``' pair."""
+    ``exits.exit_inputs``' pair. A Python int m reads that exit directly, no switch."""
     if isinstance(exits, tuple):
+        if isinstance(m, int):
+            return biaffine(exits[m], *inputs)
         return lax.switch(m, [functools.partial(biaffine, ep) for ep in exits], *inputs)
     return biaffine(select_exit(exits, m), *inputs)
 
@@ -197,13 +199,11 @@ def _infer(config: BertConfig, encoder: Params, exits: Any, batch: dict, knobs: 
         # Every sentence exits at the same layer: run the layers, then that one exit.
         if isinstance(stop_at, jax.core.Tracer):  # a traced layer (budget): one loop for every layer
             hidden = lax.fori_loop(0, stop_at, lambda m, h: step(m, h, False)[0], h0)
-            logits = _exit_only(exits, stop_at - 1, words_of(hidden))
         else:  # a static layer (full): straight-line code, no loop or switch around each layer
             hidden = h0
-            for m in range(int(stop_at)):
+            for m in range(stop_at):
                 hidden = transformer_layer(config, _static_layer(config, encoder, m), hidden, bias)
-            logits = biaffine(exits[m] if isinstance(exits, tuple) else select_exit(exits, m), *words_of(hidden))
-        probs = jax.nn.softmax(logits.astype(jnp.float32), -1)
+        probs = jax.nn.softmax(_exit_only(exits, stop_at - 1, words_of(hidden)).astype(jnp.float32), -1)
         real = ~padding_row
         return {"probs": jnp.where(real[:, None, None, None], probs, 0.0),
                 "exit_layer": jnp.where(real, stop_at, 0), "votes": jnp.zeros(B, jnp.int32),

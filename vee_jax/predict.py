@@ -17,7 +17,8 @@ ensemble mean) and the sentence's exit layer.
 Batch shapes come from a small set so that a long-running process does not compile per request:
 rows padded to a power of two (``ROW_BUCKETS``, at most ``batch_size``), subwords to
 ``SUBWORD_BUCKETS`` (a batch of one row: the finer ``FINE_SUBWORD_BUCKETS``) and the word axis
-to the word bucket that holds every sentence of that subword bucket (``shapes`` lists them). A policy's program is its static part
+to the word bucket that holds every sentence of that subword bucket (``padded_shape``; ``shapes``
+lists them). A policy's program is its static part
 (``program``: kind, measure, ensemble; tau, patience and the budget layer are traced), so each
 (program, shape) compiles once; ``warm_up`` compiles them ahead, and ``compilations`` counts
 the real XLA compilations of the process (``vee_jax.compilations``).
@@ -107,15 +108,20 @@ def subword_buckets(rows: int) -> tuple[int, ...]:
     return FINE_SUBWORD_BUCKETS if rows == 1 else SUBWORD_BUCKETS
 
 
-def batch_shape(encoded: Sequence[Encoded], rows: int) -> tuple[int, int]:
-    """``(T, L)`` of a batch padded to ``rows`` rows: the subword bucket of its longest sentence
-    (``subword_buckets(rows)``) and a word axis that fits it.
+def padded_shape(subwords: int, rows: int) -> tuple[int, int]:
+    """``(T, L)`` of a batch of ``rows`` rows whose longest row has ``subwords`` subwords: T its
+    bucket in ``subword_buckets(rows)``, L a word axis that fits any row of T subwords.
 
     L depends on T alone (a sentence of T subwords has at most T - 2 words), so the shapes a
     process can meet are one per subword bucket and rows bucket.
     """
-    T = bucket(max(len(e.input_ids) for e in encoded), subword_buckets(rows))
+    T = bucket(subwords, subword_buckets(rows))
     return T, words_for(T, fine=rows == 1)
+
+
+def batch_shape(encoded: Sequence[Encoded], rows: int) -> tuple[int, int]:
+    """``padded_shape`` of a batch of ``encoded`` padded to ``rows`` rows."""
+    return padded_shape(max(len(e.input_ids) for e in encoded), rows)
 
 
 class Predictor:
@@ -219,8 +225,8 @@ class Predictor:
         ``max_subwords`` subwords (default and cap: the model's limit ``max_subwords``).
 
         T: each subword bucket of ``subword_buckets(B)`` up to the one that holds ``max_subwords``
-        (windows of a longer sentence are rows of the largest); L = ``words_for(T)``; B: each rows
-        bucket up to ``batch_size`` (or ``rows``).
+        (windows of a longer sentence are rows of the largest); L as ``padded_shape`` gives it; B:
+        each rows bucket up to ``batch_size`` (or ``rows``).
         """
         limit = self.max_subwords if max_subwords is None else min(max_subwords, self.max_subwords)
         rows = sorted(set(rows or [b for b in ROW_BUCKETS if b < self.batch_size] + [self.batch_size]))
@@ -228,7 +234,7 @@ class Predictor:
         for B in rows:
             buckets = subword_buckets(B)
             top = bucket(min(max(limit, 1), buckets[-1]), buckets)
-            out += [(B, T, words_for(T, fine=B == 1)) for T in buckets if T <= top]
+            out += [(B, *padded_shape(T, B)) for T in buckets if T <= top]
         return out
 
     def check(self, policy: Policy) -> Policy:
@@ -395,4 +401,4 @@ class Predictor:
 
 
 __all__ = ["Entity", "Prediction", "Predictor", "ROW_BUCKETS", "WordPrediction", "batch_shape",
-           "rows_bucket", "split_words", "subword_buckets", "to_prediction", "words_for"]
+           "padded_shape", "rows_bucket", "split_words", "subword_buckets", "to_prediction", "words_for"]
